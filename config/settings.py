@@ -1,0 +1,103 @@
+"""Django settings for Sluice, read from the environment (12-factor)."""
+import os
+from pathlib import Path
+
+from config import database
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name, default=False):
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+DEBUG = env_bool("SLUICE_DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY") or ("insecure-dev-key-set-SECRET_KEY-in-production" if DEBUG else None)
+if SECRET_KEY is None:
+    # A stable per-checkout key so sessions survive restarts of `make run` without configuration.
+    key_file = BASE_DIR / "var" / "secret_key"
+    if not key_file.exists():
+        import secrets
+
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    SECRET_KEY = key_file.read_text().strip()
+
+ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "queueing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": database.parse_url(database.database_url())}
+DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("SLUICE_CONN_MAX_AGE", "60"))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"]["OPTIONS"].setdefault("application_name", os.environ.get("SLUICE_APP_NAME", "sluice"))
+DATABASES["default"]["TEST"] = {"NAME": os.environ.get("SLUICE_TEST_DATABASE", "test_sluice")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+LOGIN_URL = "admin:login"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "sluice": {"handlers": ["console"], "level": os.environ.get("SLUICE_LOG_LEVEL", "INFO"), "propagate": False},
+    },
+}
+
+# Engine defaults; each can be overridden per topic or per consumer.
+SLUICE = {
+    "DEFAULT_PARTITIONS": int(os.environ.get("SLUICE_DEFAULT_PARTITIONS", "1")),
+    "MAX_MESSAGE_BYTES": int(os.environ.get("SLUICE_MAX_MESSAGE_BYTES", str(1024 * 1024))),
+    "SESSION_TIMEOUT_MS": int(os.environ.get("SLUICE_SESSION_TIMEOUT_MS", "10000")),
+    "HEARTBEAT_INTERVAL_MS": int(os.environ.get("SLUICE_HEARTBEAT_INTERVAL_MS", "3000")),
+    "POLL_FALLBACK_MS": int(os.environ.get("SLUICE_POLL_FALLBACK_MS", "1000")),
+}

@@ -1,0 +1,10 @@
+"""Root URLs: the admin and the platform's landing page."""
+from django.contrib import admin
+from django.urls import path
+
+from queueing import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,1 @@
+"""Sluice's queue engine: topics, partitions, the log, producers and consumer groups."""

@@ -1,0 +1,332 @@
+"""The ordered-group consumer: joins a group, follows its assignment, long-polls, commits offsets."""
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+import psycopg
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
+
+from queueing import exceptions, groups, storage, types
+
+logger = logging.getLogger("sluice.consumer")
+
+_LISTEN_PARAMS = ("dbname", "user", "password", "host", "port", "sslmode", "application_name", "options")
+
+
+def listen_connection(channels):
+    """Open an autocommit psycopg connection LISTENing on channels (its own, beside Django's)."""
+    params = {k: v for k, v in connection.get_connection_params().items() if k in _LISTEN_PARAMS and v}
+    conn = psycopg.connect(**params, autocommit=True)
+    for channel in channels:
+        conn.execute(f'LISTEN "{channel}"')
+    return conn
+
+
+class Consumer:
+    """A member of an ordered consumer group (Kafka semantics).
+
+    Each assigned partition is read by this member alone, in offset order. `poll()` returns records
+    after the member's position; `commit()` stores positions, and is refused (CommitFailed) once
+    the group has moved to a newer generation, after which the consumer re-syncs by itself. A
+    background thread heartbeats, so a slow handler does not lose the member its partitions.
+    """
+
+    def __init__(
+        self,
+        group,
+        topics,
+        *,
+        auto_offset_reset=types.OffsetReset.LATEST,
+        enable_auto_commit=True,
+        auto_commit_interval_ms=5000,
+        max_poll_records=500,
+        session_timeout_ms=None,
+        heartbeat_interval_ms=None,
+        client_id="",
+    ):
+        config = settings.SLUICE
+        groups.validate_group_name(group)
+        if not topics:
+            raise exceptions.InvalidArgument(reason="subscribe to at least one topic")
+        if not isinstance(max_poll_records, int) or not 1 <= max_poll_records <= 100_000:
+            raise exceptions.InvalidArgument(reason="max_poll_records must be between 1 and 100000")
+        self.group = group
+        self.topics = sorted(set(topics))
+        self.auto_offset_reset = types.OffsetReset(auto_offset_reset)
+        self.enable_auto_commit = enable_auto_commit
+        self.auto_commit_interval = auto_commit_interval_ms / 1000
+        self.max_poll_records = max_poll_records
+        self.session_timeout_ms = session_timeout_ms or config["SESSION_TIMEOUT_MS"]
+        self.heartbeat_interval = (heartbeat_interval_ms or config["HEARTBEAT_INTERVAL_MS"]) / 1000
+        self.fallback_interval = config["POLL_FALLBACK_MS"] / 1000
+        self.client_id = client_id
+        self.member_id = f"{client_id or 'consumer'}-{uuid.uuid4().hex[:16]}"
+        self.assignment = None
+        self._positions = {}  # (topic_id, partition) -> next offset to fetch
+        self._consumed = {}  # (topic_id, partition) -> offset after the last record handed out
+        self._names = {}
+        self._listener = None
+        self._heartbeat_thread = None
+        self._stop_heartbeat = threading.Event()
+        self._resync = threading.Event()
+        self._rewind = False
+        self._last_commit = time.monotonic()
+        self.heartbeat_error = None
+        self.closed = False
+
+    # Membership ---------------------------------------------------------------------------
+
+    def _join(self):
+        self.assignment = groups.join(
+            self.group,
+            self.topics,
+            member_id=self.member_id,
+            client_id=self.client_id,
+            host=f"{socket.gethostname()}/{os.getpid()}",
+            session_timeout_ms=self.session_timeout_ms,
+        )
+        self._adopt(self.assignment)
+        if self._heartbeat_thread is None:
+            self._heartbeat_thread = threading.Thread(
+                target=self._heartbeat_loop, name=f"heartbeat-{self.member_id}", daemon=True
+            )
+            self._heartbeat_thread.start()
+
+    def _sync(self):
+        self._resync.clear()
+        try:
+            assignment = groups.sync(self.assignment.group_id, self.member_id)
+        except exceptions.UnknownMember:
+            logger.info("member %s was removed from %s; joining again", self.member_id, self.group)
+            self._join()
+            return
+        if assignment.generation != self.assignment.generation or self._rewind:
+            self._adopt(assignment)
+        self.assignment = assignment
+        self._rewind = False
+
+    def _adopt(self, assignment):
+        """Take a new generation's partitions, starting each at its committed offset."""
+        slots = {(t, p) for t, _, p in assignment.partitions}
+        self._names = {t: name for t, name, _ in assignment.partitions}
+        committed = groups.committed_offsets(assignment.group_id, slots)
+        self._positions = {}
+        for slot in slots:
+            self._positions[slot] = committed.get(slot)
+        self._consumed = {}
+        self._fix_positions()
+        self.assignment = assignment
+        self._ensure_listener()
+        logger.info(
+            "member %s of %s: generation %d, partitions %s",
+            self.member_id, self.group, assignment.generation,
+            ", ".join(f"{n}-{p}" for _, n, p in assignment.partitions) or "none",
+            extra={"group": self.group, "generation": assignment.generation},
+        )
+
+    def _fix_positions(self):
+        """Apply the reset policy to partitions with no position or one outside the log."""
+        bounds = groups.log_bounds(set(self._positions))
+        for slot, position in self._positions.items():
+            start, end = bounds.get(slot, (0, 0))
+            if position is None or position < start or position > end:
+                self._positions[slot] = start if self.auto_offset_reset == types.OffsetReset.EARLIEST else end
+
+    def _heartbeat_loop(self):
+        try:
+            while not self._stop_heartbeat.wait(self.heartbeat_interval):
+                try:
+                    generation = groups.heartbeat(self.assignment.group_id, self.member_id)
+                    if generation != self.assignment.generation:
+                        self._resync.set()
+                except exceptions.UnknownMember:
+                    self._resync.set()
+                except (OperationalError, InterfaceError) as error:
+                    logger.warning("heartbeat of %s failed: %s", self.member_id, error)
+                    connection.close()
+        except BaseException as error:  # noqa: BLE001 - a dead heartbeat thread must stop the consumer
+            self.heartbeat_error = error
+            logger.exception("heartbeat thread of %s died", self.member_id)
+        finally:
+            connection.close()
+
+    # Reading ------------------------------------------------------------------------------
+
+    def poll(self, timeout=1.0, max_records=None):
+        """Return the next records of the assigned partitions, waiting up to timeout seconds.
+
+        Records of one partition come in offset order with no gaps; positions advance past what
+        is returned. With auto commit, positions handed out by earlier polls are committed here.
+        """
+        if self.closed:
+            raise exceptions.InvalidArgument(reason="the consumer is closed")
+        if self.heartbeat_error is not None:
+            raise self.heartbeat_error
+        deadline = time.monotonic() + max(0.0, timeout)
+        if self.assignment is None:
+            self._join()
+        while True:
+            if self._resync.is_set() or self._rewind:
+                self._sync()
+            if self.enable_auto_commit and time.monotonic() - self._last_commit >= self.auto_commit_interval:
+                self._auto_commit()
+            self._drain_notifications()
+            records = self._fetch(max_records or self.max_poll_records)
+            if records:
+                return records
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            self._wait(min(remaining, self.fallback_interval))
+
+    def _fetch(self, limit):
+        if not self._positions:
+            return []
+        per_partition = max(1, limit // len(self._positions))
+        rows = storage.fetch_records(positions=self._positions, per_partition=per_partition)
+        records = []
+        for topic_id, partition, offset, key, value, value_format, headers, timestamp in rows:
+            slot = (topic_id, partition)
+            if offset != self._positions[slot]:
+                # A range read of a dense log starts at the position; anything else means the log
+                # start moved past us (retention), so re-apply the reset policy and read again.
+                if offset > self._positions[slot]:
+                    self._fix_positions()
+                    return []
+                continue
+            self._positions[slot] = offset + 1
+            self._consumed[slot] = offset + 1
+            records.append(
+                types.Record(
+                    topic=self._names[topic_id],
+                    partition=partition,
+                    offset=offset,
+                    key=None if key is None else bytes(key),
+                    value=None if value is None else bytes(value),
+                    value_format=value_format,
+                    headers=headers or {},
+                    timestamp=timestamp,
+                )
+            )
+        return records
+
+    def _ensure_listener(self):
+        if self._listener is not None and not self._listener.closed:
+            return
+        try:
+            channels = [f"sluice_t{t}" for t in {t for t, _ in self._positions}] + [
+                f"sluice_g{self.assignment.group_id}"
+            ]
+            self._listener = listen_connection(channels)
+        except psycopg.Error as error:
+            # Without notifications the consumer still polls at the fallback interval.
+            logger.warning("LISTEN connection failed (%s); polling every %.1fs", error, self.fallback_interval)
+            self._listener = None
+
+    def _drain_notifications(self):
+        self._wait(0)
+
+    def _wait(self, seconds):
+        """Wait for a NOTIFY up to seconds (at once with 0); a group notice asks for a re-sync."""
+        if self._listener is None or self._listener.closed:
+            self._ensure_listener()
+            if self._listener is None:
+                time.sleep(seconds)
+                return
+        try:
+            for notice in self._listener.notifies(timeout=seconds, stop_after=1 if seconds else None):
+                if notice.channel.startswith("sluice_g"):
+                    self._resync.set()
+        except psycopg.Error as error:
+            logger.warning("LISTEN connection lost (%s); reconnecting", error)
+            self._listener.close()
+            self._listener = None
+
+    def rewind(self):
+        """Go back to the committed offsets at the next poll (after a lost connection, say)."""
+        self._rewind = True
+
+    def seek(self, topic_partition, offset):
+        """Move the position of an assigned partition: the next poll reads from offset."""
+        for slot, name in ((s, self._names.get(s[0])) for s in self._positions):
+            if name == topic_partition.topic and slot[1] == topic_partition.partition:
+                self._positions[slot] = offset
+                self._fix_positions()
+                return
+        raise exceptions.InvalidArgument(reason=f"{topic_partition} is not assigned to this consumer")
+
+    def assigned(self):
+        """The TopicPartitions this member owns in its generation."""
+        return sorted(types.TopicPartition(topic=self._names[t], partition=p) for t, p in self._positions)
+
+    def positions(self):
+        return {types.TopicPartition(topic=self._names[t], partition=p): o for (t, p), o in self._positions.items()}
+
+    # Committing ---------------------------------------------------------------------------
+
+    def commit(self, offsets=None):
+        """Store offsets ({TopicPartition: next offset}; default: everything polled so far).
+
+        Raises CommitFailed, storing nothing, if the group rebalanced or was reset since this
+        member's generation began; the consumer then re-syncs at its next poll.
+        """
+        if self.assignment is None:
+            return
+        if offsets is None:
+            slots = dict(self._consumed)
+        else:
+            by_name = {(self._names.get(t), p): (t, p) for t, p in self._positions}
+            slots = {}
+            for tp, offset in offsets.items():
+                slot = by_name.get((tp.topic, tp.partition))
+                if slot is None:
+                    raise exceptions.CommitFailed(group=self.group, generation=self.assignment.generation)
+                slots[slot] = offset
+        if not slots:
+            return
+        accepted = storage.commit_offsets(
+            group_id=self.assignment.group_id,
+            member_id=self.member_id,
+            generation=self.assignment.generation,
+            offsets=slots,
+        )
+        self._last_commit = time.monotonic()
+        if not accepted:
+            self._resync.set()
+            raise exceptions.CommitFailed(group=self.group, generation=self.assignment.generation)
+        for slot, offset in slots.items():
+            if self._consumed.get(slot) == offset:
+                del self._consumed[slot]
+
+    def _auto_commit(self):
+        try:
+            self.commit()
+        except exceptions.CommitFailed as error:
+            logger.info("auto commit refused: %s", error)
+
+    def close(self, *, commit=None):
+        """Commit (with auto commit, unless commit=False), leave the group and close connections."""
+        if self.closed:
+            return
+        self.closed = True
+        self._stop_heartbeat.set()
+        try:
+            if self.assignment is not None:
+                if commit if commit is not None else self.enable_auto_commit:
+                    self._auto_commit()
+                groups.leave(self.assignment.group_id, self.member_id)
+        finally:
+            if self._heartbeat_thread is not None:
+                self._heartbeat_thread.join(timeout=5)
+            if self._listener is not None:
+                self._listener.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,70 @@
+"""manage.py produce TOPIC: send each line of standard input as a record (kafka-console-producer)."""
+import json
+import sys
+
+from django.core.management.base import CommandError
+
+from queueing import producer, types
+from queueing.management.base import EngineCommand, positive
+
+
+class Command(EngineCommand):
+    help = "Send each line of standard input to TOPIC as one record."
+
+    def add_arguments(self, parser):
+        parser.add_argument("topic")
+        parser.add_argument("--key", help="the key of every record")
+        parser.add_argument("--key-separator", help="read each line as KEY<SEP>VALUE (Kafka's parse.key)")
+        parser.add_argument("--partition", type=int, help="send to this partition instead of partitioning by key")
+        parser.add_argument("--header", action="append", default=[], metavar="NAME=VALUE", help="repeatable")
+        parser.add_argument("--json", action="store_true", help="each value is a JSON document")
+        parser.add_argument("--acks", choices=[a.value for a in types.Acks], default=types.Acks.ALL)
+        parser.add_argument("--batch-size", type=positive, default=500, help="lines per send_batch")
+        parser.add_argument("--idempotent", action="store_true", help="retry lost sends without duplicates")
+
+    def handle(self, *args, topic, key, key_separator, partition, header, json, acks, batch_size, idempotent, **options):
+        if key is not None and key_separator is not None:
+            raise CommandError("give --key or --key-separator, not both", returncode=2)
+        headers = self._headers(header)
+        sender = producer.Producer(idempotent=idempotent, acks=acks, client_id="console-producer")
+        sent = 0
+        batch = []
+        for number, line in enumerate(sys.stdin, start=1):
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            batch.append(self._parse(number, line, key, key_separator, json))
+            if len(batch) >= batch_size:
+                sent += self._send(sender, topic, batch, headers, partition)
+                batch = []
+        if batch:
+            sent += self._send(sender, topic, batch, headers, partition)
+        self.stderr.write(f"Produced {sent} record(s) to {topic}.")
+
+    def _headers(self, pairs):
+        headers = {}
+        for pair in pairs:
+            name, sep, value = pair.partition("=")
+            if not sep or not name:
+                raise CommandError(f"--header {pair!r}: expected NAME=VALUE", returncode=2)
+            headers[name] = value
+        return headers
+
+    def _parse(self, number, line, key, separator, as_json):
+        if separator is not None:
+            key, sep, line = line.partition(separator)
+            if not sep:
+                raise CommandError(f"line {number}: no key separator {separator!r}", returncode=2)
+        value = line.encode("utf-8")
+        if as_json:
+            try:
+                value = json.loads(line)
+            except ValueError as error:
+                raise CommandError(f"line {number}: not JSON: {error}", returncode=2) from None
+        return key, value
+
+    def _send(self, sender, topic, batch, headers, partition):
+        sender.send_batch(
+            topic, [v for _, v in batch], keys=[k for k, _ in batch], headers=headers or None, partition=partition
+        )
+        return len(batch)

@@ -1,0 +1,88 @@
+"""manage.py topics create|list|describe|alter|delete: Kafka's kafka-topics for Sluice."""
+from django.core.management.base import CommandError
+
+from queueing import topics
+from queueing.management.base import EngineCommand, positive
+
+
+class Command(EngineCommand):
+    help = "Create, list, describe, alter and delete topics."
+
+    def add_arguments(self, parser):
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{create,list,describe,alter,delete}")
+        create = actions.add_parser("create", help="create a topic")
+        create.add_argument("name")
+        self._settings(create)
+        actions.add_parser("list", help="list topics")
+        describe = actions.add_parser("describe", help="show a topic's partitions and offsets")
+        describe.add_argument("name", nargs="?", help="default: every topic")
+        alter = actions.add_parser("alter", help="add partitions or change retention and size limits")
+        alter.add_argument("name")
+        self._settings(alter)
+        delete = actions.add_parser("delete", help="delete a topic and all its records")
+        delete.add_argument("name")
+        delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    def _settings(self, parser):
+        parser.add_argument("--partitions", type=positive)
+        parser.add_argument("--retention-ms", type=positive, help="keep records this long (default: forever)")
+        parser.add_argument("--retention-bytes", type=positive, help="per-partition size limit")
+        parser.add_argument("--max-message-bytes", type=positive)
+
+    def handle(self, *args, action, **options):
+        getattr(self, f"do_{action}")(**options)
+
+    def _config(self, options):
+        return {
+            "partitions": options["partitions"],
+            "retention_ms": options["retention_ms"],
+            "retention_bytes": options["retention_bytes"],
+            "max_message_bytes": options["max_message_bytes"],
+        }
+
+    def do_create(self, *, name, **options):
+        info = topics.create_topic(name, **self._config(options))
+        self.stdout.write(f"Created topic {info.name} with {info.partition_count} partition(s).")
+
+    def do_list(self, **options):
+        for info in topics.list_topics():
+            self.stdout.write(info.name)
+
+    def do_describe(self, *, name, **options):
+        names = [name] if name else [t.name for t in topics.list_topics()]
+        for topic_name in names:
+            info, partitions = topics.describe_topic(topic_name)
+            self.stdout.write(
+                f"Topic: {info.name}\tPartitionCount: {info.partition_count}\t"
+                f"RetentionMs: {info.retention_ms or 'forever'}\tRetentionBytes: {info.retention_bytes or 'unlimited'}\t"
+                f"MaxMessageBytes: {info.max_message_bytes}"
+            )
+            self.table(
+                ["PARTITION", "LOG-START-OFFSET", "LOG-END-OFFSET", "RECORDS", "SIZE-BYTES"],
+                [
+                    [p.partition, p.log_start_offset, p.log_end_offset, p.log_end_offset - p.log_start_offset, p.size_bytes]
+                    for p in partitions
+                ],
+            )
+
+    def do_alter(self, *, name, **options):
+        config = self._config(options)
+        if all(v is None for v in config.values()):
+            raise CommandError("nothing to change: give --partitions, --retention-ms, --retention-bytes or --max-message-bytes", returncode=2)
+        info = topics.alter_topic(name, **config)
+        self.stdout.write(f"Altered topic {info.name}: {info.partition_count} partition(s).")
+
+    def do_delete(self, *, name, yes, **options):
+        topics.get_topic(name)
+        if not yes and options.get("interactive", True) and self.stdin_is_tty():
+            answer = input(f"Delete topic {name} and all its records? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                raise CommandError("not deleted", returncode=1)
+        topics.delete_topic(name)
+        self.stdout.write(f"Deleted topic {name}.")
+
+    @staticmethod
+    def stdin_is_tty():
+        import sys
+
+        return sys.stdin.isatty()

@@ -1,0 +1,29 @@
+"""manage.py worker --group G: run the handlers registered for a consumer group."""
+import logging
+
+from django.core.management.base import CommandError
+
+from queueing import registry, worker
+from queueing.management.base import EngineCommand, positive
+
+
+class Command(EngineCommand):
+    help = "Consume for a group, running its registered handlers in offset order per partition."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--group", required=True)
+        parser.add_argument("--topic", action="append", help="only these of the group's topics (repeatable)")
+        parser.add_argument("--max-poll-records", type=positive, default=100)
+
+    def handle(self, *args, group, topic, max_poll_records, **options):
+        logging.getLogger("sluice").setLevel(logging.INFO)
+        subscriptions = registry.subscriptions(group)
+        if topic:
+            unknown = sorted(set(topic) - set(subscriptions))
+            if unknown:
+                raise CommandError(f"group {group!r} has no handler for {', '.join(unknown)}", returncode=2)
+            subscriptions = {t: s for t, s in subscriptions.items() if t in topic}
+        if not subscriptions:
+            known = ", ".join(registry.groups()) or "none"
+            raise CommandError(f"no handlers are registered for group {group!r} (groups with handlers: {known})", returncode=2)
+        worker.Worker(group, subscriptions, max_poll_records=max_poll_records).run()

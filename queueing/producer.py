@@ -1,0 +1,181 @@
+"""Producers: encode records, pick partitions, and append them to the log."""
+import json
+import logging
+import threading
+import time
+
+from django.db import InterfaceError, OperationalError, connection
+
+from queueing import exceptions, models, partitioner, storage, topics, types
+
+_MAX_HEADERS_BYTES = 64 * 1024
+_RETRIES = 5
+logger = logging.getLogger("sluice.producer")
+
+
+def encode_key(key):
+    if key is None or isinstance(key, bytes):
+        return key
+    if isinstance(key, str):
+        return key.encode("utf-8")
+    if isinstance(key, (int, bytearray, memoryview)) and not isinstance(key, bool):
+        return str(key).encode() if isinstance(key, int) else bytes(key)
+    raise exceptions.InvalidArgument(reason=f"a key must be bytes, str or int, not {type(key).__name__}")
+
+
+def encode_value(value):
+    """Return (bytes, ValueFormat): bytes stay bytes, anything else is stored as JSON."""
+    if value is None:
+        return None, types.ValueFormat.BYTES
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value), types.ValueFormat.BYTES
+    try:
+        return json.dumps(value, separators=(",", ":")).encode("utf-8"), types.ValueFormat.JSON
+    except (TypeError, ValueError) as error:
+        raise exceptions.InvalidArgument(reason=f"the value is neither bytes nor JSON-serialisable: {error}") from None
+
+
+def encode_headers(headers):
+    if not headers:
+        return None
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise exceptions.InvalidArgument(reason="headers must be a dict of str to str")
+    if sum(len(k) + len(v) for k, v in headers.items()) > _MAX_HEADERS_BYTES:
+        raise exceptions.InvalidArgument(reason=f"headers are larger than {_MAX_HEADERS_BYTES} bytes")
+    return headers
+
+
+class Producer:
+    """Sends records to topics.
+
+    With idempotent=True the producer registers an id and numbers its batches per partition, so a
+    send retried after a lost reply (same producer, same sequence) is stored once; call
+    `retry_last(...)` or resend through `send_batch(..., base_sequence=...)` to retry. A send inside
+    the caller's `transaction.atomic()` commits or rolls back with it.
+    """
+
+    def __init__(self, *, idempotent=False, acks=types.Acks.ALL, client_id=""):
+        self.acks = types.Acks(acks)
+        self.client_id = client_id
+        self.idempotent = idempotent
+        self.producer_id = None
+        self._sequences = {}  # (topic_id, partition) -> next sequence
+        self._sticky = partitioner.StickyPartitioner()
+        self._lock = threading.Lock()
+
+    def _register(self):
+        if self.producer_id is None:
+            self.producer_id = models.Producer.objects.create(client_id=self.client_id).id
+
+    def send(self, topic, value=None, *, key=None, headers=None, partition=None, acks=None):
+        """Append one record and return its RecordMetadata."""
+        return self.send_batch(topic, [value], key=key, headers=headers, partition=partition, acks=acks)[0]
+
+    def send_batch(self, topic, values, *, key=None, keys=None, headers=None, partition=None, acks=None):
+        """Append records in order; records for one partition are appended in one statement.
+
+        keys, if given, has one key per value; otherwise every record gets key. Returns a
+        RecordMetadata per value, in the order given. Raises TopicNotFound, MessageTooLarge,
+        InvalidArgument, PartitionNotFound.
+        """
+        info = topics.cached_topic(topic)
+        values = list(values)
+        if not values:
+            return []
+        if keys is not None and len(keys) != len(values):
+            raise exceptions.InvalidArgument(reason="keys and values must have the same length")
+        encoded_headers = encode_headers(headers)
+        by_partition = {}
+        for index, value in enumerate(values):
+            record_key = encode_key(keys[index] if keys is not None else key)
+            data, value_format = encode_value(value)
+            size = len(data or b"") + len(record_key or b"")
+            if size > info.max_message_bytes:
+                raise exceptions.MessageTooLarge(topic=topic, size=size, limit=info.max_message_bytes)
+            target = self._choose(info, partition, record_key, size)
+            record = types.OutgoingRecord(key=record_key, value=data, value_format=value_format, headers=encoded_headers)
+            by_partition.setdefault(target, []).append((index, record))
+        self._sticky.new_batch(topic)
+        results = [None] * len(values)
+        for target, batch in by_partition.items():
+            base, duplicate = self._append(info, target, [r for _, r in batch], acks)
+            for position, (index, _) in enumerate(batch):
+                results[index] = types.RecordMetadata(
+                    topic=topic, partition=target, offset=base + position, duplicate=duplicate
+                )
+        return results
+
+    def _choose(self, info, partition, key, size):
+        if partition is not None:
+            if not isinstance(partition, int) or not 0 <= partition < info.partition_count:
+                raise exceptions.PartitionNotFound(topic=info.name, partition=partition)
+            return partition
+        if key is not None:
+            return partitioner.partition_for_key(key, info.partition_count)
+        return self._sticky.partition(info.name, info.partition_count, size)
+
+    def _append(self, info, partition, records, acks):
+        acks = types.Acks(acks or self.acks)
+        if not self.idempotent:
+            return self._store(info, partition, records, acks, None, None)
+        with self._lock:
+            self._register()
+            slot = (info.id, partition)
+            sequence = self._sequences.get(slot, 0)
+            try:
+                result = self._store_retrying(info, partition, records, acks, sequence)
+            except BaseException:
+                # Whether the batch was stored is unknown; a new producer id keeps a later, different
+                # batch from being mistaken for a retry of this one.
+                self.producer_id = None
+                self._sequences.clear()
+                raise
+            self._sequences[slot] = sequence + len(records)
+        return result
+
+    def _store_retrying(self, info, partition, records, acks, sequence):
+        """Store a batch, resending it with the same sequence if the connection drops.
+
+        Only outside the caller's transaction: inside one, the caller's transaction is lost with the
+        connection and it is the caller who must retry.
+        """
+        for attempt in range(_RETRIES + 1):
+            try:
+                return self._store(info, partition, records, acks, self.producer_id, sequence)
+            except (OperationalError, InterfaceError) as error:
+                if connection.in_atomic_block or attempt == _RETRIES:
+                    raise
+                logger.warning(
+                    "send to %s-%s failed (%s); retrying with the same sequence",
+                    info.name, partition, error, extra={"producer_id": self.producer_id, "attempt": attempt + 1},
+                )
+                connection.close()
+                time.sleep(min(0.05 * 2**attempt, 1.0))
+
+    def _store(self, info, partition, records, acks, producer_id, base_sequence):
+        try:
+            return storage.append_records(
+                topic_id=info.id,
+                partition=partition,
+                records=records,
+                producer_id=producer_id,
+                base_sequence=base_sequence,
+                acks=acks,
+            )
+        except exceptions.PartitionNotFound:
+            # The topic was deleted or recreated since it was cached.
+            topics.forget_topic(info.name)
+            raise exceptions.TopicNotFound(name=info.name) from None
+
+
+_default = Producer()
+
+
+def send(topic, value=None, *, key=None, headers=None, partition=None, acks=types.Acks.ALL):
+    """Append one record with the process's default (non-idempotent) producer."""
+    return _default.send(topic, value, key=key, headers=headers, partition=partition, acks=acks)
+
+
+def send_batch(topic, values, *, key=None, keys=None, headers=None, partition=None, acks=types.Acks.ALL):
+    """Append records with the process's default producer; see Producer.send_batch."""
+    return _default.send_batch(topic, values, key=key, keys=keys, headers=headers, partition=partition, acks=acks)

@@ -1,0 +1,85 @@
+-- Hot-path queries of the engine. Each section is run by the storage function of the same name.
+
+-- name: append_records --
+-- Append a batch to one partition; returns its base offset, or no row if the partition is missing.
+-- The UPDATE takes the partition row's lock and keeps it until the transaction ends, so offsets are
+-- handed out in commit order: the next appender waits on this row until we commit or roll back.
+-- That keeps offsets dense (a rollback undoes the increment too) and rules out a late commit
+-- behind a reader. The NOTIFY is delivered at commit, to wake long-polling consumers.
+WITH slot AS (
+    UPDATE queueing_partition
+       SET next_offset = next_offset + %(count)s,
+           size_bytes = size_bytes + %(bytes)s
+     WHERE topic_id = %(topic_id)s AND number = %(partition)s
+ RETURNING next_offset - %(count)s AS base_offset
+), stored AS (
+    INSERT INTO queueing_record
+           (topic_id, partition, "offset", key, value, value_format, headers, timestamp, producer_id, sequence)
+    SELECT %(topic_id)s, %(partition)s, slot.base_offset + r.ordinality - 1, r.key, r.value, r.value_format,
+           r.headers, now(), %(producer_id)s::bigint, %(base_sequence)s::int + r.ordinality::int - 1
+      FROM slot,
+           unnest(%(keys)s::bytea[], %(values)s::bytea[], %(value_formats)s::smallint[], %(headers)s::jsonb[])
+           WITH ORDINALITY AS r(key, value, value_format, headers, ordinality)
+)
+SELECT base_offset, pg_notify('sluice_t' || %(topic_id)s::text, %(partition)s::text) FROM slot
+
+-- name: lock_partition --
+-- Take the partition's append lock before an idempotent producer's sequence check, so a retried
+-- send and its original cannot both pass the check.
+SELECT next_offset FROM queueing_partition WHERE topic_id = %(topic_id)s AND number = %(partition)s FOR UPDATE
+
+-- name: producer_state --
+-- The last batch this producer stored on the partition (read under the append lock).
+SELECT last_base_sequence, last_sequence, last_base_offset
+  FROM queueing_producerstate
+ WHERE producer_id = %(producer_id)s AND topic_id = %(topic_id)s AND partition = %(partition)s
+
+-- name: save_producer_state --
+-- Remember the batch just appended, in the same transaction as the append.
+INSERT INTO queueing_producerstate
+       (producer_id, topic_id, partition, last_base_sequence, last_sequence, last_base_offset, updated_at)
+VALUES (%(producer_id)s, %(topic_id)s, %(partition)s, %(base_sequence)s, %(last_sequence)s, %(base_offset)s, now())
+ON CONFLICT (producer_id, topic_id, partition) DO UPDATE
+   SET last_base_sequence = EXCLUDED.last_base_sequence,
+       last_sequence = EXCLUDED.last_sequence,
+       last_base_offset = EXCLUDED.last_base_offset,
+       updated_at = EXCLUDED.updated_at
+
+-- name: fetch_records --
+-- Read up to per_partition records from each (topic, partition, position), in offset order.
+-- Each LATERAL branch is one range scan of the primary key.
+SELECT r.topic_id, r.partition, r."offset", r.key, r.value, r.value_format, r.headers, r.timestamp
+  FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[], %(positions)s::bigint[])
+       AS p(topic_id, partition, position)
+ CROSS JOIN LATERAL (
+        SELECT * FROM queueing_record r
+         WHERE r.topic_id = p.topic_id AND r.partition = p.partition AND r."offset" >= p.position
+         ORDER BY r."offset"
+         LIMIT %(per_partition)s) r
+
+-- name: commit_offsets --
+-- Store a member's offsets if its generation is current and it owns each partition.
+-- FOR SHARE conflicts with the FOR UPDATE that a rebalance or an offset reset takes on the group
+-- row; after waiting, PostgreSQL re-tests the generation on the new row version, so a fenced
+-- member's commit finds no row here and stores nothing.
+WITH fence AS (
+    SELECT id FROM queueing_consumergroup
+     WHERE id = %(group_id)s AND generation = %(generation)s
+       FOR SHARE
+)
+INSERT INTO queueing_committedoffset (group_id, topic_id, partition, "offset", committed_at)
+SELECT fence.id, c.topic_id, c.partition, c.committed, now()
+  FROM fence
+ CROSS JOIN unnest(%(topic_ids)s::bigint[], %(partitions)s::int[], %(offsets)s::bigint[])
+       AS c(topic_id, partition, committed)
+  JOIN queueing_groupassignment a
+    ON a.group_id = fence.id AND a.topic_id = c.topic_id AND a.partition = c.partition
+   AND a.member_id = %(member_id)s
+    ON CONFLICT (group_id, topic_id, partition) DO UPDATE
+   SET "offset" = EXCLUDED."offset", committed_at = EXCLUDED.committed_at
+RETURNING topic_id, partition
+
+-- name: offset_for_timestamp --
+-- The first offset at or after a moment, for resets by time (the BRIN index narrows the scan).
+SELECT min("offset") FROM queueing_record
+ WHERE topic_id = %(topic_id)s AND partition = %(partition)s AND timestamp >= %(timestamp)s

@@ -1,0 +1,156 @@
+"""The only module of the engine that runs raw SQL: appends, fetches, offset commits."""
+import psycopg
+from django.db import connection, transaction
+from psycopg.types.json import Jsonb
+
+from queueing import exceptions, types
+from queueing.sql import queries
+
+
+def _cursor():
+    """A server-side-binding cursor on Django's connection, so it joins the caller's transaction.
+
+    Django's own cursors interpolate parameters on the client; binding on the server sends bytea
+    arrays in binary, which is what makes batched appends cheap.
+    """
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
+def _run(cursor, name, params):
+    """Execute a named query; driver errors become Django's, so the connection is marked as failed."""
+    with connection.wrap_database_errors:
+        return cursor.execute(queries[name], params)
+
+
+def _commit_level(cursor):
+    """Return this connection's synchronous_commit, read once per connection."""
+    level = getattr(connection.connection, "_sluice_synchronous_commit", None)
+    if level is None:
+        with connection.wrap_database_errors:
+            level = cursor.execute("SELECT current_setting('synchronous_commit')").fetchone()[0]
+        connection.connection._sluice_synchronous_commit = level
+    return level
+
+
+def _needs_commit_level(cursor, acks):
+    wanted = types.SYNCHRONOUS_COMMIT[acks]
+    current = _commit_level(cursor)
+    if wanted == "on":
+        # remote_write and remote_apply are at least as strong as on for our purpose.
+        return None if current in ("on", "remote_write", "remote_apply") else "on"
+    return None if current == wanted else wanted
+
+
+def append_records(*, topic_id, partition, records, producer_id=None, base_sequence=None, acks=types.Acks.ALL):
+    """Append records to one partition and return the base offset.
+
+    Runs in the caller's transaction when there is one. With producer_id, a batch whose base
+    sequence is the producer's last stored batch is recognised as a retry and not stored again:
+    the return is then (base_offset, True). Raises PartitionNotFound, OutOfOrderSequence and
+    DuplicateSequence.
+    """
+    params = {
+        "topic_id": topic_id,
+        "partition": partition,
+        "count": len(records),
+        "bytes": sum(len(r.value or b"") + len(r.key or b"") for r in records),
+        "keys": [r.key for r in records],
+        "values": [r.value for r in records],
+        "value_formats": [r.value_format for r in records],
+        "headers": [Jsonb(r.headers) if r.headers else None for r in records],
+        "producer_id": producer_id,
+        "base_sequence": base_sequence,
+    }
+    cursor = _cursor()
+    level = _needs_commit_level(cursor, acks)
+    if producer_id is None and level is None and connection.get_autocommit():
+        # One statement in autocommit is its own transaction: one round trip per send.
+        return _append(cursor, params), False
+    with transaction.atomic():
+        if level is not None:
+            cursor.execute(f"SET LOCAL synchronous_commit = {level}")
+        if producer_id is not None:
+            retried = _check_sequence(cursor, params)
+            if retried is not None:
+                return retried, True
+        base_offset = _append(cursor, params)
+        if producer_id is not None:
+            _run(cursor, "save_producer_state",
+                {**params, "base_offset": base_offset, "last_sequence": base_sequence + len(records) - 1},
+            )
+        return base_offset, False
+
+
+def _append(cursor, params):
+    row = _run(cursor, "append_records", params).fetchone()
+    if row is None:
+        raise exceptions.PartitionNotFound(topic=params["topic_id"], partition=params["partition"])
+    return row[0]
+
+
+def _check_sequence(cursor, params):
+    """Return the stored base offset if this batch was stored already, None if it is new."""
+    if _run(cursor, "lock_partition", params).fetchone() is None:
+        raise exceptions.PartitionNotFound(topic=params["topic_id"], partition=params["partition"])
+    state = _run(cursor, "producer_state", params).fetchone()
+    expected = 0 if state is None else state[1] + 1
+    sequence = params["base_sequence"]
+    if state is not None and sequence == state[0]:
+        return state[2]
+    if sequence == expected:
+        return None
+    error = exceptions.DuplicateSequence if sequence < expected else exceptions.OutOfOrderSequence
+    raise error(
+        producer_id=params["producer_id"],
+        sequence=sequence,
+        expected=expected,
+        topic=params["topic_id"],
+        partition=params["partition"],
+    )
+
+
+def fetch_records(*, positions, per_partition):
+    """Return [(topic_id, partition, offset, key, value, value_format, headers, timestamp)] in offset
+    order per partition, starting at each position of positions {(topic_id, partition): offset}."""
+    if not positions:
+        return []
+    keys = list(positions)
+    params = {
+        "topic_ids": [k[0] for k in keys],
+        "partitions": [k[1] for k in keys],
+        "positions": [positions[k] for k in keys],
+        "per_partition": per_partition,
+    }
+    return _run(_cursor(), "fetch_records", params).fetchall()
+
+
+def commit_offsets(*, group_id, member_id, generation, offsets):
+    """Store offsets {(topic_id, partition): next offset} for a member; all or nothing.
+
+    Returns False, storing nothing, if the generation is stale or the member does not own every
+    partition named.
+    """
+    keys = list(offsets)
+    params = {
+        "group_id": group_id,
+        "member_id": member_id,
+        "generation": generation,
+        "topic_ids": [k[0] for k in keys],
+        "partitions": [k[1] for k in keys],
+        "offsets": [offsets[k] for k in keys],
+    }
+    with transaction.atomic():
+        stored = _run(_cursor(), "commit_offsets", params).fetchall()
+        if len(stored) != len(keys):
+            transaction.set_rollback(True)
+            return False
+    return True
+
+
+def offset_for_timestamp(*, topic_id, partition, timestamp):
+    """Return the first offset stamped at or after timestamp, or None if there is none."""
+    row = _run(
+        _cursor(), "offset_for_timestamp", {"topic_id": topic_id, "partition": partition, "timestamp": timestamp}
+    ).fetchone()
+    return row[0]

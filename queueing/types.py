@@ -1,0 +1,129 @@
+"""Frozen value types passed between the engine's layers."""
+import dataclasses
+import datetime
+import json
+from typing import Any
+
+from django.db import models
+
+
+class ValueFormat(models.IntegerChoices):
+    BYTES = 0, "bytes"
+    JSON = 1, "json"
+
+
+class Acks(models.TextChoices):
+    """Producer acknowledgement levels, mapped onto PostgreSQL's synchronous_commit.
+
+    NONE ("0"): synchronous_commit=off; the send returns before the WAL is flushed, so a crash of
+        the database server (not of the client) can lose the last few hundred milliseconds of sends.
+    LEADER ("1"): synchronous_commit=local; durable on the primary's disk, not waiting for replicas.
+    ALL ("all"): synchronous_commit=on; durable on the primary and on every synchronous standby
+        listed in synchronous_standby_names (with none configured, the same as LEADER).
+    """
+
+    NONE = "0", "0"
+    LEADER = "1", "1"
+    ALL = "all", "all"
+
+
+SYNCHRONOUS_COMMIT = {Acks.NONE: "off", Acks.LEADER: "local", Acks.ALL: "on"}
+
+
+class OffsetReset(models.TextChoices):
+    EARLIEST = "earliest", "earliest"
+    LATEST = "latest", "latest"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TopicInfo:
+    id: int
+    name: str
+    partition_count: int
+    max_message_bytes: int
+    retention_ms: int | None
+    retention_bytes: int | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PartitionInfo:
+    topic: str
+    partition: int
+    log_start_offset: int
+    log_end_offset: int
+    size_bytes: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OutgoingRecord:
+    """A record as a producer hands it to storage: already encoded."""
+
+    key: bytes | None
+    value: bytes | None
+    value_format: int
+    headers: dict[str, str] | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecordMetadata:
+    """Where a sent record was stored."""
+
+    topic: str
+    partition: int
+    offset: int
+    duplicate: bool = False
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    value_format: int
+    headers: dict[str, str]
+    timestamp: datetime.datetime
+
+    @property
+    def data(self) -> Any:
+        """The value decoded: JSON values as Python objects, others as bytes."""
+        if self.value is not None and self.value_format == ValueFormat.JSON:
+            return json.loads(self.value)
+        return self.value
+
+    @property
+    def key_text(self) -> str | None:
+        return None if self.key is None else self.key.decode("utf-8", errors="replace")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, order=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+    def __str__(self):
+        return f"{self.topic}-{self.partition}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Assignment:
+    """A member's view of its group after a join or sync."""
+
+    group_id: int
+    member_id: str
+    generation: int
+    partitions: tuple[tuple[int, str, int], ...]  # (topic_id, topic name, partition)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OffsetPlanRow:
+    """One row of an offset reset plan."""
+
+    group: str
+    topic: str
+    partition: int
+    current_offset: int | None
+    new_offset: int
+    log_start_offset: int
+    log_end_offset: int

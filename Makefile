@@ -10,7 +10,9 @@ LOCAL_PG := postgres://postgres@127.0.0.1:5432/postgres
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || "$$(platform/find-python)" -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	    print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"]))' > $(VENV)/requirements.txt
+	$(PY) -m pip install --quiet -r $(VENV)/requirements.txt
 	@touch $@
 
 install: $(VENV)/.installed

@@ -1,0 +1,60 @@
+"""Shared fixtures: every test runs against a real PostgreSQL server (never a fake)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_url():
+    """The URL of the test database, for processes the tests start."""
+    s = connection.settings_dict
+    auth = quote(s["USER"] or "")
+    if s["PASSWORD"]:
+        auth += ":" + quote(s["PASSWORD"])
+    host = s["HOST"] or ""
+    if host.startswith("/"):
+        return f"postgresql://{auth}@/{s['NAME']}?host={quote(host)}"
+    port = f":{s['PORT']}" if s["PORT"] else ""
+    return f"postgresql://{auth}@{host}{port}/{s['NAME']}"
+
+
+@pytest.fixture
+def process_env():
+    """Environment for a `manage.py` child process that uses the test database."""
+    env = dict(os.environ)
+    env["DATABASE_URL"] = database_url()
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env.setdefault("SLUICE_LOG_LEVEL", "INFO")
+    return env
+
+
+@pytest.fixture
+def manage(process_env):
+    """Run `manage.py ARGS` in a child process; return CompletedProcess with text output."""
+
+    def run(*args, input=None, timeout=60, env=None):
+        return subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**process_env, **(env or {})},
+            cwd=ROOT,
+        )
+
+    return run
+
+
+@pytest.fixture
+def topic(db):
+    """A fresh three-partition topic."""
+    from queueing import topics
+
+    return topics.create_topic("t.orders", partitions=3)

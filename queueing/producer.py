@@ -78,7 +78,15 @@ class Producer:
         RecordMetadata per value, in the order given. Raises TopicNotFound, MessageTooLarge,
         InvalidArgument, PartitionNotFound.
         """
-        info = topics.cached_topic(topic)
+        try:
+            return self._send_batch(topics.cached_topic(topic), values, key, keys, headers, partition, acks)
+        except exceptions.PartitionNotFound:
+            # The cached topic was deleted (or recreated under a new id) since it was read.
+            topics.forget_topic(topic)
+            return self._send_batch(topics.cached_topic(topic), values, key, keys, headers, partition, acks)
+
+    def _send_batch(self, info, values, key, keys, headers, partition, acks):
+        topic = info.name
         values = list(values)
         if not values:
             return []
@@ -153,19 +161,14 @@ class Producer:
                 time.sleep(min(0.05 * 2**attempt, 1.0))
 
     def _store(self, info, partition, records, acks, producer_id, base_sequence):
-        try:
-            return storage.append_records(
-                topic_id=info.id,
-                partition=partition,
-                records=records,
-                producer_id=producer_id,
-                base_sequence=base_sequence,
-                acks=acks,
-            )
-        except exceptions.PartitionNotFound:
-            # The topic was deleted or recreated since it was cached.
-            topics.forget_topic(info.name)
-            raise exceptions.TopicNotFound(name=info.name) from None
+        return storage.append_records(
+            topic_id=info.id,
+            partition=partition,
+            records=records,
+            producer_id=producer_id,
+            base_sequence=base_sequence,
+            acks=acks,
+        )
 
 
 _default = Producer()

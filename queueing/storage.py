@@ -1,7 +1,7 @@
 """The only module of the engine that runs raw SQL: appends, fetches, offset commits."""
 import psycopg
 from django.db import connection, transaction
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, JsonbLoader
 
 from queueing import exceptions, types
 from queueing.sql import queries
@@ -14,7 +14,10 @@ def _cursor():
     arrays in binary, which is what makes batched appends cheap.
     """
     connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
+    cursor = psycopg.Cursor(connection.connection)
+    # Django leaves jsonb undecoded for its JSONField; headers are wanted as dicts here.
+    cursor.adapters.register_loader("jsonb", JsonbLoader)
+    return cursor
 
 
 def _run(cursor, name, params):

@@ -1,0 +1,201 @@
+import threading
+
+import psycopg
+import pytest
+from django.db import connection
+
+from queueing import consumer, exceptions, groups, models, offsets, producer, topics, types
+
+
+def tp(topic, partition):
+    return types.TopicPartition(topic=topic, partition=partition)
+
+
+def drain(member, want, rounds=20):
+    records = []
+    for _ in range(rounds):
+        records += member.poll(timeout=0.2)
+        if len(records) >= want:
+            break
+    return records
+
+
+@pytest.fixture
+def make():
+    """Build consumers that are closed after the test, whatever happens."""
+    made = []
+
+    def build(*args, **kwargs):
+        member = consumer.Consumer(*args, **kwargs)
+        made.append(member)
+        return member
+
+    yield build
+    for member in made:
+        member.close(commit=False)
+
+
+@pytest.fixture(autouse=True)
+def fast_polls(settings):
+    settings.SLUICE = {**settings.SLUICE, "POLL_FALLBACK_MS": 50, "HEARTBEAT_INTERVAL_MS": 60_000}
+
+
+def test_a_new_group_starts_at_earliest_or_latest(db, topic):
+    producer.send_batch(topic.name, [b"old1", b"old2"], partition=0)
+    with consumer.Consumer("early", [topic.name], auto_offset_reset="earliest") as early:
+        assert [r.value for r in drain(early, 2)] == [b"old1", b"old2"]
+    with consumer.Consumer("late", [topic.name], auto_offset_reset="latest") as late:
+        assert late.poll(timeout=0) == []
+        producer.send(topic.name, b"new", partition=0)
+        assert [r.value for r in drain(late, 1)] == [b"new"]
+
+
+def test_records_come_in_offset_order_per_partition(db, topic):
+    for i in range(30):
+        producer.send(topic.name, str(i).encode(), key=f"k{i % 5}")
+    with consumer.Consumer("g", [topic.name], auto_offset_reset="earliest", max_poll_records=7) as member:
+        records = drain(member, 30)
+    assert len(records) == 30
+    for partition in range(3):
+        offsets_seen = [r.offset for r in records if r.partition == partition]
+        assert offsets_seen == list(range(len(offsets_seen)))
+
+
+def test_a_member_resumes_from_the_committed_offset(db, topic, make):
+    producer.send_batch(topic.name, [b"a", b"b", b"c"], partition=1)
+    member = make("resume", [topic.name], auto_offset_reset="earliest", enable_auto_commit=False)
+    records = drain(member, 3)
+    member.commit({tp(topic.name, 1): records[1].offset + 1})
+    member.close(commit=False)
+    with make("resume", [topic.name], auto_offset_reset="earliest") as again:
+        assert [r.value for r in drain(again, 1)] == [b"c"]
+
+
+def test_auto_commit_stores_positions_on_close(db, topic):
+    producer.send_batch(topic.name, [b"a", b"b"], partition=2)
+    with consumer.Consumer("auto", [topic.name], auto_offset_reset="earliest") as member:
+        drain(member, 2)
+    group = models.ConsumerGroup.objects.get(name="auto")
+    assert models.CommittedOffset.objects.get(group=group, partition=2).offset == 2
+
+
+def test_joining_members_split_the_partitions_and_bump_the_generation(db, topic, make):
+    first = make("split", [topic.name])
+    first.poll(timeout=0)
+    assert [p.partition for p in first.assigned()] == [0, 1, 2]
+    generation = first.assignment.generation
+    second = make("split", [topic.name])
+    second.poll(timeout=0)
+    assert second.assignment.generation == generation + 1
+    first._resync.set()
+    first.poll(timeout=0)
+    owned = sorted(p.partition for p in first.assigned()) + sorted(p.partition for p in second.assigned())
+    assert sorted(owned) == [0, 1, 2]
+    assert not set(first.assigned()) & set(second.assigned())
+    second.close()
+    first._resync.set()
+    first.poll(timeout=0)
+    assert [p.partition for p in first.assigned()] == [0, 1, 2]
+    first.close()
+
+
+def test_a_stale_generation_cannot_commit(db, topic, make):
+    producer.send_batch(topic.name, [b"a"], partition=0)
+    stale = make("fence", [topic.name], auto_offset_reset="earliest", enable_auto_commit=False)
+    drain(stale, 1)
+    newcomer = make("fence", [topic.name])
+    newcomer.poll(timeout=0)
+    with pytest.raises(exceptions.CommitFailed):
+        stale.commit()
+    assert not models.CommittedOffset.objects.filter(group__name="fence").exists()
+
+
+def test_a_silent_member_loses_its_partitions_after_the_session_timeout(db, topic, make):
+    silent = make("timeout", [topic.name], session_timeout_ms=1000)
+    silent.poll(timeout=0)
+    live = make("timeout", [topic.name])
+    live.poll(timeout=0)
+    models.GroupMember.objects.filter(id=silent.member_id).update(
+        last_heartbeat=groups.db_now() - __import__("datetime").timedelta(seconds=5)
+    )
+    generation = groups.heartbeat(live.assignment.group_id, live.member_id)
+    assert generation > live.assignment.generation
+    live._resync.set()
+    live.poll(timeout=0)
+    assert [p.partition for p in live.assigned()] == [0, 1, 2]
+    with pytest.raises(exceptions.UnknownMember):
+        groups.heartbeat(silent.assignment.group_id, silent.member_id)
+
+
+def test_a_reset_fences_a_live_member_which_resumes_from_the_new_offsets(db, topic, make):
+    producer.send_batch(topic.name, [b"a", b"b", b"c"], partition=0)
+    member = make("live", [topic.name], auto_offset_reset="earliest", enable_auto_commit=False)
+    drain(member, 3)
+    member.commit()
+    plan = offsets.plan_reset("live", topic_specs=[f"{topic.name}:0"], scenario="to_offset", value=1)
+    assert [(r.partition, r.current_offset, r.new_offset) for r in plan] == [(0, 3, 1)]
+    offsets.execute_reset(plan, actor="tester", scenario="to_offset 1")
+    with pytest.raises(exceptions.CommitFailed):
+        member.commit({tp(topic.name, 0): 3})
+    assert [r.value for r in drain(member, 2)] == [b"b", b"c"]
+    audit = models.OffsetReset.objects.get()
+    assert (audit.before, audit.after, audit.actor) == (3, 1, "tester")
+
+
+def test_seek_moves_the_position(db, topic):
+    producer.send_batch(topic.name, [b"a", b"b", b"c"], partition=0)
+    with consumer.Consumer("seek", [topic.name], auto_offset_reset="earliest") as member:
+        drain(member, 3)
+        member.seek(tp(topic.name, 0), 1)
+        assert [r.value for r in drain(member, 2)] == [b"b", b"c"]
+        with pytest.raises(exceptions.InvalidArgument):
+            member.seek(tp("other", 0), 0)
+
+
+def test_bad_consumer_arguments_are_refused(db, topic, make):
+    with pytest.raises(exceptions.InvalidArgument):
+        make("", [topic.name])
+    with pytest.raises(exceptions.InvalidArgument):
+        make("g", [])
+    with pytest.raises(exceptions.TopicNotFound):
+        make("g", ["missing"]).poll(timeout=0)
+
+
+def _send_later(topic_name, delay):
+    def run():
+        try:
+            producer.send(topic_name, b"wake", partition=0)
+        finally:
+            connection.close()
+
+    timer = threading.Timer(delay, run)
+    timer.start()
+    return timer
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_poll_is_woken_by_notify(settings):
+    # With the fallback far beyond the poll timeout, only the NOTIFY can deliver the record in time.
+    settings.SLUICE = {**settings.SLUICE, "POLL_FALLBACK_MS": 60_000}
+    topics.create_topic("wake", partitions=1)
+    with consumer.Consumer("wake", ["wake"], auto_offset_reset="earliest") as member:
+        member.poll(timeout=0)
+        timer = _send_later("wake", 0.3)
+        records = member.poll(timeout=20)
+        timer.join()
+    assert [r.value for r in records] == [b"wake"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_notifications_it_falls_back_to_polling(settings, monkeypatch):
+    def refuse(channels):
+        raise psycopg.OperationalError("LISTEN refused for the test")
+
+    monkeypatch.setattr(consumer, "listen_connection", refuse)
+    topics.create_topic("fallback", partitions=1)
+    with consumer.Consumer("fallback", ["fallback"], auto_offset_reset="earliest") as member:
+        member.poll(timeout=0)
+        timer = _send_later("fallback", 0.2)
+        records = member.poll(timeout=20)
+        timer.join()
+    assert [r.value for r in records] == [b"wake"]

@@ -1,0 +1,172 @@
+import threading
+
+import pytest
+from django.db import connection, transaction
+
+from queueing import exceptions, models, partitioner, producer, storage, topics, types
+
+
+def stored(topic_id, partition):
+    return list(
+        models.Record.objects.filter(topic_id=topic_id, partition=partition)
+        .order_by("offset")
+        .values_list("offset", "value", "key")
+    )
+
+
+def test_offsets_are_dense_per_partition(db, topic):
+    results = [producer.send(topic.name, f"v{i}".encode(), partition=1) for i in range(5)]
+    results += producer.send_batch(topic.name, [b"x", b"y"], partition=1)
+    assert [r.offset for r in results] == [0, 1, 2, 3, 4, 5, 6]
+    assert [o for o, _, _ in stored(topic.id, 1)] == list(range(7))
+
+
+def test_keyed_records_use_kafkas_partition(db, topic):
+    for key in ["21", "foobar", "abc", "order-17"]:
+        meta = producer.send(topic.name, b"v", key=key)
+        assert meta.partition == partitioner.partition_for_key(key.encode(), 3)
+
+
+def test_json_and_bytes_values_and_headers_round_trip(db, topic):
+    producer.send(topic.name, {"amount": 12, "items": ["a"]}, key="k", headers={"trace": "abc"}, partition=0)
+    producer.send(topic.name, b"\x00\xff", partition=0)
+    rows = storage.fetch_records(positions={(topic.id, 0): 0}, per_partition=10)
+    assert [(r[2], bytes(r[4]), r[5], r[6]) for r in rows] == [
+        (0, b'{"amount":12,"items":["a"]}', types.ValueFormat.JSON, {"trace": "abc"}),
+        (1, b"\x00\xff", types.ValueFormat.BYTES, None),
+    ]
+
+
+def test_a_send_rolls_back_with_the_callers_transaction(db, topic):
+    with pytest.raises(RuntimeError):
+        with transaction.atomic():
+            producer.send(topic.name, b"gone", partition=0)
+            raise RuntimeError("business failure")
+    assert stored(topic.id, 0) == []
+    # The rolled-back offset is handed out again: no gap.
+    assert producer.send(topic.name, b"kept", partition=0).offset == 0
+
+
+def test_a_send_commits_with_the_callers_transaction(db, topic):
+    from django.contrib.auth.models import Group
+
+    with transaction.atomic():
+        Group.objects.create(name="paid")
+        producer.send(topic.name, b"event", partition=2)
+    assert Group.objects.filter(name="paid").exists()
+    assert [v for _, v, _ in stored(topic.id, 2)] == [b"event"]
+
+
+def test_it_refuses_an_oversized_record(db):
+    topics.create_topic("small", max_message_bytes=10)
+    with pytest.raises(exceptions.MessageTooLarge):
+        producer.send("small", b"x" * 11)
+    assert producer.send("small", b"x" * 10).offset == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"key": 1.5}, {"headers": {"a": 1}}, {"headers": ["a"]}, {"partition": 3}, {"partition": -1}],
+)
+def test_it_refuses_bad_input_and_stores_nothing(db, topic, kwargs):
+    with pytest.raises(exceptions.QueueingError):
+        producer.send(topic.name, b"v", **kwargs)
+    assert not models.Record.objects.exists()
+
+
+def test_it_refuses_an_unknown_topic(db):
+    with pytest.raises(exceptions.TopicNotFound):
+        producer.send("nope", b"v")
+
+
+def test_a_value_that_is_not_json_serialisable_is_refused(db, topic):
+    with pytest.raises(exceptions.InvalidArgument):
+        producer.send(topic.name, object())
+
+
+def test_an_idempotent_retry_after_a_lost_reply_is_stored_once(db, topic):
+    sender = producer.Producer(idempotent=True)
+    first = sender.send(topic.name, b"a", partition=0)
+    records = [types.OutgoingRecord(key=None, value=b"b", value_format=0, headers=None)]
+    # The first attempt of sequence 1 commits, but its reply is "lost": the producer sends again.
+    original = storage.append_records(topic_id=topic.id, partition=0, records=records,
+                                      producer_id=sender.producer_id, base_sequence=1)
+    retried = storage.append_records(topic_id=topic.id, partition=0, records=records,
+                                     producer_id=sender.producer_id, base_sequence=1)
+    assert original == (1, False)
+    assert retried == (1, True)
+    assert [v for _, v, _ in stored(topic.id, 0)] == [b"a", b"b"]
+    assert first.offset == 0
+
+
+def test_an_idempotent_producer_refuses_gaps_and_old_sequences(db, topic):
+    sender = producer.Producer(idempotent=True)
+    sender.send_batch(topic.name, [b"a", b"b", b"c"], partition=0)  # sequences 0..2
+    records = [types.OutgoingRecord(key=None, value=b"z", value_format=0, headers=None)]
+    with pytest.raises(exceptions.OutOfOrderSequence):
+        storage.append_records(topic_id=topic.id, partition=0, records=records,
+                               producer_id=sender.producer_id, base_sequence=5)
+    with pytest.raises(exceptions.DuplicateSequence):
+        storage.append_records(topic_id=topic.id, partition=0, records=records,
+                               producer_id=sender.producer_id, base_sequence=1)
+    assert len(stored(topic.id, 0)) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_idempotent_producer_resends_after_the_connection_is_cut():
+    topics.create_topic("cut", partitions=1)
+    sender = producer.Producer(idempotent=True)
+    sender.send("cut", b"0")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    from django.db import connections
+
+    other = connections.create_connection("default")
+    with other.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    other.close()
+    meta = sender.send("cut", b"1")
+    assert meta.offset == 1
+    info = topics.get_topic("cut")
+    assert [v for _, v, _ in stored(info.id, 0)] == [b"0", b"1"]
+
+
+@pytest.mark.parametrize("acks,level", [("0", "off"), ("1", "local"), ("all", "on")])
+def test_acks_set_the_commit_level_of_the_send(db, topic, acks, level):
+    seen = []
+
+    def spy(execute, sql, params, many, context):
+        return execute(sql, params, many, context)
+
+    with transaction.atomic():
+        producer.send(topic.name, b"v", acks=acks, partition=0)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('synchronous_commit')")
+            seen.append(cursor.fetchone()[0])
+    # Inside the caller's transaction the send's level applies to that transaction's commit.
+    assert seen == [level]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_threads_get_distinct_dense_offsets():
+    topics.create_topic("threads", partitions=1)
+    errors = []
+
+    def run():
+        try:
+            for i in range(50):
+                producer.send("threads", b"v", partition=0)
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    info = topics.get_topic("threads")
+    assert [o for o, _, _ in stored(info.id, 0)] == list(range(200))

@@ -1,5 +1,6 @@
 """manage.py consume TOPIC --group G: print records as a group member (kafka-console-consumer)."""
 import json
+import logging
 import time
 import uuid
 
@@ -21,6 +22,9 @@ class Command(EngineCommand):
         parser.add_argument("--print-headers", action="store_true")
 
     def handle(self, *args, topic, group, from_beginning, max_messages, timeout_ms, **options):
+        if options["verbosity"] < 2:
+            # Membership changes are noise on a console that prints records; -v 2 shows them.
+            logging.getLogger("sluice").setLevel(logging.WARNING)
         group = group or f"console-consumer-{uuid.uuid4().hex[:8]}"
         reset = types.OffsetReset.EARLIEST if from_beginning else types.OffsetReset.LATEST
         member = consumer.Consumer(

@@ -1,0 +1,193 @@
+"""Every command as a new user would run it, wrong arguments included (exit code 2, nothing changed)."""
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from queueing import models, topics
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_topics_command(manage):
+    created = manage("topics", "create", "cmd.orders", "--partitions", "3", "--retention-ms", "60000")
+    assert created.returncode == 0, created.stderr
+    assert "Created topic cmd.orders with 3 partition(s)." in created.stdout
+    assert manage("topics", "list").stdout.split() == ["cmd.orders"]
+    described = manage("topics", "describe", "cmd.orders").stdout
+    assert "PartitionCount: 3" in described and "RetentionMs: 60000" in described
+    assert "LOG-END-OFFSET" in described
+    assert manage("topics", "alter", "cmd.orders", "--partitions", "5").returncode == 0
+    assert topics.get_topic("cmd.orders").partition_count == 5
+
+    for args, message in [
+        (("topics", "create", "bad name"), "Invalid topic name"),
+        (("topics", "create", "cmd.orders"), "already exists"),
+        (("topics", "create", "x", "--partitions", "0"), "must be at least 1"),
+        (("topics", "create", "x", "--partitions", "two"), "is not a whole number"),
+        (("topics", "alter", "cmd.orders", "--partitions", "2"), "can only grow"),
+        (("topics", "alter", "cmd.orders"), "nothing to change"),
+        (("topics", "describe", "missing"), "does not exist"),
+        (("topics", "delete", "missing"), "does not exist"),
+        (("topics", "frobnicate"), "invalid choice"),
+        (("topics",), "required"),
+    ]:
+        result = manage(*args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+    assert [t.name for t in topics.list_topics()] == ["cmd.orders"]
+    assert topics.get_topic("cmd.orders").partition_count == 5
+
+    deleted = manage("topics", "delete", "cmd.orders", input="")
+    assert deleted.returncode == 0, deleted.stderr
+    assert topics.list_topics() == []
+
+
+def test_produce_and_consume_commands(manage):
+    topics.create_topic("cmd.lines", partitions=2)
+    produced = manage("produce", "cmd.lines", "--key-separator", ":", input="k1:one\nk2:two\nk1:three\n")
+    assert produced.returncode == 0, produced.stderr
+    assert "Produced 3 record(s) to cmd.lines." in produced.stderr
+    consumed = manage(
+        "consume", "cmd.lines", "--group", "readers", "--from-beginning", "--max-messages", "3", "--print-key"
+    )
+    assert consumed.returncode == 0, consumed.stderr
+    lines = consumed.stdout.splitlines()
+    assert sorted(lines) == ["k1\tone", "k1\tthree", "k2\ttwo"]
+    assert lines.index("k1\tone") < lines.index("k1\tthree")  # per-key order
+    assert "Processed a total of 3 message(s)" in consumed.stderr
+    # The group committed what it printed: nothing is left for it.
+    again = manage("consume", "cmd.lines", "--group", "readers", "--timeout-ms", "500")
+    assert again.returncode == 0 and again.stdout == ""
+    json_ok = manage("produce", "cmd.lines", "--json", "--header", "source=test", input='{"a": 1}\n')
+    assert json_ok.returncode == 0, json_ok.stderr
+
+    before = models.Record.objects.count()
+    for args, stdin, message in [
+        (("produce", "missing"), "x\n", "does not exist"),
+        (("produce", "cmd.lines", "--json"), "{not json\n", "line 1: not JSON"),
+        (("produce", "cmd.lines", "--key-separator", ":"), "no-separator\n", "no key separator"),
+        (("produce", "cmd.lines", "--header", "novalue"), "x\n", "expected NAME=VALUE"),
+        (("produce", "cmd.lines", "--partition", "9"), "x\n", "has no partition 9"),
+        (("produce", "cmd.lines", "--key", "a", "--key-separator", ":"), "x\n", "not both"),
+        (("consume", "missing", "--group", "g", "--timeout-ms", "100"), None, "does not exist"),
+        (("consume", "cmd.lines", "--max-messages", "0"), None, "must be at least 1"),
+    ]:
+        result = manage(*args, input=stdin)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+    assert models.Record.objects.count() == before
+
+
+def test_groups_command(manage):
+    topics.create_topic("cmd.g", partitions=2)
+    manage("produce", "cmd.g", "--partition", "0", input="a\nb\nc\n")
+    manage("consume", "cmd.g", "--group", "lagging", "--from-beginning", "--max-messages", "1")
+    listed = manage("groups", "list")
+    assert listed.returncode == 0 and "lagging" in listed.stdout
+    described = manage("groups", "describe", "lagging")
+    assert described.returncode == 0, described.stderr
+    row = [line.split() for line in described.stdout.splitlines() if line.startswith("lagging")]
+    assert row == [["lagging", "cmd.g", "0", "1", "3", "2", "-", "-", "-"]]
+    for args, message in [
+        (("groups", "describe", "nobody"), "does not exist"),
+        (("groups", "delete", "nobody"), "does not exist"),
+        (("groups", "explode"), "invalid choice"),
+    ]:
+        result = manage(*args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+    assert manage("groups", "delete", "lagging").returncode == 0
+    assert not models.ConsumerGroup.objects.filter(name="lagging").exists()
+
+
+def test_reset_offsets_command(manage, tmp_path):
+    topics.create_topic("cmd.r", partitions=2)
+    manage("produce", "cmd.r", "--partition", "0", input="a\nb\nc\nd\n")
+    manage("produce", "cmd.r", "--partition", "1", input="e\nf\n")
+    manage("consume", "cmd.r", "--group", "rg", "--from-beginning", "--max-messages", "6")
+
+    def committed():
+        return dict(models.CommittedOffset.objects.filter(group__name="rg").values_list("partition", "offset"))
+
+    assert committed() == {0: 4, 1: 2}
+    dry = manage("reset_offsets", "--group", "rg", "--topic", "cmd.r", "--to-earliest")
+    assert dry.returncode == 0, dry.stderr
+    assert "Dry run: nothing changed" in dry.stdout
+    assert [line.split() for line in dry.stdout.splitlines()[1:3]] == [["rg", "cmd.r", "0", "4", "0"], ["rg", "cmd.r", "1", "2", "0"]]
+    assert committed() == {0: 4, 1: 2}
+
+    cases = [
+        (("--topic", "cmd.r:0", "--to-offset", "1"), {0: 1, 1: 2}),
+        (("--topic", "cmd.r", "--shift-by", "1"), {0: 2, 1: 2}),  # clamped to the log end
+        (("--all-topics", "--to-latest"), {0: 4, 1: 2}),
+        (("--all-topics", "--shift-by", "-10"), {0: 0, 1: 0}),  # clamped to the log start
+        (("--topic", "cmd.r", "--to-datetime", "2000-01-01T00:00:00Z"), {0: 0, 1: 0}),
+        (("--topic", "cmd.r", "--by-duration", "PT0S"), {0: 4, 1: 2}),
+        (("--topic", "cmd.r", "--by-duration", "P1D"), {0: 0, 1: 0}),
+        (("--topic", "cmd.r", "--to-current"), {0: 0, 1: 0}),
+    ]
+    for args, expected in cases:
+        result = manage("reset_offsets", "--group", "rg", *args, "--execute")
+        assert result.returncode == 0, (args, result.stderr)
+        assert committed() == expected, args
+    plan = tmp_path / "plan.csv"
+    plan.write_text("cmd.r,0,3\ncmd.r,1,1\n")
+    assert manage("reset_offsets", "--group", "rg", "--from-file", str(plan), "--execute").returncode == 0
+    assert committed() == {0: 3, 1: 1}
+    audited = 1 + 2 * (len(cases) - 1) + 2  # the first case resets one partition, the rest two
+    assert models.OffsetReset.objects.count() == audited
+
+    bad_file = tmp_path / "bad.csv"
+    bad_file.write_text("cmd.r,zero,1\n")
+    for args, message in [
+        (("--group", "rg", "--topic", "cmd.r"), "choose one of"),
+        (("--group", "rg", "--to-earliest"), "one of the arguments --topic --all-topics --from-file is required"),
+        (("--group", "nobody", "--topic", "cmd.r", "--to-earliest"), "does not exist"),
+        (("--group", "rg", "--topic", "missing", "--to-earliest"), "does not exist"),
+        (("--group", "rg", "--topic", "cmd.r:7", "--to-earliest"), "has no partition 7"),
+        (("--group", "rg", "--topic", "cmd.r:x", "--to-earliest"), "partitions must be numbers"),
+        (("--group", "rg", "--topic", "cmd.r", "--to-datetime", "yesterday"), "not an ISO-8601"),
+        (("--group", "rg", "--topic", "cmd.r", "--by-duration", "1h"), "not a duration"),
+        (("--group", "rg", "--topic", "cmd.r", "--to-offset", "-1"), "must be 0 or more"),
+        (("--group", "rg", "--topic", "cmd.r", "--to-earliest", "--to-latest"), "not allowed with"),
+        (("--group", "rg", "--from-file", str(bad_file)), "must be numbers"),
+        (("--group", "rg", "--from-file", str(tmp_path / "none.csv")), "no such file"),
+    ]:
+        result = manage("reset_offsets", *args, "--execute")
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+    assert committed() == {0: 3, 1: 1}
+    assert models.OffsetReset.objects.count() == audited
+
+
+def test_worker_command_runs_handlers_and_stops_on_sigterm(process_env, manage, tmp_path):
+    out = tmp_path / "handled.txt"
+    env = {**process_env, "SLUICE_EXTRA_APPS": "tests.sampleapp", "SAMPLE_OUT": str(out), "SLUICE_POLL_FALLBACK_MS": "100"}
+    unknown = manage("worker", "--group", "nobody", env=env)
+    assert unknown.returncode == 2 and "no handlers are registered for group 'nobody'" in unknown.stderr
+    assert manage("worker").returncode == 2
+    topics.create_topic("sample.events", partitions=2)
+    manage("produce", "sample.events", "--key-separator", ":", input="a:1\nb:2\nc:3\nd:4\n")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "worker", "--group", "sample"],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 4):
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert "stopped" in stderr
+    values = sorted(line.split()[2] for line in out.read_text().splitlines())
+    assert values == ["1", "2", "3", "4"]
+    offsets = dict(models.CommittedOffset.objects.filter(group__name="sample").values_list("partition", "offset"))
+    ends = {p.number: p.next_offset for p in models.Partition.objects.filter(topic__name="sample.events")}
+    assert offsets == {k: v for k, v in ends.items() if v}
+    assert not models.GroupMember.objects.filter(group__name="sample").exists()  # it left the group

@@ -1,4 +1,4 @@
-"""Load the engine's named hot-path queries from queries.sql once."""
+"""Load the engine's named hot-path queries from every .sql file here, once."""
 import pathlib
 import re
 
@@ -15,4 +15,15 @@ def parse(text):
     return queries
 
 
-queries = parse((pathlib.Path(__file__).parent / "queries.sql").read_text())
+def load(folder):
+    """Return the named queries of every .sql file in folder; a name used twice is an error."""
+    queries = {}
+    for path in sorted(pathlib.Path(folder).glob("*.sql")):
+        for name, query in parse(path.read_text()).items():
+            if name in queries:
+                raise ValueError(f"query {name!r} is named twice ({path.name})")
+            queries[name] = query
+    return queries
+
+
+queries = load(pathlib.Path(__file__).parent)

@@ -10,7 +10,7 @@ ENGINE = pathlib.Path(sql.__file__).resolve().parent.parent
 
 
 def test_every_named_query_is_run_by_storage():
-    source = (ENGINE / "storage.py").read_text()
+    source = "".join(path.read_text() for path in (ENGINE / "storage").glob("*.py"))
     unused = [name for name in sql.queries if f'"{name}"' not in source]
     assert unused == []
 
@@ -28,7 +28,7 @@ def test_fetch_records_reads_the_primary_key_range(db, topic):
         cursor.execute("ANALYZE queueing_record")
         cursor.execute("SET LOCAL enable_seqscan = off")
     params = {"topic_ids": [topic.id], "partitions": [0], "positions": [10], "per_partition": 5}
-    row = storage._cursor().execute("EXPLAIN (FORMAT JSON) " + sql.queries["fetch_records"], params).fetchone()
+    row = storage.cursor().execute("EXPLAIN (FORMAT JSON) " + sql.queries["fetch_records"], params).fetchone()
     text = json.dumps(row[0])
     assert "queueing_record_pkey" in text
     assert '"Node Type": "Sort"' not in text  # the index order is the offset order

@@ -1,4 +1,4 @@
-"""The only module of the engine that runs raw SQL: appends, fetches, offset commits."""
+"""Raw SQL of the log: appends, fetches, offset commits."""
 import psycopg
 from django.db import connection, transaction
 from psycopg.types.json import Jsonb, JsonbLoader
@@ -7,38 +7,38 @@ from queueing import exceptions, types
 from queueing.sql import queries
 
 
-def _cursor():
+def cursor():
     """A server-side-binding cursor on Django's connection, so it joins the caller's transaction.
 
     Django's own cursors interpolate parameters on the client; binding on the server sends bytea
     arrays in binary, which is what makes batched appends cheap.
     """
     connection.ensure_connection()
-    cursor = psycopg.Cursor(connection.connection)
+    new = psycopg.Cursor(connection.connection)
     # Django leaves jsonb undecoded for its JSONField; headers are wanted as dicts here.
-    cursor.adapters.register_loader("jsonb", JsonbLoader)
-    return cursor
+    new.adapters.register_loader("jsonb", JsonbLoader)
+    return new
 
 
-def _run(cursor, name, params):
+def run(cur, name, params):
     """Execute a named query; driver errors become Django's, so the connection is marked as failed."""
     with connection.wrap_database_errors:
-        return cursor.execute(queries[name], params)
+        return cur.execute(queries[name], params)
 
 
-def _commit_level(cursor):
+def _commit_level(cur):
     """Return this connection's synchronous_commit, read once per connection."""
     level = getattr(connection.connection, "_sluice_synchronous_commit", None)
     if level is None:
         with connection.wrap_database_errors:
-            level = cursor.execute("SELECT current_setting('synchronous_commit')").fetchone()[0]
+            level = cur.execute("SELECT current_setting('synchronous_commit')").fetchone()[0]
         connection.connection._sluice_synchronous_commit = level
     return level
 
 
-def _needs_commit_level(cursor, acks):
+def _needs_commit_level(cur, acks):
     wanted = types.SYNCHRONOUS_COMMIT[acks]
-    current = _commit_level(cursor)
+    current = _commit_level(cur)
     if wanted == "on":
         # remote_write and remote_apply are at least as strong as on for our purpose.
         return None if current in ("on", "remote_write", "remote_apply") else "on"
@@ -65,38 +65,38 @@ def append_records(*, topic_id, partition, records, producer_id=None, base_seque
         "producer_id": producer_id,
         "base_sequence": base_sequence,
     }
-    cursor = _cursor()
-    level = _needs_commit_level(cursor, acks)
+    cur = cursor()
+    level = _needs_commit_level(cur, acks)
     if producer_id is None and level is None and connection.get_autocommit():
         # One statement in autocommit is its own transaction: one round trip per send.
-        return _append(cursor, params), False
+        return _append(cur, params), False
     with transaction.atomic():
         if level is not None:
-            cursor.execute(f"SET LOCAL synchronous_commit = {level}")
+            cur.execute(f"SET LOCAL synchronous_commit = {level}")
         if producer_id is not None:
-            retried = _check_sequence(cursor, params)
+            retried = _check_sequence(cur, params)
             if retried is not None:
                 return retried, True
-        base_offset = _append(cursor, params)
+        base_offset = _append(cur, params)
         if producer_id is not None:
-            _run(cursor, "save_producer_state",
+            run(cur, "save_producer_state",
                 {**params, "base_offset": base_offset, "last_sequence": base_sequence + len(records) - 1},
             )
         return base_offset, False
 
 
-def _append(cursor, params):
-    row = _run(cursor, "append_records", params).fetchone()
+def _append(cur, params):
+    row = run(cur, "append_records", params).fetchone()
     if row is None:
         raise exceptions.PartitionNotFound(topic=params["topic_id"], partition=params["partition"])
     return row[0]
 
 
-def _check_sequence(cursor, params):
+def _check_sequence(cur, params):
     """Return the stored base offset if this batch was stored already, None if it is new."""
-    if _run(cursor, "lock_partition", params).fetchone() is None:
+    if run(cur, "lock_partition", params).fetchone() is None:
         raise exceptions.PartitionNotFound(topic=params["topic_id"], partition=params["partition"])
-    state = _run(cursor, "producer_state", params).fetchone()
+    state = run(cur, "producer_state", params).fetchone()
     expected = 0 if state is None else state[1] + 1
     sequence = params["base_sequence"]
     if state is not None and sequence == state[0]:
@@ -125,7 +125,7 @@ def fetch_records(*, positions, per_partition):
         "positions": [positions[k] for k in keys],
         "per_partition": per_partition,
     }
-    return _run(_cursor(), "fetch_records", params).fetchall()
+    return run(cursor(), "fetch_records", params).fetchall()
 
 
 def commit_offsets(*, group_id, member_id, generation, offsets):
@@ -144,7 +144,7 @@ def commit_offsets(*, group_id, member_id, generation, offsets):
         "offsets": [offsets[k] for k in keys],
     }
     with transaction.atomic():
-        stored = _run(_cursor(), "commit_offsets", params).fetchall()
+        stored = run(cursor(), "commit_offsets", params).fetchall()
         if len(stored) != len(keys):
             transaction.set_rollback(True)
             return False
@@ -153,7 +153,7 @@ def commit_offsets(*, group_id, member_id, generation, offsets):
 
 def offset_for_timestamp(*, topic_id, partition, timestamp):
     """Return the first offset stamped at or after timestamp, or None if there is none."""
-    row = _run(
-        _cursor(), "offset_for_timestamp", {"topic_id": topic_id, "partition": partition, "timestamp": timestamp}
+    row = run(
+        cursor(), "offset_for_timestamp", {"topic_id": topic_id, "partition": partition, "timestamp": timestamp}
     ).fetchone()
     return row[0]

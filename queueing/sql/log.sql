@@ -1,4 +1,4 @@
--- Hot-path queries of the engine. Each section is run by the storage function of the same name.
+-- The log's hot-path queries. Each section is run by the storage function of the same name.
 
 -- name: append_records --
 -- Append a batch to one partition; returns its base offset, or no row if the partition is missing.

@@ -1,0 +1,10 @@
+"""The only package of the engine that runs raw SQL, one module per concept; the log's functions
+are re-exported here because every layer uses them."""
+from queueing.storage.log import (  # noqa: F401
+    append_records,
+    commit_offsets,
+    cursor,
+    fetch_records,
+    offset_for_timestamp,
+    run,
+)

@@ -102,4 +102,9 @@ SLUICE = {
     "SESSION_TIMEOUT_MS": int(os.environ.get("SLUICE_SESSION_TIMEOUT_MS", "10000")),
     "HEARTBEAT_INTERVAL_MS": int(os.environ.get("SLUICE_HEARTBEAT_INTERVAL_MS", "3000")),
     "POLL_FALLBACK_MS": int(os.environ.get("SLUICE_POLL_FALLBACK_MS", "1000")),
+    # Retries: a group's or topic's own policy wins over these.
+    "DELIVERY_LIMIT": int(os.environ.get("SLUICE_DELIVERY_LIMIT", "5")),
+    "BACKOFF_BASE_MS": int(os.environ.get("SLUICE_BACKOFF_BASE_MS", "1000")),
+    "BACKOFF_MAX_MS": int(os.environ.get("SLUICE_BACKOFF_MAX_MS", "600000")),
+    "LOCK_DURATION_MS": int(os.environ.get("SLUICE_LOCK_DURATION_MS", "30000")),
 }

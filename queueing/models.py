@@ -7,7 +7,27 @@ from django.db import models
 TOPIC_NAME_PATTERN = r"^[a-zA-Z0-9._-]{1,249}$"
 
 
-class Topic(models.Model):
+class Backoff(models.TextChoices):
+    EXPONENTIAL = "exponential", "exponential with jitter"
+    LEVELS = "levels", "fixed levels (RocketMQ)"
+
+
+class RetryPolicy(models.Model):
+    """Delivery limit, back-off and dead-letter topic; empty fields inherit (group, then topic, then
+    settings.SLUICE)."""
+
+    delivery_limit = models.PositiveIntegerField(null=True, blank=True)
+    backoff = models.CharField(max_length=16, choices=Backoff.choices, null=True, blank=True)
+    backoff_base_ms = models.PositiveIntegerField(null=True, blank=True)
+    backoff_max_ms = models.PositiveIntegerField(null=True, blank=True)
+    backoff_levels_ms = models.JSONField(null=True, blank=True, help_text="delays for attempts 1, 2, ...")
+    dead_letter_topic = models.CharField(max_length=249, null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class Topic(RetryPolicy):
     class CleanupPolicy(models.TextChoices):
         DELETE = "delete", "delete"
         COMPACT = "compact", "compact"
@@ -95,7 +115,7 @@ class ProducerState(models.Model):
         ]
 
 
-class ConsumerGroup(models.Model):
+class ConsumerGroup(RetryPolicy):
     name = models.CharField(max_length=249, unique=True)
     generation = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -165,3 +185,112 @@ class OffsetReset(models.Model):
 
     class Meta:
         ordering = ["-created_at", "id"]
+
+
+class ShareGroup(RetryPolicy):
+    """A share group (KIP-932): many members consume the same partitions, acknowledging records one by one."""
+
+    name = models.CharField(max_length=249, unique=True)
+    lock_duration_ms = models.PositiveIntegerField(default=30_000)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class ShareGroupMember(models.Model):
+    id = models.CharField(primary_key=True, max_length=64)
+    group = models.ForeignKey(ShareGroup, on_delete=models.CASCADE, related_name="members")
+    client_id = models.CharField(max_length=255, blank=True)
+    host = models.CharField(max_length=255, blank=True)
+    topics = models.JSONField(default=list)
+    joined_at = models.DateTimeField()
+    last_heartbeat = models.DateTimeField()
+
+
+class SharePartition(models.Model):
+    """A share group's window on one partition.
+
+    Every record below start_offset is finished (accepted, rejected or dead-lettered); records from
+    acquire_offset on were never handed out; in between, a ShareDelivery row per unfinished record.
+    Its row lock serialises acquisitions on the partition (each a short statement).
+    """
+
+    group = models.ForeignKey(ShareGroup, on_delete=models.CASCADE, related_name="partitions")
+    topic = models.ForeignKey(Topic, on_delete=models.CASCADE)
+    partition = models.IntegerField()
+    start_offset = models.BigIntegerField()
+    acquire_offset = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["group", "topic", "partition"], name="share_partition_unique")
+        ]
+
+
+class ShareDelivery(models.Model):
+    """An unfinished record of a share partition: acquired (locked until lock_until) or available."""
+
+    class State(models.IntegerChoices):
+        ACQUIRED = 1, "acquired"
+        AVAILABLE = 2, "available"
+
+    pk = models.CompositePrimaryKey("group_id", "topic_id", "partition", "offset")
+    group_id = models.BigIntegerField()
+    topic_id = models.BigIntegerField()
+    partition = models.IntegerField()
+    offset = models.BigIntegerField()
+    state = models.SmallIntegerField(choices=State.choices)
+    delivery_count = models.IntegerField(default=0)
+    member_id = models.CharField(max_length=64, null=True)
+    lock_until = models.DateTimeField(null=True)
+    available_at = models.DateTimeField()
+
+
+class DeliveryAttempt(models.Model):
+    """One failed or finished delivery of a record, kept for the console and for operators."""
+
+    class Outcome(models.TextChoices):
+        FAILED = "failed", "failed (will retry)"
+        RELEASED = "released", "released"
+        REJECTED = "rejected", "rejected"
+        EXPIRED = "expired", "lock expired"
+        DEAD_LETTERED = "dead_lettered", "dead-lettered"
+
+    group_name = models.CharField(max_length=249)
+    topic_name = models.CharField(max_length=249)
+    partition = models.IntegerField()
+    offset = models.BigIntegerField()
+    attempt = models.IntegerField()
+    member_id = models.CharField(max_length=64, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["group_name", "topic_name", "partition", "offset"], name="attempt_record"),
+            models.Index(fields=["created_at"], name="attempt_created"),
+        ]
+
+
+class DelayedRecord(models.Model):
+    """A record waiting for its time; it is appended to the log when due, so offset order stays
+    visibility order."""
+
+    topic = models.ForeignKey(Topic, on_delete=models.CASCADE)
+    partition = models.IntegerField(null=True, help_text="empty: chosen by key when due")
+    key = models.BinaryField(null=True)
+    value = models.BinaryField(null=True)
+    value_format = models.SmallIntegerField(default=0)
+    headers = models.JSONField(null=True)
+    deliver_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["deliver_at", "id"], name="delayed_due")]

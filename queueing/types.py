@@ -127,3 +127,15 @@ class OffsetPlanRow:
     new_offset: int
     log_start_offset: int
     log_end_offset: int
+
+
+# Headers the engine writes. A dead letter names where it came from; a replayed record names its origin.
+DLQ_ORIGINAL_TOPIC = "sluice.dlq.topic"
+DLQ_ORIGINAL_PARTITION = "sluice.dlq.partition"
+DLQ_ORIGINAL_OFFSET = "sluice.dlq.offset"
+DLQ_GROUP = "sluice.dlq.group"
+DLQ_ATTEMPTS = "sluice.dlq.attempts"
+DLQ_ERROR = "sluice.dlq.error"
+DLQ_FAILED_AT = "sluice.dlq.failed_at"
+REPLAY_ORIGIN = "sluice.replay.origin"  # "topic-partition@offset" of the record replayed
+DELAYED_ID = "sluice.delayed.id"  # the DelayedRecord id a record was delayed under

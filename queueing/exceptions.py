@@ -55,3 +55,25 @@ class UnknownMember(QueueingError):
 class CommitFailed(QueueingError):
     """Offset commit refused for group {group!r}: generation {generation} is no longer current or the
     member does not own the partition; the group has rebalanced or its offsets were reset."""
+
+
+class LeaseExpired(QueueingError):
+    """The lock on {topic}-{partition}@{offset} expired or the record was delivered again; the
+    acknowledgement was refused."""
+
+
+class Retry(Exception):
+    """Raised by a handler: deliver this record again after delay seconds (None: the policy's back-off)."""
+
+    def __init__(self, delay=None, reason=""):
+        self.delay = delay
+        self.reason = reason
+        super().__init__(reason or f"retry requested (delay {delay})")
+
+
+class Reject(Exception):
+    """Raised by a handler: this record can never succeed; dead-letter it now."""
+
+    def __init__(self, reason=""):
+        self.reason = reason
+        super().__init__(reason or "rejected by the handler")

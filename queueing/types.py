@@ -84,6 +84,7 @@ class Record:
     value_format: int
     headers: dict[str, str]
     timestamp: datetime.datetime
+    delivery_count: int = 0  # share groups: which delivery of the record this is (1 = first)
 
     @property
     def data(self) -> Any:

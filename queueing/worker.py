@@ -1,16 +1,17 @@
-"""The ordered-group worker loop: poll, run handlers in offset order, commit, survive restarts."""
+"""Worker loops: ordered groups (offset order, retry in place, then dead letter) and share groups."""
 import contextlib
 import logging
 import signal
 import threading
 import traceback
 
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, connection, transaction
 
 from queueing import consumer as consumer_module
-from queueing import exceptions, types
+from queueing import exceptions, models, retries, share, types
 
 logger = logging.getLogger("sluice.worker")
+CONNECTION_ERRORS = (OperationalError, InterfaceError, consumer_module.psycopg.OperationalError)
 
 
 @contextlib.contextmanager
@@ -29,38 +30,95 @@ def on_stop(callback):
             signal.signal(sig, old)
 
 
-class Worker:
-    """Runs a group's handlers: one record at a time per partition, offsets committed per batch.
+class Outcome:
+    """What became of one delivery attempt."""
 
-    A failed handler is retried in place with exponential back-off, so the partition keeps its
-    order. A lost database connection is re-opened; uncommitted records are read again, so
+    def __init__(self, kind, *, delay=None, error="", tb=""):
+        self.kind, self.delay, self.error, self.tb = kind, delay, error, tb
+
+
+def attempt(function, record):
+    """Run a handler once and classify the result: done, retry (with an optional delay), reject, fail."""
+    try:
+        function(record)
+        return Outcome("done")
+    except CONNECTION_ERRORS:
+        raise
+    except exceptions.Retry as request:
+        return Outcome("retry", delay=request.delay, error=request.reason or "retry requested")
+    except exceptions.Reject as request:
+        return Outcome("reject", error=request.reason or "rejected by the handler")
+    except Exception as error:  # noqa: BLE001 - one bad record must not crash the worker
+        return Outcome("fail", error=f"{type(error).__name__}: {error}", tb=traceback.format_exc())
+
+
+class Loop:
+    """The shared shape: a stop event, run_once() -> bool, run() with signals, reconnects and shutdown."""
+
+    name = "worker"
+
+    def __init__(self, group, subscriptions, *, poll_timeout=1.0):
+        self.group = group
+        self.subscriptions = subscriptions
+        self.poll_timeout = poll_timeout
+        self.stop_event = threading.Event()
+        self.processed = 0
+
+    def run(self):
+        """Loop until stop(); on SIGTERM finish the current record, acknowledge, and leave the group."""
+        logger.info("%s for group %s on %s starting", self.name, self.group, ", ".join(sorted(self.subscriptions)))
+        with on_stop(self.stop):
+            try:
+                while not self.stop_event.is_set():
+                    try:
+                        self.run_once()
+                    except CONNECTION_ERRORS as error:
+                        logger.warning("database connection lost (%s); reconnecting", error)
+                        connection.close()
+                        self.reconnected()
+                        self.stop_event.wait(1.0)
+            finally:
+                logger.info("%s for group %s stopping after %d record(s)", self.name, self.group, self.processed)
+                with contextlib.suppress(*CONNECTION_ERRORS):
+                    self.close()
+                connection.close()
+                logger.info("%s for group %s stopped", self.name, self.group)
+
+    def stop(self):
+        self.stop_event.set()
+
+
+class Worker(Loop):
+    """Runs an ordered group's handlers: one record at a time per partition, offsets committed per batch.
+
+    A failed record is retried in place after the policy's back-off, so the partition keeps its
+    order; past the delivery limit it is dead-lettered and the offset commit that passes it is in
+    the same transaction. A lost connection is re-opened and uncommitted records are read again, so
     handlers must tolerate a redelivery (at-least-once).
     """
 
-    def __init__(self, group, subscriptions, *, max_poll_records=100, poll_timeout=1.0,
-                 retry_backoff=(0.1, 30.0), consumer_options=None):
-        self.group = group
-        self.subscriptions = subscriptions
+    def __init__(self, group, subscriptions, *, max_poll_records=100, poll_timeout=1.0, consumer_options=None):
+        super().__init__(group, subscriptions, poll_timeout=poll_timeout)
         self.max_poll_records = max_poll_records
-        self.poll_timeout = poll_timeout
-        self.retry_backoff = retry_backoff
         self.consumer_options = consumer_options or {}
-        self.stop_event = threading.Event()
         self.consumer = None
-        self.processed = 0
+        self._policies = {}
 
     def _new_consumer(self):
         resets = {s.auto_offset_reset for s in self.subscriptions.values()}
         options = {"auto_offset_reset": resets.pop() if len(resets) == 1 else types.OffsetReset.EARLIEST}
         options.update(self.consumer_options)
-        return consumer_module.Consumer(
-            self.group,
-            sorted(self.subscriptions),
-            enable_auto_commit=False,
-            max_poll_records=self.max_poll_records,
-            client_id="worker",
-            **options,
+        member = consumer_module.Consumer(
+            self.group, sorted(self.subscriptions), enable_auto_commit=False,
+            max_poll_records=self.max_poll_records, client_id="worker", **options,
         )
+        return member
+
+    def policy(self, topic):
+        if topic not in self._policies:
+            group_row, _ = models.ConsumerGroup.objects.get_or_create(name=self.group)
+            self._policies[topic] = retries.resolve(group_row, models.Topic.objects.get(name=topic))
+        return self._policies[topic]
 
     def run_once(self):
         """Poll once and handle what came; return True if more work is likely."""
@@ -69,9 +127,7 @@ class Worker:
         records = self.consumer.poll(timeout=self.poll_timeout)
         done = {}
         for record in records:
-            if self.stop_event.is_set():
-                break
-            if not self._handle(record):
+            if self.stop_event.is_set() or not self._handle(record):
                 break
             done[types.TopicPartition(topic=record.topic, partition=record.partition)] = record.offset + 1
             self.processed += 1
@@ -80,12 +136,14 @@ class Worker:
                 self.consumer.commit(done)
             except exceptions.CommitFailed as error:
                 logger.info("commit refused, re-syncing: %s", error)
-        # Records polled but not handled (stop requested, or a retry pending) are read again.
+        # Records polled but not handled (stop requested, or fenced) are read again.
         for tp, offset in self._unhandled(records, done).items():
-            self.consumer.seek(tp, offset)
+            with contextlib.suppress(exceptions.InvalidArgument):
+                self.consumer.seek(tp, offset)
         return bool(records)
 
-    def _unhandled(self, records, done):
+    @staticmethod
+    def _unhandled(records, done):
         first = {}
         for record in records:
             tp = types.TopicPartition(topic=record.topic, partition=record.partition)
@@ -94,55 +152,105 @@ class Worker:
         return first
 
     def _handle(self, record):
-        """Run the handler until it succeeds; return False if stopped before it did."""
-        delay, ceiling = self.retry_backoff
-        attempt = 0
+        """Run the handler until it succeeds or the record is dead-lettered; False if stopped first."""
+        policy = self.policy(record.topic)
+        function = self.subscriptions[record.topic].function
+        number = 0
         while not self.stop_event.is_set():
-            attempt += 1
-            try:
-                self.subscriptions[record.topic].function(record)
+            number += 1
+            outcome = attempt(function, record)
+            if outcome.kind == "done":
                 return True
-            except (OperationalError, InterfaceError):
-                raise
-            except Exception as error:  # noqa: BLE001 - one bad record must not crash the worker
-                logger.warning(
-                    "handler failed on %s-%s@%s (attempt %d): %s",
-                    record.topic, record.partition, record.offset, attempt, error,
-                    extra={"traceback": traceback.format_exc(), "attempt": attempt},
-                )
-                if self.stop_event.wait(min(delay * 2 ** (attempt - 1), ceiling)):
-                    return False
+            if outcome.kind == "reject" or number >= policy.delivery_limit:
+                return self._dead_letter(record, number, outcome, policy)
+            retries.record_attempt(group=self.group, record=record, attempt=number, member_id=self.consumer.member_id,
+                                   outcome=models.DeliveryAttempt.Outcome.FAILED, error=outcome.error,
+                                   traceback=outcome.tb)
+            delay = outcome.delay if outcome.delay is not None else policy.delay_ms(number) / 1000
+            logger.warning("handler failed on %s-%s@%s (attempt %d of %d), retrying in %.2fs: %s",
+                           record.topic, record.partition, record.offset, number, policy.delivery_limit, delay,
+                           outcome.error, extra={"attempt": number})
+            if self.stop_event.wait(delay):
+                return False
         return False
 
-    def run(self):
-        """Loop until stop(); on SIGTERM finish the current record, commit, and leave the group."""
-        logger.info("worker for group %s on %s starting", self.group, ", ".join(sorted(self.subscriptions)))
-        with on_stop(self.stop):
-            try:
-                while not self.stop_event.is_set():
-                    try:
-                        self.run_once()
-                    except (OperationalError, InterfaceError, consumer_module.psycopg.OperationalError) as error:
-                        logger.warning("database connection lost (%s); reconnecting", error)
-                        self._reset_connection()
-                        self.stop_event.wait(1.0)
-            finally:
-                self._shutdown()
+    def _dead_letter(self, record, number, outcome, policy):
+        """Dead-letter the record and commit past it in one transaction; False if the commit was fenced."""
+        tp = types.TopicPartition(topic=record.topic, partition=record.partition)
+        try:
+            with transaction.atomic():
+                letter = retries.dead_letter(policy=policy, group=self.group, record=record, attempts=number,
+                                             error=outcome.error)
+                retries.record_attempt(group=self.group, record=record, attempt=number,
+                                       member_id=self.consumer.member_id,
+                                       outcome=models.DeliveryAttempt.Outcome.DEAD_LETTERED,
+                                       error=outcome.error, traceback=outcome.tb)
+                self.consumer.commit({tp: record.offset + 1})
+        except exceptions.CommitFailed:
+            logger.info("dead-lettering %s@%s fenced by a rebalance; the new owner will retry", tp, record.offset)
+            return False
+        logger.warning("dead-lettered %s@%s to %s-%s@%s after %d attempt(s): %s", tp, record.offset,
+                       letter.topic, letter.partition, letter.offset, number, outcome.error)
+        return True
 
-    def _reset_connection(self):
+    def reconnected(self):
         # Keep the member (and its partitions): only the connection is new. Records polled but not
         # committed are read again from the committed offsets.
-        connection.close()
         if self.consumer is not None:
             self.consumer.rewind()
 
-    def _shutdown(self):
-        logger.info("worker for group %s stopping after %d record(s)", self.group, self.processed)
+    def close(self):
         if self.consumer is not None:
-            with contextlib.suppress(OperationalError, InterfaceError):
-                self.consumer.close(commit=False)
-        connection.close()
-        logger.info("worker for group %s stopped", self.group)
+            self.consumer.close(commit=False)
 
-    def stop(self):
-        self.stop_event.set()
+
+class ShareWorker(Loop):
+    """Runs a share group's handlers: records of every partition spread over all workers, each
+    acknowledged on its own; failures go back after the back-off, past the limit to the dead-letter
+    topic. On stop, records acquired but not handled are released at once."""
+
+    name = "share worker"
+
+    def __init__(self, group, subscriptions, *, max_records=50, poll_timeout=1.0, consumer_options=None):
+        super().__init__(group, subscriptions, poll_timeout=poll_timeout)
+        self.max_records = max_records
+        self.consumer_options = consumer_options or {}
+        self.consumer = None
+
+    def run_once(self):
+        if self.consumer is None:
+            resets = {s.auto_offset_reset for s in self.subscriptions.values()}
+            self.consumer = share.ShareConsumer(
+                self.group, sorted(self.subscriptions), max_records=self.max_records, client_id="share-worker",
+                auto_offset_reset=resets.pop() if len(resets) == 1 else types.OffsetReset.EARLIEST,
+                **self.consumer_options,
+            )
+        records = self.consumer.poll(timeout=self.poll_timeout)
+        for index, record in enumerate(records):
+            if self.stop_event.is_set():
+                for rest in records[index:]:
+                    self.consumer.release(rest)
+                break
+            outcome = attempt(self.subscriptions[record.topic].function, record)
+            if outcome.kind == "done":
+                self.consumer.accept(record)
+                self.processed += 1
+            elif outcome.kind == "reject":
+                self.consumer.reject(record, reason=outcome.error)
+            elif outcome.kind == "retry" and outcome.delay is not None:
+                self.consumer.release(record, delay=outcome.delay)
+            else:
+                self.consumer.fail(record, error=outcome.error, traceback=outcome.tb)
+        self.consumer.flush()
+        return bool(records)
+
+    def reconnected(self):
+        # Acknowledgements not sent are lost with the connection; the records' locks expire and they
+        # are delivered again (at-least-once).
+        if self.consumer is not None:
+            self.consumer._pending.clear()
+
+    def close(self):
+        if self.consumer is not None:
+            self.consumer.close()
+

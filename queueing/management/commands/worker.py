@@ -13,7 +13,7 @@ class Command(EngineCommand):
     def add_arguments(self, parser):
         parser.add_argument("--group", required=True)
         parser.add_argument("--topic", action="append", help="only these of the group's topics (repeatable)")
-        parser.add_argument("--max-poll-records", type=positive, default=100)
+        parser.add_argument("--max-poll-records", type=positive, default=100, help="records per poll")
 
     def handle(self, *args, group, topic, max_poll_records, **options):
         logging.getLogger("sluice").setLevel(logging.INFO)
@@ -26,4 +26,8 @@ class Command(EngineCommand):
         if not subscriptions:
             known = ", ".join(registry.groups()) or "none"
             raise CommandError(f"no handlers are registered for group {group!r} (groups with handlers: {known})", returncode=2)
-        worker.Worker(group, subscriptions, max_poll_records=max_poll_records).run()
+        modes = {s.mode for s in subscriptions.values()}
+        if modes == {"share"}:
+            worker.ShareWorker(group, subscriptions, max_records=max_poll_records).run()
+        else:
+            worker.Worker(group, subscriptions, max_poll_records=max_poll_records).run()

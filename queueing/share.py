@@ -1,0 +1,296 @@
+"""Share groups (concurrent mode, KIP-932): many members per partition, per-record acknowledgement."""
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+
+import psycopg
+from django.conf import settings
+from django.db import transaction
+
+from queueing import consumer, exceptions, groups, models, retries, types
+from queueing.storage import share as storage
+
+logger = logging.getLogger("sluice.share")
+
+ACCEPT, RELEASE, REJECT, FAIL = "accept", "release", "reject", "fail"
+
+
+def configure_group(name, *, lock_duration_ms=None, **policy):
+    """Create or change a share group's lock duration and retry policy (delivery_limit, backoff,
+    backoff_base_ms, backoff_max_ms, backoff_levels_ms, dead_letter_topic)."""
+    groups.validate_group_name(name)
+    fields = retries.validate(**policy)
+    if lock_duration_ms is not None:
+        if not isinstance(lock_duration_ms, int) or not 100 <= lock_duration_ms <= 86_400_000:
+            raise exceptions.InvalidArgument(reason="lock_duration_ms must be between 100 and 86400000")
+        fields["lock_duration_ms"] = lock_duration_ms
+    group, _ = models.ShareGroup.objects.get_or_create(name=name)
+    for field, value in fields.items():
+        setattr(group, field, value)
+    group.save()
+    return group
+
+
+class ShareConsumer:
+    """A member of a share group: records are acquired with a lock and acknowledged one by one.
+
+    `poll()` acquires records from any partition of the subscribed topics (other members get other
+    records of the same partitions). Acknowledge each with `accept`, `release` (optionally after a
+    delay), `reject` (dead-letter now) or `fail` (the policy's back-off, then the dead-letter topic
+    past the delivery limit); `renew` extends locks. Acknowledgements are batched and sent by
+    `flush()`, which the next `poll()` and `close()` call. A record whose lock expires is delivered
+    again and that counts as a delivery.
+    """
+
+    def __init__(self, group, topics, *, auto_offset_reset=types.OffsetReset.LATEST, max_records=100,
+                 client_id="", lock_duration_ms=None):
+        groups.validate_group_name(group)
+        if not topics:
+            raise exceptions.InvalidArgument(reason="subscribe to at least one topic")
+        if not isinstance(max_records, int) or not 1 <= max_records <= 10_000:
+            raise exceptions.InvalidArgument(reason="max_records must be between 1 and 10000")
+        self.group = group
+        self.topics = sorted(set(topics))
+        self.auto_offset_reset = types.OffsetReset(auto_offset_reset)
+        self.max_records = max_records
+        self.client_id = client_id
+        self.lock_duration_ms = lock_duration_ms
+        self.member_id = f"{client_id or 'share'}-{uuid.uuid4().hex[:16]}"
+        self.fallback_interval = settings.SLUICE["POLL_FALLBACK_MS"] / 1000
+        self.group_row = None
+        self._topics = {}  # topic_id -> Topic row
+        self._topic_ids = {}
+        self._policies = {}  # topic_id -> retries.Policy
+        self._slots = []  # (topic_id, partition)
+        self._pending = []  # (record, kind, delay_ms, error, traceback)
+        self._listener = None
+        self._last_seen = 0.0
+        self.refused = []  # records whose acknowledgement was refused (lock lost)
+        self.closed = False
+
+    # Membership ---------------------------------------------------------------------------
+
+    def _join(self):
+        group, _ = models.ShareGroup.objects.get_or_create(name=self.group)
+        self.group_row = group
+        rows = {t.name: t for t in models.Topic.objects.filter(name__in=self.topics)}
+        for name in self.topics:
+            if name not in rows:
+                raise exceptions.TopicNotFound(name=name)
+        earliest = self.auto_offset_reset == types.OffsetReset.EARLIEST
+        self._topics = {t.id: t for t in rows.values()}
+        self._topic_ids = {t.name: t.id for t in rows.values()}
+        self._policies = {t.id: retries.resolve(group, t) for t in rows.values()}
+        for topic in rows.values():
+            storage.ensure_share_partitions(group_id=group.id, topic_id=topic.id, earliest=earliest)
+        self._slots = list(
+            models.SharePartition.objects.filter(group=group, topic_id__in=self._topics).values_list("topic_id", "partition")
+        )
+        now = groups.db_now()
+        models.ShareGroupMember.objects.update_or_create(
+            id=self.member_id,
+            defaults={"group": group, "client_id": self.client_id[:255], "host": f"{socket.gethostname()}/{os.getpid()}",
+                      "topics": self.topics, "joined_at": now, "last_heartbeat": now},
+        )
+        self._last_seen = time.monotonic()
+        try:
+            self._listener = consumer.listen_connection([f"sluice_t{t}" for t in self._topics])
+        except psycopg.Error as error:
+            logger.warning("LISTEN connection failed (%s); polling every %.1fs", error, self.fallback_interval)
+
+    @property
+    def lock_ms(self):
+        return self.lock_duration_ms or self.group_row.lock_duration_ms
+
+    def _heartbeat(self):
+        if time.monotonic() - self._last_seen >= 3:
+            models.ShareGroupMember.objects.filter(id=self.member_id).update(last_heartbeat=groups.db_now())
+            self._last_seen = time.monotonic()
+
+    # Reading ------------------------------------------------------------------------------
+
+    def poll(self, timeout=1.0, max_records=None):
+        """Send pending acknowledgements, then acquire up to max_records records, waiting up to timeout."""
+        if self.closed:
+            raise exceptions.InvalidArgument(reason="the consumer is closed")
+        if self.group_row is None:
+            self._join()
+        self.flush()
+        deadline = time.monotonic() + max(0.0, timeout)
+        limit = max_records or self.max_records
+        while True:
+            self._heartbeat()
+            self._drain()
+            records = self._acquire(limit)
+            if records or time.monotonic() >= deadline:
+                return records
+            self._wait(min(deadline - time.monotonic(), self.fallback_interval))
+
+    def _acquire(self, limit):
+        records = []
+        slots = list(self._slots)
+        random.shuffle(slots)  # members start on different partitions, so they rarely meet
+        for topic_id, partition in slots:
+            if len(records) >= limit:
+                break
+            topic = self._topics[topic_id]
+            policy = self._policies[topic_id]
+
+            def on_dead(rows, topic=topic, policy=policy, partition=partition):
+                for row in rows:
+                    record = self._record(topic, partition, row)
+                    retries.dead_letter(policy=policy, group=self.group, record=record, attempts=record.delivery_count,
+                                        error="lock expired on the last delivery")
+                    retries.record_attempt(group=self.group, record=record, attempt=record.delivery_count,
+                                           member_id="", outcome=models.DeliveryAttempt.Outcome.DEAD_LETTERED,
+                                           error="lock expired on the last delivery")
+
+            got = storage.acquire(
+                group_id=self.group_row.id, topic_id=topic_id, partition=partition, member_id=self.member_id,
+                limit=limit - len(records), lock_ms=self.lock_ms, delivery_limit=policy.delivery_limit,
+                on_dead=on_dead,
+            )
+            if got is None:
+                continue
+            for offset, count, member in got.expired:
+                models.DeliveryAttempt.objects.create(
+                    group_name=self.group, topic_name=topic.name, partition=partition, offset=offset,
+                    attempt=count, member_id=member or "", outcome=models.DeliveryAttempt.Outcome.EXPIRED,
+                )
+            records.extend(self._record(topic, partition, row) for row in got.records)
+        return records
+
+    @staticmethod
+    def _record(topic, partition, row):
+        offset, key, value, value_format, headers, timestamp, count = row
+        return types.Record(
+            topic=topic.name, partition=partition, offset=offset,
+            key=None if key is None else bytes(key), value=None if value is None else bytes(value),
+            value_format=value_format, headers=headers or {}, timestamp=timestamp, delivery_count=count,
+        )
+
+    def _drain(self):
+        self._wait(0)
+
+    def _wait(self, seconds):
+        if self._listener is None or self._listener.closed:
+            if seconds > 0:
+                time.sleep(seconds)
+            return
+        try:
+            for _ in self._listener.notifies(timeout=max(0.0, seconds), stop_after=1 if seconds else None):
+                pass
+        except psycopg.Error as error:
+            logger.warning("LISTEN connection lost (%s); polling until the next join", error)
+            self._listener.close()
+
+    # Acknowledging ------------------------------------------------------------------------
+
+    def accept(self, record):
+        """The record was processed: it is finished for this group."""
+        self._pending.append((record, ACCEPT, 0, "", ""))
+
+    def release(self, record, delay=0.0):
+        """Give the record back, to be delivered again after delay seconds (counts as a delivery)."""
+        self._pending.append((record, RELEASE, int(max(0.0, delay) * 1000), "", ""))
+
+    def reject(self, record, reason=""):
+        """The record can never be processed: dead-letter it now."""
+        self._pending.append((record, REJECT, 0, reason, ""))
+
+    def fail(self, record, error="", traceback=""):
+        """The handler failed: retry after the policy's back-off, or dead-letter past the delivery limit."""
+        self._pending.append((record, FAIL, None, error, traceback))
+
+    def renew(self, records):
+        """Extend the locks of held records by the lock duration; return those no longer held."""
+        items = [self._item(r) for r in records]
+        done = storage.renew_deliveries(
+            group_id=self.group_row.id, member_id=self.member_id, items=items, lock_ms=self.lock_ms
+        )
+        return [r for r, item in zip(records, items) if item[:3] not in done]
+
+    def _item(self, record):
+        topic_id = self._topic_ids[record.topic]
+        return (topic_id, record.partition, record.offset, record.delivery_count)
+
+    def flush(self):
+        """Send the pending acknowledgements in a few statements; return the records refused.
+
+        A refused acknowledgement means the lock was lost and the record re-acquired: it will be
+        (or was) processed again elsewhere.
+        """
+        if not self._pending:
+            return []
+        pending, self._pending = self._pending, []
+        refused = []
+        accepts = [p for p in pending if p[1] == ACCEPT]
+        if accepts:
+            items = [self._item(p[0]) for p in accepts]
+            done = storage.finish_deliveries(group_id=self.group_row.id, member_id=self.member_id, items=items)
+            refused += [p[0] for p, item in zip(accepts, items) if item[:3] not in done]
+        releases, dead = [], []
+        for record, kind, delay_ms, error, tb in pending:
+            if kind == ACCEPT:
+                continue
+            policy = self._policies[self._item(record)[0]]
+            if kind == REJECT or record.delivery_count >= policy.delivery_limit:
+                dead.append((record, kind, error, tb))
+            else:
+                if kind == FAIL:
+                    delay_ms = policy.delay_ms(record.delivery_count)
+                    retries.record_attempt(group=self.group, record=record, attempt=record.delivery_count,
+                                           member_id=self.member_id, outcome=models.DeliveryAttempt.Outcome.FAILED,
+                                           error=error, traceback=tb)
+                releases.append((record, delay_ms))
+        if releases:
+            items = [self._item(r) for r, _ in releases]
+            done = storage.release_deliveries(group_id=self.group_row.id, member_id=self.member_id, items=items,
+                                              delays_ms=[d for _, d in releases])
+            refused += [r for (r, _), item in zip(releases, items) if item[:3] not in done]
+        for record, kind, error, tb in dead:
+            if not self._dead_letter(record, kind, error, tb):
+                refused.append(record)
+        if refused:
+            logger.info("%d acknowledgement(s) refused in %s: locks lost", len(refused), self.group)
+        self.refused.extend(refused)
+        return refused
+
+    def _dead_letter(self, record, kind, error, tb):
+        """Remove the delivery and write the dead letter in one transaction; False if the lock was lost."""
+        item = self._item(record)
+        policy = self._policies[item[0]]
+        with transaction.atomic():
+            done = storage.finish_deliveries(group_id=self.group_row.id, member_id=self.member_id, items=[item])
+            if not done:
+                return False
+            reason = error or ("rejected" if kind == REJECT else "delivery limit reached")
+            retries.dead_letter(policy=policy, group=self.group, record=record, attempts=record.delivery_count,
+                                error=reason)
+            retries.record_attempt(group=self.group, record=record, attempt=record.delivery_count,
+                                   member_id=self.member_id, outcome=models.DeliveryAttempt.Outcome.DEAD_LETTERED,
+                                   error=reason, traceback=tb)
+        return True
+
+    def close(self):
+        """Send pending acknowledgements and leave; records still held become available when their
+        locks expire, or at once with release_held=True semantics of the worker."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if self.group_row is not None:
+                self.flush()
+                models.ShareGroupMember.objects.filter(id=self.member_id).delete()
+        finally:
+            if self._listener is not None:
+                self._listener.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

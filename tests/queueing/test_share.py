@@ -1,0 +1,165 @@
+import pytest
+from django.db import connection
+
+from queueing import exceptions, models, producer, share, types
+
+
+@pytest.fixture(autouse=True)
+def fast(settings):
+    settings.SLUICE = {**settings.SLUICE, "POLL_FALLBACK_MS": 20}
+
+
+@pytest.fixture
+def make():
+    made = []
+
+    def build(*args, **kwargs):
+        kwargs.setdefault("auto_offset_reset", "earliest")
+        member = share.ShareConsumer(*args, **kwargs)
+        made.append(member)
+        return member
+
+    yield build
+    for member in made:
+        member.close()
+
+
+def expire_locks():
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE queueing_sharedelivery SET lock_until = now() - interval '1 second' WHERE state = 1")
+
+
+def make_due():
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE queueing_sharedelivery SET available_at = now() - interval '1 second' WHERE state = 2")
+
+
+def dead_letters(name):
+    from queueing import topics
+
+    info = topics.get_topic(name)
+    return list(models.Record.objects.filter(topic_id=info.id).order_by("offset"))
+
+
+def test_two_members_share_one_partition_without_overlap(db, make):
+    from queueing import topics
+
+    topics.create_topic("jobs", partitions=1)
+    producer.send_batch("jobs", [str(i).encode() for i in range(10)])
+    a, b = make("workers", ["jobs"], max_records=4), make("workers", ["jobs"], max_records=4)
+    got_a, got_b = a.poll(timeout=0), b.poll(timeout=0)
+    assert len(got_a) == 4 and len(got_b) == 4
+    assert not {r.offset for r in got_a} & {r.offset for r in got_b}
+    for record in got_a + got_b:
+        (a if record in got_a else b).accept(record)
+    a.flush(), b.flush()
+    rest = a.poll(timeout=0) + b.poll(timeout=0)
+    assert sorted(r.offset for r in rest) == [8, 9]
+    assert all(r.delivery_count == 1 for r in got_a + got_b + rest)
+
+
+def test_an_expired_lock_redelivers_and_counts_a_delivery(db, make):
+    from queueing import topics
+
+    topics.create_topic("jobs", partitions=1)
+    producer.send("jobs", b"x")
+    slow, other = make("g", ["jobs"]), make("g", ["jobs"])
+    [first] = slow.poll(timeout=0)
+    assert other.poll(timeout=0) == []  # still locked
+    expire_locks()
+    [again] = other.poll(timeout=0)
+    assert (again.offset, again.delivery_count) == (first.offset, 2)
+    slow.accept(first)
+    assert slow.flush() == [first]  # its lock was lost: refused
+    other.accept(again)
+    assert other.flush() == []
+    assert models.DeliveryAttempt.objects.filter(outcome="expired").count() == 1
+    assert not models.ShareDelivery.objects.exists()
+
+
+def test_release_with_delay_and_renew(db, make):
+    from queueing import topics
+
+    topics.create_topic("jobs", partitions=1)
+    producer.send("jobs", b"x")
+    member = make("g", ["jobs"])
+    [record] = member.poll(timeout=0)
+    assert member.renew([record]) == []
+    member.release(record, delay=3600)
+    member.flush()
+    assert member.poll(timeout=0) == []
+    make_due()
+    [again] = member.poll(timeout=0)
+    assert again.delivery_count == 2
+
+
+def test_the_delivery_limit_is_exact_then_the_record_is_dead_lettered(db, make):
+    from queueing import topics
+
+    topics.create_topic("jobs", partitions=1)
+    share.configure_group("g", delivery_limit=3, backoff_base_ms=1)
+    producer.send("jobs", {"n": 1}, key="k1", headers={"trace": "t"})
+    member = make("g", ["jobs"])
+    attempts = 0
+    for _ in range(10):
+        make_due()
+        records = member.poll(timeout=0)
+        for record in records:
+            attempts += 1
+            member.fail(record, error="boom", traceback="Traceback ...")
+        member.flush()
+    assert attempts == 3
+    [letter] = dead_letters("g.DLQ")
+    assert bytes(letter.key) == b"k1" and letter.value_format == types.ValueFormat.JSON
+    assert letter.headers["trace"] == "t"
+    assert letter.headers[types.DLQ_ORIGINAL_TOPIC] == "jobs"
+    assert letter.headers[types.DLQ_ATTEMPTS] == "3"
+    assert letter.headers[types.DLQ_ERROR] == "boom"
+    outcomes = list(models.DeliveryAttempt.objects.order_by("id").values_list("attempt", "outcome"))
+    assert outcomes == [(1, "failed"), (2, "failed"), (3, "dead_lettered")]
+    assert not models.ShareDelivery.objects.exists()
+
+
+def test_an_expired_last_delivery_is_dead_lettered(db, make):
+    from queueing import topics
+
+    topics.create_topic("jobs", partitions=1)
+    share.configure_group("g", delivery_limit=1, dead_letter_topic="parking")
+    producer.send("jobs", b"x")
+    member = make("g", ["jobs"])
+    assert len(member.poll(timeout=0)) == 1
+    expire_locks()
+    assert member.poll(timeout=0) == []
+    assert [bytes(r.value) for r in dead_letters("parking")] == [b"x"]
+
+
+def test_reject_dead_letters_at_once(db, make):
+    from queueing import topics
+
+    topics.create_topic("jobs", partitions=1)
+    producer.send("jobs", b"poison")
+    member = make("g", ["jobs"])
+    [record] = member.poll(timeout=0)
+    member.reject(record, reason="cannot parse")
+    member.flush()
+    [letter] = dead_letters("g.DLQ")
+    assert letter.headers[types.DLQ_ERROR] == "cannot parse"
+
+
+def test_no_cap_on_records_in_flight(db, make):
+    from queueing import topics
+
+    topics.create_topic("jobs", partitions=1)
+    producer.send_batch("jobs", [b"x"] * 1500)
+    member = make("g", ["jobs"], max_records=1000)
+    assert len(member.poll(timeout=0)) == 1000
+    assert len(member.poll(timeout=0)) == 500
+    assert models.ShareDelivery.objects.filter(state=1).count() == 1500
+
+
+def test_bad_policies_are_refused(db):
+    for bad in [{"delivery_limit": 0}, {"backoff": "linear"}, {"backoff_levels_ms": []}, {"dead_letter_topic": "a b"},
+                {"lock_duration_ms": 5}]:
+        with pytest.raises(exceptions.InvalidArgument):
+            share.configure_group("g", **bad)
+    assert not models.ShareGroup.objects.exists()

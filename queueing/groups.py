@@ -5,7 +5,7 @@ import logging
 from django.db import connection, transaction
 from django.db.models import F
 
-from queueing import exceptions, models, types
+from queueing import exceptions, models, retries, types
 
 logger = logging.getLogger("sluice.groups")
 
@@ -184,3 +184,14 @@ def log_bounds(slots):
     return {
         (p.topic_id, p.number): (p.log_start_offset, p.next_offset) for p in rows if (p.topic_id, p.number) in slots
     }
+
+
+def configure_group(name, **policy):
+    """Create or change an ordered group's retry policy (see retries.validate for the fields)."""
+    validate_group_name(name)
+    fields = retries.validate(**policy)
+    group, _ = models.ConsumerGroup.objects.get_or_create(name=name)
+    for field, value in fields.items():
+        setattr(group, field, value)
+    group.save()
+    return group

@@ -1,4 +1,5 @@
 """Share groups (concurrent mode, KIP-932): many members per partition, per-record acknowledgement."""
+import datetime
 import logging
 import os
 import random
@@ -90,6 +91,9 @@ class ShareConsumer:
             models.SharePartition.objects.filter(group=group, topic_id__in=self._topics).values_list("topic_id", "partition")
         )
         now = groups.db_now()
+        # Members gone without a goodbye (SIGKILL) hold nothing: their locks expire by themselves.
+        timeout = datetime.timedelta(milliseconds=settings.SLUICE["SESSION_TIMEOUT_MS"])
+        models.ShareGroupMember.objects.filter(group=group, last_heartbeat__lt=now - timeout).delete()
         models.ShareGroupMember.objects.update_or_create(
             id=self.member_id,
             defaults={"group": group, "client_id": self.client_id[:255], "host": f"{socket.gethostname()}/{os.getpid()}",

@@ -191,3 +191,35 @@ def test_worker_command_runs_handlers_and_stops_on_sigterm(process_env, manage, 
     ends = {p.number: p.next_offset for p in models.Partition.objects.filter(topic__name="sample.events")}
     assert offsets == {k: v for k, v in ends.items() if v}
     assert not models.GroupMember.objects.filter(group__name="sample").exists()  # it left the group
+
+
+def test_groups_configure_and_share_group_describe(manage):
+    from queueing import share
+
+    topics.create_topic("cmd.jobs", partitions=1)
+    manage("produce", "cmd.jobs", input="a\nb\nc\n")
+    configured = manage("groups", "configure", "pool", "--share", "--delivery-limit", "2", "--lock-duration-ms", "60000")
+    assert configured.returncode == 0, configured.stderr
+    member = share.ShareConsumer("pool", ["cmd.jobs"], auto_offset_reset="earliest", max_records=2)
+    first, second = member.poll(timeout=0)
+    member.accept(first)
+    member.flush()
+    described = manage("groups", "describe", "pool")
+    assert described.returncode == 0, described.stderr
+    row = [line.split() for line in described.stdout.splitlines() if line.startswith("pool")]
+    assert row == [["pool", "cmd.jobs", "0", "1", "3", "2", "1", "0", "1", "0"]]
+    listed = manage("groups", "list").stdout
+    assert any(line.split()[:3] == ["pool", "share", "Stable"] for line in listed.splitlines())
+    member.close()
+    for args, message in [
+        (("groups", "configure", "pool", "--share"), "nothing to change"),
+        (("groups", "configure", "pool", "--backoff", "linear"), "invalid choice"),
+        (("groups", "configure", "pool", "--backoff-levels-ms", "1,x"), "whole numbers"),
+        (("groups", "configure", "pool", "--delivery-limit", "0"), "must be at least 1"),
+        (("groups", "configure", "pool", "--dead-letter-topic", "bad name"), "Invalid topic name"),
+        (("groups", "configure", "ordered", "--lock-duration-ms", "100"), "for share groups"),
+    ]:
+        result = manage(*args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+    assert models.ShareGroup.objects.get(name="pool").delivery_limit == 2
+    assert not models.ConsumerGroup.objects.filter(name="ordered").exists()

@@ -1,8 +1,8 @@
 """manage.py groups list|describe|delete: Kafka's kafka-consumer-groups for Sluice."""
 from django.core.management.base import CommandError
 
-from queueing import exceptions, models, selectors
-from queueing.management.base import EngineCommand
+from queueing import exceptions, groups, models, selectors, share
+from queueing.management.base import EngineCommand, positive
 
 
 class Command(EngineCommand):
@@ -17,15 +17,29 @@ class Command(EngineCommand):
         describe.add_argument("--resets", action="store_true", help="list the group's offset resets")
         delete = actions.add_parser("delete", help="delete a group that has no members")
         delete.add_argument("group")
+        configure = actions.add_parser("configure", help="set a group's delivery limit, back-off and dead-letter topic")
+        configure.add_argument("group")
+        configure.add_argument("--share", dest="is_share", action="store_true", help="a share group (default: an ordered group)")
+        configure.add_argument("--delivery-limit", type=positive)
+        configure.add_argument("--backoff", choices=[b.value for b in models.Backoff])
+        configure.add_argument("--backoff-base-ms", type=positive)
+        configure.add_argument("--backoff-max-ms", type=positive)
+        configure.add_argument("--backoff-levels-ms", help="comma-separated delays, e.g. 1000,5000,30000")
+        configure.add_argument("--dead-letter-topic")
+        configure.add_argument("--lock-duration-ms", type=positive, help="share groups: how long a record is held")
 
     def handle(self, *args, action, **options):
         getattr(self, f"do_{action}")(**options)
 
     def do_list(self, **options):
-        summaries = selectors.group_summaries()
-        self.table(["GROUP", "STATE", "MEMBERS", "GENERATION"], [[g.name, g.state, g.members, g.generation] for g in summaries])
+        rows = [[g.name, "ordered", g.state, g.members, g.generation] for g in selectors.group_summaries()]
+        rows += [[g.name, "share", g.state, g.members, "-"] for g in selectors.share_group_summaries()]
+        self.table(["GROUP", "TYPE", "STATE", "MEMBERS", "GENERATION"], sorted(rows))
 
     def do_describe(self, *, group, members, resets, **options):
+        if group and not models.ConsumerGroup.objects.filter(name=group).exists():
+            if models.ShareGroup.objects.filter(name=group).exists():
+                return self._describe_share(group, members)
         names = [group] if group else [g.name for g in selectors.group_summaries()]
         for name in names:
             if members:
@@ -48,6 +62,40 @@ class Command(EngineCommand):
                       r.client_id] for r in rows],
                 )
             self.stdout.write("")
+
+    def _describe_share(self, name, members):
+        if members:
+            self.table(
+                ["GROUP", "MEMBER-ID", "HOST", "CLIENT-ID", "TOPICS", "LAST-SEEN"],
+                [[name, m.id, m.host, m.client_id, ",".join(m.topics), m.last_heartbeat.isoformat(timespec="seconds")]
+                 for m in selectors.share_group_members(name)],
+            )
+            return
+        self.table(
+            ["GROUP", "TOPIC", "PARTITION", "START-OFFSET", "LOG-END-OFFSET", "LAG", "ACQUIRED", "AVAILABLE",
+             "MAX-DELIVERIES", "DEAD-LETTERED"],
+            [[r.group, r.topic, r.partition, r.start_offset, r.log_end_offset, r.lag, r.acquired, r.available,
+              r.max_delivery_count, r.dead_lettered] for r in selectors.share_group_partitions(name)],
+        )
+
+    def do_configure(self, *, group, is_share, lock_duration_ms=None, backoff_levels_ms=None, **options):
+        policy = {k: options[k] for k in ("delivery_limit", "backoff", "backoff_base_ms", "backoff_max_ms",
+                                           "dead_letter_topic") if options.get(k) is not None}
+        if backoff_levels_ms is not None:
+            try:
+                policy["backoff_levels_ms"] = [int(v) for v in backoff_levels_ms.split(",")]
+            except ValueError:
+                raise CommandError("--backoff-levels-ms takes whole numbers separated by commas", returncode=2) from None
+        if not policy and lock_duration_ms is None:
+            raise CommandError("nothing to change: give --delivery-limit, --backoff..., --dead-letter-topic "
+                               "or --lock-duration-ms", returncode=2)
+        if is_share:
+            share.configure_group(group, lock_duration_ms=lock_duration_ms, **policy)
+        else:
+            if lock_duration_ms is not None:
+                raise CommandError("--lock-duration-ms is for share groups (add --share)", returncode=2)
+            groups.configure_group(group, **policy)
+        self.stdout.write(f"Configured {'share' if is_share else 'ordered'} group {group}.")
 
     def do_delete(self, *, group, **options):
         try:

@@ -3,6 +3,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 import traceback
 
 from django.db import InterfaceError, OperationalError, connection, transaction
@@ -226,11 +227,16 @@ class ShareWorker(Loop):
                 **self.consumer_options,
             )
         records = self.consumer.poll(timeout=self.poll_timeout)
+        acquired_at = time.monotonic()
         for index, record in enumerate(records):
             if self.stop_event.is_set():
                 for rest in records[index:]:
                     self.consumer.release(rest)
                 break
+            if time.monotonic() - acquired_at > self.consumer.lock_ms / 2000:
+                # Half the lock has gone on earlier records: extend it for the rest of the batch.
+                self.consumer.renew(records[index:])
+                acquired_at = time.monotonic()
             outcome = attempt(self.subscriptions[record.topic].function, record)
             if outcome.kind == "done":
                 self.consumer.accept(record)

@@ -156,3 +156,28 @@ def test_the_share_worker_accepts_retries_and_dead_letters(db, handled, settings
     assert sorted(handled) == [b"a", b"b", b"flaky"]
     assert tries[b"broken"] == 2
     assert models.DeliveryAttempt.objects.filter(outcome="dead_lettered").count() == 1
+
+
+def test_the_share_worker_renews_locks_while_a_batch_takes_long(db, handled):
+    import time
+
+    from queueing import share, topics
+
+    topics.create_topic("slow", partitions=1)
+    share.configure_group("billing", lock_duration_ms=300)
+
+    def slow(record):
+        time.sleep(0.2)
+        handled.append(record.offset)
+
+    registry.handler("slow", group="billing", mode="share")(slow)
+    producer.send_batch("slow", [b"a", b"b", b"c", b"d"])
+    loop = worker.ShareWorker("billing", registry.subscriptions("billing"), poll_timeout=0.05)
+    try:
+        run_until(loop, lambda: len(handled) >= 4)
+    finally:
+        loop.stop()
+        loop.close()
+    assert handled == [0, 1, 2, 3]  # each handled once: no lock ran out under the batch
+    assert not models.DeliveryAttempt.objects.filter(outcome="expired").exists()
+    assert not models.ShareDelivery.objects.exists()

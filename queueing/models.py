@@ -232,7 +232,12 @@ class SharePartition(models.Model):
 
 
 class ShareDelivery(models.Model):
-    """An unfinished record of a share partition: acquired (locked until lock_until) or available."""
+    """Unfinished records [offset, last_offset] of a share partition, acquired (locked until
+    lock_until) or available, all with one delivery count.
+
+    A batch acquired together is one row, and one row goes when the whole batch is accepted; a
+    range is split into single records only when its records meet different fates.
+    """
 
     class State(models.IntegerChoices):
         ACQUIRED = 1, "acquired"
@@ -243,6 +248,7 @@ class ShareDelivery(models.Model):
     topic_id = models.BigIntegerField()
     partition = models.IntegerField()
     offset = models.BigIntegerField()
+    last_offset = models.BigIntegerField()
     state = models.SmallIntegerField(choices=State.choices)
     delivery_count = models.IntegerField(default=0)
     member_id = models.CharField(max_length=64, null=True)

@@ -16,7 +16,7 @@ from queueing.storage import share as storage
 
 logger = logging.getLogger("sluice.share")
 
-ACCEPT, RELEASE, REJECT, FAIL = "accept", "release", "reject", "fail"
+RELEASE, REJECT, FAIL = "release", "reject", "fail"
 
 
 def configure_group(name, *, lock_duration_ms=None, **policy):
@@ -66,10 +66,11 @@ class ShareConsumer:
         self._topic_ids = {}
         self._policies = {}  # topic_id -> retries.Policy
         self._slots = []  # (topic_id, partition)
-        self._pending = []  # (record, kind, delay_ms, error, traceback)
+        self._pending = []  # (record, kind, delay_ms, error, traceback): releases, rejects, failures
+        self._accepts = {}  # (topic_id, partition) -> {offset: record}
         self._listener = None
         self._last_seen = 0.0
-        self.refused = []  # records whose acknowledgement was refused (lock lost)
+        self.refused = []  # records whose acknowledgement was refused (lock lost), until flush() reports them
         self.closed = False
 
     # Membership ---------------------------------------------------------------------------
@@ -122,7 +123,8 @@ class ShareConsumer:
             raise exceptions.InvalidArgument(reason="the consumer is closed")
         if self.group_row is None:
             self._join()
-        self.flush()
+        if self._pending:
+            self.flush()
         deadline = time.monotonic() + max(0.0, timeout)
         limit = max_records or self.max_records
         while True:
@@ -137,35 +139,49 @@ class ShareConsumer:
         records = []
         slots = list(self._slots)
         random.shuffle(slots)  # members start on different partitions, so they rarely meet
-        for topic_id, partition in slots:
-            if len(records) >= limit:
-                break
-            topic = self._topics[topic_id]
-            policy = self._policies[topic_id]
-
-            def on_dead(rows, topic=topic, policy=policy, partition=partition):
-                for row in rows:
-                    record = self._record(topic, partition, row)
-                    retries.dead_letter(policy=policy, group=self.group, record=record, attempts=record.delivery_count,
-                                        error="lock expired on the last delivery")
-                    retries.record_attempt(group=self.group, record=record, attempt=record.delivery_count,
-                                           member_id="", outcome=models.DeliveryAttempt.Outcome.DEAD_LETTERED,
-                                           error="lock expired on the last delivery")
-
-            got = storage.acquire(
-                group_id=self.group_row.id, topic_id=topic_id, partition=partition, member_id=self.member_id,
-                limit=limit - len(records), lock_ms=self.lock_ms, delivery_limit=policy.delivery_limit,
-                on_dead=on_dead,
-            )
-            if got is None:
+        for slot in slots:
+            room = limit - len(records)
+            if room <= 0 and not self._accepts.get(slot):
                 continue
-            for offset, count, member in got.expired:
-                models.DeliveryAttempt.objects.create(
-                    group_name=self.group, topic_name=topic.name, partition=partition, offset=offset,
-                    attempt=count, member_id=member or "", outcome=models.DeliveryAttempt.Outcome.EXPIRED,
-                )
-            records.extend(self._record(topic, partition, row) for row in got.records)
+            records.extend(self._poll_slot(slot, max(room, 0)))
+        for slot in list(self._accepts):
+            self._poll_slot(slot, 0)
         return records
+
+    def _poll_slot(self, slot, limit):
+        """Send the slot's acceptances and acquire up to limit of its records, in one statement."""
+        topic_id, partition = slot
+        topic, policy = self._topics[topic_id], self._policies[topic_id]
+        accepts = self._accepts.pop(slot, {})
+        got = storage.poll(
+            group_id=self.group_row.id, topic_id=topic_id, partition=partition, member_id=self.member_id,
+            limit=limit, lock_ms=self.lock_ms, delivery_limit=policy.delivery_limit,
+            accept=[(offset, record.delivery_count) for offset, record in accepts.items()],
+        )
+        self.refused.extend(accepts[offset] for offset in got.refused)
+        if got.expired:
+            models.DeliveryAttempt.objects.bulk_create(
+                models.DeliveryAttempt(group_name=self.group, topic_name=topic.name, partition=partition,
+                                       offset=offset, attempt=count, member_id=member or "",
+                                       outcome=models.DeliveryAttempt.Outcome.EXPIRED)
+                for offset, count, member in got.expired
+            )
+        for offset, _ in got.dead:
+            self._dead_letter_range(topic, policy, partition, offset)
+        return [self._record(topic, partition, row) for row in got.records]
+
+    def _dead_letter_range(self, topic, policy, partition, offset):
+        """Dead-letter a range whose last delivery's lock ran out, removing it in the same transaction."""
+        reason = "lock expired on the last delivery"
+        with transaction.atomic():
+            rows = storage.claim_dead(group_id=self.group_row.id, topic_id=topic.id, partition=partition,
+                                      offset=offset, delivery_limit=policy.delivery_limit)
+            for row in rows:
+                record = self._record(topic, partition, row)
+                retries.dead_letter(policy=policy, group=self.group, record=record, attempts=record.delivery_count,
+                                    error=reason)
+                retries.record_attempt(group=self.group, record=record, attempt=record.delivery_count, member_id="",
+                                       outcome=models.DeliveryAttempt.Outcome.DEAD_LETTERED, error=reason)
 
     @staticmethod
     def _record(topic, partition, row):
@@ -194,8 +210,9 @@ class ShareConsumer:
     # Acknowledging ------------------------------------------------------------------------
 
     def accept(self, record):
-        """The record was processed: it is finished for this group."""
-        self._pending.append((record, ACCEPT, 0, "", ""))
+        """The record was processed: it is finished for this group (sent with the next poll or flush)."""
+        slot = (self._topic_ids[record.topic], record.partition)
+        self._accepts.setdefault(slot, {})[record.offset] = record
 
     def release(self, record, delay=0.0):
         """Give the record back, to be delivered again after delay seconds (counts as a delivery)."""
@@ -212,56 +229,59 @@ class ShareConsumer:
     def renew(self, records):
         """Extend the locks of held records by the lock duration; return those no longer held."""
         items = [self._item(r) for r in records]
-        done = storage.renew_deliveries(
+        held = storage.renew_deliveries(
             group_id=self.group_row.id, member_id=self.member_id, items=items, lock_ms=self.lock_ms
         )
-        return [r for r, item in zip(records, items) if item[:3] not in done]
+        return [r for r, item in zip(records, items) if item[:3] not in held]
 
     def _item(self, record):
-        topic_id = self._topic_ids[record.topic]
-        return (topic_id, record.partition, record.offset, record.delivery_count)
+        return (self._topic_ids[record.topic], record.partition, record.offset, record.delivery_count)
 
     def flush(self):
-        """Send the pending acknowledgements in a few statements; return the records refused.
+        """Send the pending acknowledgements; return the records whose acknowledgement was refused.
 
         A refused acknowledgement means the lock was lost and the record re-acquired: it will be
         (or was) processed again elsewhere.
         """
-        if not self._pending:
-            return []
+        for slot in list(self._accepts):
+            self._poll_slot(slot, 0)
         pending, self._pending = self._pending, []
-        refused = []
-        accepts = [p for p in pending if p[1] == ACCEPT]
-        if accepts:
-            items = [self._item(p[0]) for p in accepts]
-            done = storage.finish_deliveries(group_id=self.group_row.id, member_id=self.member_id, items=items)
-            refused += [p[0] for p, item in zip(accepts, items) if item[:3] not in done]
+        by_slot = {}
+        for entry in pending:
+            by_slot.setdefault(self._item(entry[0])[:2], []).append(entry[0].offset)
+        for (topic_id, partition), offsets in by_slot.items():
+            storage.split(group_id=self.group_row.id, topic_id=topic_id, partition=partition,
+                          member_id=self.member_id, offsets=offsets)
         releases, dead = [], []
         for record, kind, delay_ms, error, tb in pending:
-            if kind == ACCEPT:
-                continue
             policy = self._policies[self._item(record)[0]]
             if kind == REJECT or record.delivery_count >= policy.delivery_limit:
                 dead.append((record, kind, error, tb))
-            else:
-                if kind == FAIL:
-                    delay_ms = policy.delay_ms(record.delivery_count)
-                    retries.record_attempt(group=self.group, record=record, attempt=record.delivery_count,
-                                           member_id=self.member_id, outcome=models.DeliveryAttempt.Outcome.FAILED,
-                                           error=error, traceback=tb)
-                releases.append((record, delay_ms))
+                continue
+            if kind == FAIL:
+                delay_ms = policy.delay_ms(record.delivery_count)
+                retries.record_attempt(group=self.group, record=record, attempt=record.delivery_count,
+                                       member_id=self.member_id, outcome=models.DeliveryAttempt.Outcome.FAILED,
+                                       error=error, traceback=tb)
+            releases.append((record, delay_ms))
         if releases:
             items = [self._item(r) for r, _ in releases]
             done = storage.release_deliveries(group_id=self.group_row.id, member_id=self.member_id, items=items,
                                               delays_ms=[d for _, d in releases])
-            refused += [r for (r, _), item in zip(releases, items) if item[:3] not in done]
+            self.refused.extend(r for (r, _), item in zip(releases, items) if item[:3] not in done)
         for record, kind, error, tb in dead:
             if not self._dead_letter(record, kind, error, tb):
-                refused.append(record)
+                self.refused.append(record)
+        refused, self.refused = self.refused, []
         if refused:
             logger.info("%d acknowledgement(s) refused in %s: locks lost", len(refused), self.group)
-        self.refused.extend(refused)
         return refused
+
+    def forget_pending(self):
+        """Drop acknowledgements not sent (their connection is gone): those records' locks expire and
+        they are delivered again."""
+        self._pending.clear()
+        self._accepts.clear()
 
     def _dead_letter(self, record, kind, error, tb):
         """Remove the delivery and write the dead letter in one transaction; False if the lock was lost."""

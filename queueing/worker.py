@@ -254,7 +254,7 @@ class ShareWorker(Loop):
         # Acknowledgements not sent are lost with the connection; the records' locks expire and they
         # are delivered again (at-least-once).
         if self.consumer is not None:
-            self.consumer._pending.clear()
+            self.consumer.forget_pending()
 
     def close(self):
         if self.consumer is not None:

@@ -1,67 +1,63 @@
-"""Raw SQL of share groups: acquisition under the share partition's lock, fenced acknowledgements."""
+"""Raw SQL of share groups: one call per partition to accept and acquire; fenced acknowledgements."""
 import dataclasses
-
-from django.db import transaction
 
 from queueing.storage.log import cursor, run
 
+DELIVERED, DEAD, REFUSED, EXPIRED = 1, 2, 3, 4
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Acquired:
-    """What one acquisition on a partition produced."""
+class Polled:
+    """What one sluice_share_poll call produced on a partition."""
 
     records: list  # (offset, key, value, value_format, headers, timestamp, delivery_count)
-    expired: list  # (offset, delivery_count, member_id) whose lock ran out: counted as deliveries
-    dead: list  # (offset, key, value, value_format, headers, timestamp, delivery_count) past the limit
+    dead: list  # (offset, delivery_count): past the delivery limit, for the caller to dead-letter
+    refused: list  # accepted offsets the member no longer held
+    expired: list  # (offset, delivery_count, previous member): locks that ran out, delivered again
 
 
 def ensure_share_partitions(*, group_id, topic_id, earliest):
     run(cursor(), "ensure_share_partitions", {"group_id": group_id, "topic_id": topic_id, "earliest": earliest})
 
 
-def acquire(*, group_id, topic_id, partition, member_id, limit, lock_ms, delivery_limit, on_dead):
-    """Acquire up to limit records of one partition for a member, in one short transaction.
+def poll(*, group_id, topic_id, partition, member_id, limit, lock_ms, delivery_limit, accept=()):
+    """Accept [(offset, delivery_count)] and acquire up to limit records of one partition (limit 0:
+    accept only). One statement, so in autocommit it is its own short transaction."""
+    rows = run(cursor(), "share_poll", {
+        "group_id": group_id, "topic_id": topic_id, "partition": partition, "member_id": member_id,
+        "limit": limit, "lock_ms": lock_ms, "delivery_limit": delivery_limit,
+        "accept": [a[0] for a in accept], "accept_counts": [a[1] for a in accept],
+    }).fetchall()
+    records, dead, refused, expired = [], [], [], []
+    for kind, offset, count, previous, key, value, value_format, headers, timestamp in rows:
+        if kind == DELIVERED:
+            records.append((offset, key, value, value_format, headers, timestamp, count))
+        elif kind == DEAD:
+            dead.append((offset, count))
+        elif kind == REFUSED:
+            refused.append(offset)
+        else:
+            expired.append((offset, count, previous))
+    return Polled(records=records, dead=dead, refused=refused, expired=expired)
 
-    Returns None when another member is acquiring on this partition right now. Records whose
-    expired delivery was their last are passed to on_dead(rows) inside the same transaction (to be
-    dead-lettered there) and removed from the window.
-    """
+
+def claim_dead(*, group_id, topic_id, partition, offset, delivery_limit):
+    """Remove a range past the delivery limit (caller's transaction); return its records, or [] if
+    another member claimed it first."""
     base = {"group_id": group_id, "topic_id": topic_id, "partition": partition}
-    with transaction.atomic():
-        cur = cursor()
-        locked = run(cur, "lock_share_partition", base).fetchone()
-        if locked is None:
-            return None
-        share_partition_id, _, acquire_offset, log_start, log_end = locked
-        if acquire_offset < log_start:
-            run(cur, "skip_to_log_start", {"share_partition_id": share_partition_id, "log_start": log_start})
-            run(cur, "drop_below_log_start", {**base, "log_start": log_start})
-            acquire_offset = log_start
-        again = run(cur, "redeliverable", {**base, "limit": limit}).fetchall()
-        expired = [(offset, count, member) for offset, state, count, member in again if state == 1]
-        dead_offsets = [offset for offset, _, count, _ in again if count >= delivery_limit]
-        counts = {offset: count for offset, _, count, _ in again if offset not in dead_offsets}
-        if counts:
-            run(cur, "reacquire", {**base, "member_id": member_id, "lock_ms": lock_ms, "offsets": list(counts)})
-        counts = {offset: count + 1 for offset, count in counts.items()}
-        room = limit - len(counts)
-        last = min(log_end, acquire_offset + room) - 1
-        if room > 0 and last >= acquire_offset:
-            run(cur, "acquire_new", {
-                **base, "member_id": member_id, "lock_ms": lock_ms, "first": acquire_offset, "last": last,
-                "share_partition_id": share_partition_id,
-            })
-            counts.update({offset: 1 for offset in range(acquire_offset, last + 1)})
-        wanted = sorted(counts) + dead_offsets
-        rows = run(cur, "records_at", {**base, "offsets": wanted}).fetchall() if wanted else []
-        dead_counts = {offset: count for offset, _, count, _ in again if offset in dead_offsets}
-        records = [(*row, counts[row[0]]) for row in rows if row[0] in counts]
-        dead = [(*row, dead_counts[row[0]]) for row in rows if row[0] in dead_counts]
-        if dead_offsets:
-            run(cur, "drop_deliveries", {**base, "offsets": dead_offsets})
-            on_dead(dead)
-        run(cur, "advance_share_start", {"share_partition_id": share_partition_id})
-        return Acquired(records=records, expired=expired, dead=dead)
+    cur = cursor()
+    row = run(cur, "claim_dead", {**base, "offset": offset, "delivery_limit": delivery_limit}).fetchone()
+    if row is None:
+        return []
+    first, last, count = row
+    records = run(cur, "records_between", {**base, "first": first, "last": last}).fetchall()
+    return [(*r, count) for r in records]
+
+
+def split(*, group_id, topic_id, partition, member_id, offsets):
+    """Make the member's ranges covering offsets single-record rows (before a per-record fate)."""
+    run(cursor(), "share_split", {"group_id": group_id, "topic_id": topic_id, "partition": partition,
+                                  "member_id": member_id, "offsets": list(offsets)})
 
 
 def _ack_params(group_id, member_id, items):
@@ -76,10 +72,8 @@ def _ack_params(group_id, member_id, items):
 
 
 def finish_deliveries(*, group_id, member_id, items):
-    """Remove held deliveries [(topic_id, partition, offset, delivery_count)]; return the set done.
-
-    Items missing from the result were re-acquired since (by anyone): their acknowledgement is refused.
-    """
+    """Remove held single-record rows [(topic_id, partition, offset, delivery_count)]; return the set
+    done. Items missing from the result were re-acquired since: their acknowledgement is refused."""
     if not items:
         return set()
     rows = run(cursor(), "finish_deliveries", _ack_params(group_id, member_id, items)).fetchall()
@@ -87,7 +81,7 @@ def finish_deliveries(*, group_id, member_id, items):
 
 
 def release_deliveries(*, group_id, member_id, items, delays_ms):
-    """Make held deliveries available again after their delays; return the set released."""
+    """Make held single-record rows available again after their delays; return the set released."""
     if not items:
         return set()
     params = {**_ack_params(group_id, member_id, items), "delays_ms": delays_ms}
@@ -95,8 +89,10 @@ def release_deliveries(*, group_id, member_id, items, delays_ms):
 
 
 def renew_deliveries(*, group_id, member_id, items, lock_ms):
-    """Extend the locks of held deliveries; return the set renewed."""
+    """Extend the locks of the held rows covering items; return the (topic_id, partition, offset)
+    of every record still held."""
     if not items:
         return set()
     params = {**_ack_params(group_id, member_id, items), "lock_ms": lock_ms}
-    return {tuple(r) for r in run(cursor(), "renew_deliveries", params).fetchall()}
+    rows = run(cursor(), "renew_deliveries", params).fetchall()
+    return {(t, p, o) for t, p, first, last in rows for o in range(first, last + 1)}

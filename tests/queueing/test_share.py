@@ -154,7 +154,9 @@ def test_no_cap_on_records_in_flight(db, make):
     member = make("g", ["jobs"], max_records=1000)
     assert len(member.poll(timeout=0)) == 1000
     assert len(member.poll(timeout=0)) == 500
-    assert models.ShareDelivery.objects.filter(state=1).count() == 1500
+    held = models.ShareDelivery.objects.filter(state=1)
+    assert sum(d.last_offset - d.offset + 1 for d in held) == 1500
+    assert held.count() == 2  # a batch acquired together is one range row
 
 
 def test_bad_policies_are_refused(db):
@@ -163,3 +165,43 @@ def test_bad_policies_are_refused(db):
         with pytest.raises(exceptions.InvalidArgument):
             share.configure_group("g", **bad)
     assert not models.ShareGroup.objects.exists()
+
+
+def test_records_of_one_batch_can_meet_different_fates(db, make):
+    from queueing import topics
+
+    topics.create_topic("jobs", partitions=1)
+    producer.send_batch("jobs", [b"a", b"b", b"c", b"d"])
+    member = make("g", ["jobs"])
+    a, b, c, d = member.poll(timeout=0)
+    member.accept(a)
+    member.accept(c)
+    member.release(b, delay=3600)
+    assert member.flush() == []
+    rows = {(r.offset, r.last_offset, r.state) for r in models.ShareDelivery.objects.all()}
+    assert rows == {(1, 1, 2), (3, 3, 1)}  # b waits, d is still held; a and c are finished
+    assert member.renew([d]) == []
+    member.accept(d)
+    member.flush()
+    assert member.renew([d]) == [d]  # no longer held
+    make_due()
+    [again] = member.poll(timeout=0)
+    assert (again.value, again.delivery_count) == (b"b", 2)
+
+
+def test_a_partly_accepted_range_is_refused_for_the_part_taken_by_another(db, make):
+    from queueing import topics
+
+    topics.create_topic("jobs", partitions=1)
+    producer.send_batch("jobs", [b"a", b"b"])
+    slow, fast = make("g", ["jobs"]), make("g", ["jobs"])
+    a, b = slow.poll(timeout=0)
+    expire_locks()
+    taken = fast.poll(timeout=0)
+    assert [r.offset for r in taken] == [0, 1]
+    slow.accept(a)
+    assert slow.flush() == [a]
+    for record in taken:
+        fast.accept(record)
+    assert fast.flush() == []
+    assert not models.ShareDelivery.objects.exists()

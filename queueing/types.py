@@ -2,6 +2,7 @@
 import dataclasses
 import datetime
 import json
+import typing
 from typing import Any
 
 from django.db import models
@@ -74,8 +75,9 @@ class RecordMetadata:
     duplicate: bool = False
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Record:
+class Record(typing.NamedTuple):
+    """A record read from the log. A named tuple: consumers build thousands a second."""
+
     topic: str
     partition: int
     offset: int

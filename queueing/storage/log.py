@@ -14,10 +14,15 @@ def cursor():
     arrays in binary, which is what makes batched appends cheap.
     """
     connection.ensure_connection()
-    new = psycopg.Cursor(connection.connection)
-    # Django leaves jsonb undecoded for its JSONField; headers are wanted as dicts here.
-    new.adapters.register_loader("jsonb", JsonbLoader)
-    return new
+    raw = connection.connection
+    cached = getattr(raw, "_sluice_cursor", None)
+    if cached is None or cached.closed:
+        # One per connection: building a cursor copies the adapters map, which costs on a hot path.
+        cached = psycopg.Cursor(raw)
+        # Django leaves jsonb undecoded for its JSONField; headers are wanted as dicts here.
+        cached.adapters.register_loader("jsonb", JsonbLoader)
+        raw._sluice_cursor = cached
+    return cached
 
 
 def run(cur, name, params):

@@ -28,11 +28,15 @@ def configure_group(name, *, lock_duration_ms=None, **policy):
         if not isinstance(lock_duration_ms, int) or not 100 <= lock_duration_ms <= 86_400_000:
             raise exceptions.InvalidArgument(reason="lock_duration_ms must be between 100 and 86400000")
         fields["lock_duration_ms"] = lock_duration_ms
-    group, _ = models.ShareGroup.objects.get_or_create(name=name)
+    group, _ = models.ShareGroup.objects.get_or_create(name=name, defaults=_group_defaults())
     for field, value in fields.items():
         setattr(group, field, value)
     group.save()
     return group
+
+
+def _group_defaults():
+    return {"lock_duration_ms": settings.SLUICE["LOCK_DURATION_MS"]}
 
 
 class ShareConsumer:
@@ -76,7 +80,7 @@ class ShareConsumer:
     # Membership ---------------------------------------------------------------------------
 
     def _join(self):
-        group, _ = models.ShareGroup.objects.get_or_create(name=self.group)
+        group, _ = models.ShareGroup.objects.get_or_create(name=self.group, defaults=_group_defaults())
         self.group_row = group
         rows = {t.name: t for t in models.Topic.objects.filter(name__in=self.topics)}
         for name in self.topics:

@@ -20,10 +20,11 @@ install: $(VENV)/.installed
 services:
 	@platform/ensure-services
 
-# Starts the platform on the embedded PostgreSQL (or DATABASE_URL) at http://127.0.0.1:8000/.
+# Starts the platform on the embedded PostgreSQL (or DATABASE_URL) at http://127.0.0.1:8000/:
+# the web server, a worker per registered group and the background loops, supervised.
 run: install
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py runserver $${SLUICE_ADDR:-127.0.0.1:8000}
+	$(PY) manage.py serve $${SLUICE_ADDR:-127.0.0.1:8000}
 
 test: install services
 	@if [ -z "$${DATABASE_URL:-}" ] && timeout 2 bash -c '>/dev/tcp/127.0.0.1/5432' 2>/dev/null; then \

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "queueing",
     "outbox",
+    "ops",
 ]
 # Extra apps (for example the one holding your handlers), comma-separated.
 INSTALLED_APPS += [app for app in os.environ.get("SLUICE_EXTRA_APPS", "").split(",") if app]

@@ -1,0 +1,45 @@
+"""`manage.py serve` starts the roles, restarts none needlessly, and stops them all on SIGTERM."""
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from queueing import models, topics
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
+
+
+def test_serve_runs_web_and_workers_and_stops_on_sigterm(process_env, manage, tmp_path):
+    out = tmp_path / "handled.txt"
+    env = {**process_env, "SLUICE_EXTRA_APPS": "tests.sampleapp", "SAMPLE_OUT": str(out),
+           "SLUICE_POLL_FALLBACK_MS": "100"}
+    topics.create_topic("sample.events", partitions=1)
+    serve = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "serve", "127.0.0.1:18765"],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        manage("produce", "sample.events", input="one\ntwo\n", env=env)
+        deadline = time.monotonic() + 30
+        page = None
+        while time.monotonic() < deadline and (page is None or not out.exists() or
+                                               len(out.read_text().splitlines()) < 2):
+            try:
+                page = urllib.request.urlopen("http://127.0.0.1:18765/", timeout=2).read().decode()
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert page and "Sluice" in page
+        assert sorted(line.split()[2] for line in out.read_text().splitlines()) == ["one", "two"]
+        serve.send_signal(signal.SIGTERM)
+        stdout, stderr = serve.communicate(timeout=40)
+    finally:
+        serve.kill()
+    assert serve.returncode == 0, stderr
+    assert "started worker sample #1" in stdout and "serve: stopped" in stdout
+    assert "restart" not in stderr
+    assert not models.GroupMember.objects.exists()  # the worker left its group on the way out

@@ -49,13 +49,10 @@ class Consumer:
         client_id="",
     ):
         config = settings.SLUICE
-        groups.validate_group_name(group)
-        if not topics:
-            raise exceptions.InvalidArgument(reason="subscribe to at least one topic")
-        if not isinstance(max_poll_records, int) or not 1 <= max_poll_records <= 100_000:
-            raise exceptions.InvalidArgument(reason="max_poll_records must be between 1 and 100000")
+        self.topics = groups.validate_subscription(
+            group, topics, batch=max_poll_records, batch_name="max_poll_records", batch_limit=100_000
+        )
         self.group = group
-        self.topics = sorted(set(topics))
         self.auto_offset_reset = types.OffsetReset(auto_offset_reset)
         self.enable_auto_commit = enable_auto_commit
         self.auto_commit_interval = auto_commit_interval_ms / 1000

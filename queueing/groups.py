@@ -22,6 +22,16 @@ def validate_group_name(name):
         raise exceptions.InvalidArgument(reason=f"invalid group name {name!r}: 1 to 249 printable characters")
 
 
+def validate_subscription(group, topic_names, *, batch, batch_name, batch_limit):
+    """Check what a member subscribes with; return the topic names sorted, without repeats."""
+    validate_group_name(group)
+    if not topic_names or isinstance(topic_names, str):
+        raise exceptions.InvalidArgument(reason="subscribe to a list of at least one topic")
+    if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= batch_limit:
+        raise exceptions.InvalidArgument(reason=f"{batch_name} must be between 1 and {batch_limit}")
+    return sorted(set(topic_names))
+
+
 def _locked_group(name, create):
     """Return the group row locked FOR UPDATE (every membership change and reset is serialised on it)."""
     if create:

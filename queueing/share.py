@@ -52,13 +52,10 @@ class ShareConsumer:
 
     def __init__(self, group, topics, *, auto_offset_reset=types.OffsetReset.LATEST, max_records=100,
                  client_id="", lock_duration_ms=None):
-        groups.validate_group_name(group)
-        if not topics:
-            raise exceptions.InvalidArgument(reason="subscribe to at least one topic")
-        if not isinstance(max_records, int) or not 1 <= max_records <= 10_000:
-            raise exceptions.InvalidArgument(reason="max_records must be between 1 and 10000")
+        self.topics = groups.validate_subscription(
+            group, topics, batch=max_records, batch_name="max_records", batch_limit=10_000
+        )
         self.group = group
-        self.topics = sorted(set(topics))
         self.auto_offset_reset = types.OffsetReset(auto_offset_reset)
         self.max_records = max_records
         self.client_id = client_id

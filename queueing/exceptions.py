@@ -62,6 +62,26 @@ class LeaseExpired(QueueingError):
     acknowledgement was refused."""
 
 
+class RecordNotFound(QueueingError):
+    """There is no record {topic}-{partition}@{offset} (outside the partition's log, or removed)."""
+
+
+class UnreplayableRecords(QueueingError):
+    """{count} record(s) of {topic} cannot be replayed, {outcome}: {listing}. Fix them, or skip them
+    (--skip-invalid) to replay the others."""
+
+    def __init__(self, *, topic, count, records, part_way=False):
+        by_problem = {}
+        for partition, offset, problem in records[:10]:
+            by_problem.setdefault(problem, []).append(f"{topic}-{partition}@{offset}")
+        listing = "; ".join(f"{', '.join(where)} ({problem})" for problem, where in by_problem.items())
+        if count > 10:
+            listing += f"; and {count - 10} more"
+        message = " ".join(self.__doc__.split())
+        outcome = "and the replay stopped there" if part_way else "so nothing was sent"
+        super().__init__(message, topic=topic, count=count, records=records, listing=listing, outcome=outcome)
+
+
 class Retry(Exception):
     """Raised by a handler: deliver this record again after delay seconds (None: the policy's back-off)."""
 

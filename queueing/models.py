@@ -1,5 +1,4 @@
 """The engine's tables: topics, partitions, the record log, producers and consumer groups."""
-from django.conf import settings
 from django.contrib.postgres.indexes import BrinIndex
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models

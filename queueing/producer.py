@@ -113,6 +113,22 @@ class Producer:
                 )
         return results
 
+    def append(self, topic, partition, records, *, acks=None):
+        """Append already-encoded OutgoingRecords, each with its own headers, to one partition.
+
+        For copies (replay, dead letters) that must keep a value's format and carry per-record
+        headers; idempotence works as for send_batch. Returns the base offset.
+        """
+        info = topic if isinstance(topic, types.TopicInfo) else topics.cached_topic(topic)
+        if not isinstance(partition, int) or not 0 <= partition < info.partition_count:
+            raise exceptions.PartitionNotFound(topic=info.name, partition=partition)
+        for record in records:
+            size = len(record.value or b"") + len(record.key or b"")
+            if size > info.max_message_bytes:
+                raise exceptions.MessageTooLarge(topic=info.name, size=size, limit=info.max_message_bytes)
+        base, _ = self._append(info, partition, list(records), acks)
+        return base
+
     def _choose(self, info, partition, key, size):
         if partition is not None:
             if not isinstance(partition, int) or not 0 <= partition < info.partition_count:

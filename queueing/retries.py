@@ -108,8 +108,18 @@ def dead_letter(*, policy, group, record, attempts, error):
         types.DLQ_ERROR: (error or "")[:2000],
         types.DLQ_FAILED_AT: datetime.datetime.now(datetime.UTC).isoformat(),
     })
-    partition = 0 if record.key is None else partitioner.partition_for_key(record.key, target.partition_count)
     outgoing = types.OutgoingRecord(key=record.key, value=record.value, value_format=record.value_format, headers=headers)
+    try:
+        return _append_dead_letter(target, outgoing)
+    except exceptions.PartitionNotFound:
+        # The cached topic was deleted or recreated since it was read: look it up again.
+        topics.forget_topic(policy.dead_letter_topic)
+        return _append_dead_letter(dead_letter_topic(policy.dead_letter_topic), outgoing)
+
+
+def _append_dead_letter(target, outgoing):
+    key = outgoing.key
+    partition = 0 if key is None else partitioner.partition_for_key(key, target.partition_count)
     base, _ = storage.append_records(topic_id=target.id, partition=partition, records=[outgoing])
     return types.RecordMetadata(topic=target.name, partition=partition, offset=base)
 

@@ -3,7 +3,7 @@ import re
 import time
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 
 from queueing import exceptions, models, types
 

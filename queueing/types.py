@@ -132,6 +132,45 @@ class OffsetPlanRow:
     log_end_offset: int
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReplayRow:
+    """One record of a replay plan: where it is read, and where it goes or why it cannot."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    size: int  # of the value, in bytes
+    preview: bytes | None  # the value's first bytes
+    target: TopicPartition | None
+    problem: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReplayPlan:
+    """A replay's selection, fixed when planned; executing it reads exactly these ranges again."""
+
+    source: str
+    to_topic: str | None  # None: each dead letter goes back to the topic its DLQ_ORIGINAL_TOPIC names
+    ranges: tuple[tuple[int, int, int], ...]  # (partition, first offset, end offset exclusive)
+    since: datetime.datetime | None
+    until: datetime.datetime | None
+    key: bytes | None
+    limit: int | None
+    count: int  # records selected, those that cannot be replayed included
+    targets: tuple[tuple[TopicPartition, int], ...]  # where the others go, and how many
+    sample: tuple[ReplayRow, ...]  # the first few selected
+    invalid: tuple[ReplayRow, ...]  # those that cannot be replayed (the first thousand)
+    invalid_count: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReplayResult:
+    replayed: int
+    skipped: int  # could not be replayed and were left out
+    last: tuple[tuple[int, int], ...]  # (source partition, last offset handled)
+    stopped: bool  # ended early on request
+
+
 # Headers the engine writes. A dead letter names where it came from; a replayed record names its origin.
 DLQ_ORIGINAL_TOPIC = "sluice.dlq.topic"
 DLQ_ORIGINAL_PARTITION = "sluice.dlq.partition"

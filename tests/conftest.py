@@ -24,6 +24,15 @@ def database_url():
     return f"postgresql://{auth}@{host}{port}/{s['NAME']}"
 
 
+@pytest.fixture(autouse=True)
+def fresh_topic_cache():
+    """Producers cache topics for a few seconds; a test's rolled-back topics must not leak into the next."""
+    from queueing import topics
+
+    yield
+    topics._cache.clear()
+
+
 @pytest.fixture
 def process_env():
     """Environment for a `manage.py` child process that uses the test database."""

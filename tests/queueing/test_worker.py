@@ -82,7 +82,7 @@ def test_a_handler_registered_twice_for_one_topic_is_refused(handled):
 
 
 def test_past_the_delivery_limit_an_ordered_record_is_dead_lettered_and_passed(db, topic, handled, settings):
-    from queueing import exceptions, topics, types
+    from queueing import topics, types
 
     settings.SLUICE = {**settings.SLUICE, "DELIVERY_LIMIT": 3}
 

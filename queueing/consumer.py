@@ -185,30 +185,24 @@ class Consumer:
             return []
         per_partition = max(1, limit // len(self._positions))
         rows = storage.fetch_records(positions=self._positions, per_partition=per_partition)
-        records = []
+        positions, names, make = self._positions, self._names, types.Record
+        records, moved = [], False
+        slot = expected = name = None
+        # Rows come partition by partition, in offset order: work per run, not per row.
         for topic_id, partition, offset, key, value, value_format, headers, timestamp in rows:
-            slot = (topic_id, partition)
-            if offset != self._positions[slot]:
-                # A range read of a dense log starts at the position; anything else means the log
-                # start moved past us (retention), so re-apply the reset policy and read again.
-                if offset > self._positions[slot]:
-                    self._fix_positions()
-                    return []
+            if slot is None or slot[0] != topic_id or slot[1] != partition:
+                slot, expected, name = (topic_id, partition), positions[(topic_id, partition)], names[topic_id]
+            if offset != expected:
+                # A range read of a dense log starts at the position; a later first offset means the
+                # log start moved past us (retention): the reset policy decides where to go.
+                moved = moved or offset > expected
                 continue
-            self._positions[slot] = offset + 1
-            self._consumed[slot] = offset + 1
-            records.append(
-                types.Record(
-                    topic=self._names[topic_id],
-                    partition=partition,
-                    offset=offset,
-                    key=None if key is None else bytes(key),
-                    value=None if value is None else bytes(value),
-                    value_format=value_format,
-                    headers=headers or {},
-                    timestamp=timestamp,
-                )
-            )
+            expected = offset + 1
+            positions[slot] = expected
+            self._consumed[slot] = expected
+            records.append(make(name, partition, offset, key, value, value_format, headers or {}, timestamp))
+        if moved:
+            self._fix_positions()
         return records
 
     def _ensure_listener(self):

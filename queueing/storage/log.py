@@ -1,7 +1,7 @@
 """Raw SQL of the log: appends, fetches, offset commits."""
 import psycopg
 from django.db import connection, transaction
-from psycopg.types.json import Jsonb, JsonbLoader
+from psycopg.types.json import Jsonb, JsonbBinaryLoader, JsonbLoader
 
 from queueing import exceptions, types
 from queueing.sql import queries
@@ -21,14 +21,18 @@ def cursor():
         cached = psycopg.Cursor(raw)
         # Django leaves jsonb undecoded for its JSONField; headers are wanted as dicts here.
         cached.adapters.register_loader("jsonb", JsonbLoader)
+        cached.adapters.register_loader("jsonb", JsonbBinaryLoader)
         raw._sluice_cursor = cached
     return cached
 
 
-def run(cur, name, params):
-    """Execute a named query; driver errors become Django's, so the connection is marked as failed."""
+def run(cur, name, params, *, binary=False):
+    """Execute a named query; driver errors become Django's, so the connection is marked as failed.
+
+    binary=True asks for results in binary: bytea then arrives without hex decoding.
+    """
     with connection.wrap_database_errors:
-        return cur.execute(queries[name], params)
+        return cur.execute(queries[name], params, binary=binary)
 
 
 def _commit_level(cur):
@@ -130,7 +134,7 @@ def fetch_records(*, positions, per_partition):
         "positions": [positions[k] for k in keys],
         "per_partition": per_partition,
     }
-    return run(cursor(), "fetch_records", params).fetchall()
+    return run(cursor(), "fetch_records", params, binary=True).fetchall()
 
 
 def commit_offsets(*, group_id, member_id, generation, offsets):

@@ -27,7 +27,7 @@ def poll(*, group_id, topic_id, partition, member_id, limit, lock_ms, delivery_l
         "group_id": group_id, "topic_id": topic_id, "partition": partition, "member_id": member_id,
         "limit": limit, "lock_ms": lock_ms, "delivery_limit": delivery_limit,
         "accept": [a[0] for a in accept], "accept_counts": [a[1] for a in accept],
-    }).fetchall()
+    }, binary=True).fetchall()
     records, dead, refused, expired = [], [], [], []
     for kind, offset, count, previous, key, value, value_format, headers, timestamp in rows:
         if kind == DELIVERED:

@@ -136,3 +136,17 @@ def record_attempt(*, group, record, attempt, member_id, outcome, error="", trac
         error=(error or "")[:10_000],
         traceback=(traceback or "")[:50_000],
     )
+
+
+def configure_topic(name, **policy):
+    """Set a topic's own retry policy (groups without one of their own use it)."""
+    fields = validate(**policy)
+    with transaction.atomic():
+        try:
+            topic = models.Topic.objects.select_for_update().get(name=name)
+        except models.Topic.DoesNotExist:
+            raise exceptions.TopicNotFound(name=name) from None
+        for field, value in fields.items():
+            setattr(topic, field, value)
+        topic.save()
+    return topic

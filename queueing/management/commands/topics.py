@@ -1,7 +1,9 @@
 """manage.py topics create|list|describe|alter|delete: Kafka's kafka-topics for Sluice."""
 from django.core.management.base import CommandError
 
-from queueing import topics
+from django.db import transaction
+
+from queueing import retries, topics
 from queueing.management.base import EngineCommand, positive
 
 
@@ -28,6 +30,8 @@ class Command(EngineCommand):
         parser.add_argument("--retention-ms", type=positive, help="keep records this long (default: forever)")
         parser.add_argument("--retention-bytes", type=positive, help="per-partition size limit")
         parser.add_argument("--max-message-bytes", type=positive)
+        parser.add_argument("--delivery-limit", type=positive, help="deliveries before dead-lettering")
+        parser.add_argument("--dead-letter-topic", help="default: <group>.DLQ")
 
     def handle(self, *args, action, **options):
         getattr(self, f"do_{action}")(**options)
@@ -40,8 +44,15 @@ class Command(EngineCommand):
             "max_message_bytes": options["max_message_bytes"],
         }
 
+    def _policy(self, options):
+        return {k: options[k] for k in ("delivery_limit", "dead_letter_topic") if options.get(k) is not None}
+
     def do_create(self, *, name, **options):
-        info = topics.create_topic(name, **self._config(options))
+        retries.validate(**self._policy(options))
+        with transaction.atomic():
+            info = topics.create_topic(name, **self._config(options))
+            if self._policy(options):
+                retries.configure_topic(name, **self._policy(options))
         self.stdout.write(f"Created topic {info.name} with {info.partition_count} partition(s).")
 
     def do_list(self, **options):
@@ -67,9 +78,15 @@ class Command(EngineCommand):
 
     def do_alter(self, *, name, **options):
         config = self._config(options)
-        if all(v is None for v in config.values()):
-            raise CommandError("nothing to change: give --partitions, --retention-ms, --retention-bytes or --max-message-bytes", returncode=2)
-        info = topics.alter_topic(name, **config)
+        policy = self._policy(options)
+        if all(v is None for v in config.values()) and not policy:
+            raise CommandError("nothing to change: give --partitions, --retention-ms, --retention-bytes, "
+                               "--max-message-bytes, --delivery-limit or --dead-letter-topic", returncode=2)
+        retries.validate(**policy)
+        with transaction.atomic():
+            info = topics.alter_topic(name, **config) if any(v is not None for v in config.values()) else topics.get_topic(name)
+            if policy:
+                retries.configure_topic(name, **policy)
         self.stdout.write(f"Altered topic {info.name}: {info.partition_count} partition(s).")
 
     def do_delete(self, *, name, yes, **options):

@@ -93,24 +93,28 @@ class Producer:
         if keys is not None and len(keys) != len(values):
             raise exceptions.InvalidArgument(reason="keys and values must have the same length")
         encoded_headers = encode_headers(headers)
-        by_partition = {}
+        if partition is not None:
+            self._choose(info, partition, None, 0)  # validates the partition once for the batch
+        limit, make, by_partition = info.max_message_bytes, types.OutgoingRecord, {}
+        fixed_key = encode_key(key) if keys is None else None
         for index, value in enumerate(values):
-            record_key = encode_key(keys[index] if keys is not None else key)
-            data, value_format = encode_value(value)
-            size = len(data or b"") + len(record_key or b"")
-            if size > info.max_message_bytes:
-                raise exceptions.MessageTooLarge(topic=topic, size=size, limit=info.max_message_bytes)
-            target = self._choose(info, partition, record_key, size)
-            record = types.OutgoingRecord(key=record_key, value=data, value_format=value_format, headers=encoded_headers)
-            by_partition.setdefault(target, []).append((index, record))
+            record_key = fixed_key if keys is None else encode_key(keys[index])
+            if type(value) is bytes:  # the common case, without a call
+                data, value_format = value, types.ValueFormat.BYTES
+            else:
+                data, value_format = encode_value(value)
+            size = (len(data) if data else 0) + (len(record_key) if record_key else 0)
+            if size > limit:
+                raise exceptions.MessageTooLarge(topic=topic, size=size, limit=limit)
+            target = partition if partition is not None else self._choose(info, None, record_key, size)
+            by_partition.setdefault(target, []).append((index, make(record_key, data, value_format, encoded_headers)))
         self._sticky.new_batch(topic)
         results = [None] * len(values)
+        metadata = types.RecordMetadata
         for target, batch in by_partition.items():
             base, duplicate = self._append(info, target, [r for _, r in batch], acks)
             for position, (index, _) in enumerate(batch):
-                results[index] = types.RecordMetadata(
-                    topic=topic, partition=target, offset=base + position, duplicate=duplicate
-                )
+                results[index] = metadata(topic, target, base + position, duplicate)
         return results
 
     def append(self, topic, partition, records, *, acks=None):

@@ -55,8 +55,7 @@ class PartitionInfo:
     size_bytes: int
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class OutgoingRecord:
+class OutgoingRecord(typing.NamedTuple):
     """A record as a producer hands it to storage: already encoded."""
 
     key: bytes | None
@@ -65,8 +64,7 @@ class OutgoingRecord:
     headers: dict[str, str] | None
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class RecordMetadata:
+class RecordMetadata(typing.NamedTuple):
     """Where a sent record was stored."""
 
     topic: str

@@ -23,6 +23,31 @@ WITH slot AS (
 )
 SELECT base_offset, pg_notify('sluice_t' || %(topic_id)s::text, %(partition)s::text) FROM slot
 
+-- name: append_record --
+-- append_records for a single record, with plain parameters (no arrays to build and unpack). The
+-- same lock and the same NOTIFY.
+WITH slot AS (
+    UPDATE queueing_partition
+       SET next_offset = next_offset + 1, size_bytes = size_bytes + %(bytes)s
+     WHERE topic_id = %(topic_id)s AND number = %(partition)s
+ RETURNING next_offset - 1 AS base_offset
+), stored AS (
+    INSERT INTO queueing_record
+           (topic_id, partition, "offset", key, value, value_format, headers, timestamp, producer_id, sequence)
+    SELECT %(topic_id)s, %(partition)s, slot.base_offset, %(key)s::bytea, %(value)s::bytea, %(value_format)s,
+           %(header)s::jsonb, now(), %(producer_id)s::bigint, %(base_sequence)s::int
+      FROM slot
+)
+SELECT base_offset, pg_notify('sluice_t' || %(topic_id)s::text, %(partition)s::text) FROM slot
+
+-- name: reserve_offsets --
+-- Take the partition's append lock and count offsets for a batch that COPY then writes in the same
+-- transaction; returns the base offset and the transaction's time for the records' timestamps.
+UPDATE queueing_partition
+   SET next_offset = next_offset + %(count)s, size_bytes = size_bytes + %(bytes)s
+ WHERE topic_id = %(topic_id)s AND number = %(partition)s
+RETURNING next_offset - %(count)s, now(), pg_notify('sluice_t' || %(topic_id)s::text, %(partition)s::text)
+
 -- name: lock_partition --
 -- Take the partition's append lock before an idempotent producer's sequence check, so a retried
 -- send and its original cannot both pass the check.

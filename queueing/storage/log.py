@@ -54,8 +54,16 @@ def _needs_commit_level(cur, acks):
     return None if current == wanted else wanted
 
 
+COPY_FROM = 64  # batches this large are written with COPY, below it one INSERT statement
+_COPY = (
+    'COPY queueing_record (topic_id, partition, "offset", key, value, value_format, headers, timestamp, '
+    "producer_id, sequence) FROM STDIN (FORMAT BINARY)"
+)
+_COPY_TYPES = ["int8", "int4", "int8", "bytea", "bytea", "int2", "jsonb", "timestamptz", "int8", "int4"]
+
+
 def append_records(*, topic_id, partition, records, producer_id=None, base_sequence=None, acks=types.Acks.ALL):
-    """Append records to one partition and return the base offset.
+    """Append records to one partition and return (base offset, whether it was a retry).
 
     Runs in the caller's transaction when there is one. With producer_id, a batch whose base
     sequence is the producer's last stored batch is recognised as a retry and not stored again:
@@ -67,18 +75,15 @@ def append_records(*, topic_id, partition, records, producer_id=None, base_seque
         "partition": partition,
         "count": len(records),
         "bytes": sum(len(r.value or b"") + len(r.key or b"") for r in records),
-        "keys": [r.key for r in records],
-        "values": [r.value for r in records],
-        "value_formats": [r.value_format for r in records],
-        "headers": [Jsonb(r.headers) if r.headers else None for r in records],
         "producer_id": producer_id,
         "base_sequence": base_sequence,
     }
     cur = cursor()
     level = _needs_commit_level(cur, acks)
-    if producer_id is None and level is None and connection.get_autocommit():
+    copying = len(records) >= COPY_FROM
+    if producer_id is None and level is None and not copying and connection.get_autocommit():
         # One statement in autocommit is its own transaction: one round trip per send.
-        return _append(cur, params), False
+        return _append(cur, params, records), False
     with transaction.atomic():
         if level is not None:
             cur.execute(f"SET LOCAL synchronous_commit = {level}")
@@ -86,7 +91,7 @@ def append_records(*, topic_id, partition, records, producer_id=None, base_seque
             retried = _check_sequence(cur, params)
             if retried is not None:
                 return retried, True
-        base_offset = _append(cur, params)
+        base_offset = _copy(cur, params, records) if copying else _append(cur, params, records)
         if producer_id is not None:
             run(cur, "save_producer_state",
                 {**params, "base_offset": base_offset, "last_sequence": base_sequence + len(records) - 1},
@@ -94,11 +99,42 @@ def append_records(*, topic_id, partition, records, producer_id=None, base_seque
         return base_offset, False
 
 
-def _append(cur, params):
-    row = run(cur, "append_records", params).fetchone()
+def _append(cur, params, records):
+    if len(records) == 1:
+        record = records[0]
+        row = run(cur, "append_record", {
+            **params, "key": record.key, "value": record.value, "value_format": record.value_format,
+            "header": Jsonb(record.headers) if record.headers else None,
+        }).fetchone()
+    else:
+        row = run(cur, "append_records", {
+            **params,
+            "keys": [r.key for r in records],
+            "values": [r.value for r in records],
+            "value_formats": [r.value_format for r in records],
+            "headers": [Jsonb(r.headers) if r.headers else None for r in records],
+        }).fetchone()
     if row is None:
         raise exceptions.PartitionNotFound(topic=params["topic_id"], partition=params["partition"])
     return row[0]
+
+
+def _copy(cur, params, records):
+    """Reserve offsets under the append lock, then COPY the batch in (caller's transaction)."""
+    row = run(cur, "reserve_offsets", params).fetchone()
+    if row is None:
+        raise exceptions.PartitionNotFound(topic=params["topic_id"], partition=params["partition"])
+    base_offset, timestamp, _ = row
+    topic_id, partition = params["topic_id"], params["partition"]
+    producer_id, sequence = params["producer_id"], params["base_sequence"]
+    with connection.wrap_database_errors, cur.copy(_COPY) as copy:
+        copy.set_types(_COPY_TYPES)
+        for index, record in enumerate(records):
+            copy.write_row((
+                topic_id, partition, base_offset + index, record.key, record.value, record.value_format,
+                record.headers or None, timestamp, producer_id, None if sequence is None else sequence + index,
+            ))
+    return base_offset
 
 
 def _check_sequence(cur, params):
@@ -152,8 +188,15 @@ def commit_offsets(*, group_id, member_id, generation, offsets):
         "partitions": [k[1] for k in keys],
         "offsets": [offsets[k] for k in keys],
     }
+    owned = not connection.in_atomic_block
     with transaction.atomic():
-        stored = run(cursor(), "commit_offsets", params).fetchall()
+        cur = cursor()
+        if owned:
+            # An offset commit lost in a server crash only means records are read again (at least
+            # once either way), so it need not wait for the WAL flush. Inside a caller's transaction
+            # (a dead letter written with its commit) the caller's durability applies.
+            cur.execute("SET LOCAL synchronous_commit = off")
+        stored = run(cur, "commit_offsets", params).fetchall()
         if len(stored) != len(keys):
             transaction.set_rollback(True)
             return False

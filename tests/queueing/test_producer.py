@@ -170,3 +170,28 @@ def test_concurrent_threads_get_distinct_dense_offsets():
     assert errors == []
     info = topics.get_topic("threads")
     assert [o for o, _, _ in stored(info.id, 0)] == list(range(200))
+
+
+def test_a_large_batch_goes_in_by_copy_with_keys_headers_and_formats(db, topic):
+    values = [{"n": i} if i % 2 else str(i).encode() for i in range(storage.log.COPY_FROM * 2)]
+    sent = producer.send_batch(topic.name, values, keys=[f"k{i}" for i in range(len(values))],
+                               headers={"h": "1"}, partition=2)
+    assert [m.offset for m in sent] == list(range(len(values)))
+    rows = storage.fetch_records(positions={(topic.id, 2): 0}, per_partition=1000)
+    assert [r[2] for r in rows] == list(range(len(values)))
+    assert rows[3][3:7] == (b"k3", b'{"n":3}', types.ValueFormat.JSON, {"h": "1"})
+    assert rows[4][3:6] == (b"k4", b"4", types.ValueFormat.BYTES)
+    assert len({r[7] for r in rows}) == 1  # one transaction, one timestamp
+    assert producer.send(topic.name, b"after", partition=2).offset == len(values)
+
+
+def test_an_idempotent_large_batch_is_stored_once(db, topic):
+    sender = producer.Producer(idempotent=True)
+    records = [types.OutgoingRecord(key=None, value=b"x", value_format=0, headers=None)] * storage.log.COPY_FROM
+    sender._register()
+    first = storage.append_records(topic_id=topic.id, partition=0, records=records,
+                                   producer_id=sender.producer_id, base_sequence=0)
+    again = storage.append_records(topic_id=topic.id, partition=0, records=records,
+                                   producer_id=sender.producer_id, base_sequence=0)
+    assert (first, again) == ((0, False), (0, True))
+    assert len(stored(topic.id, 0)) == storage.log.COPY_FROM

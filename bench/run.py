@@ -1,0 +1,268 @@
+"""Sluice against the raw PostgreSQL limit for the same rows, side by side in one run, one table.
+
+Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres python bench/run.py [--records N]
+(`make bench` does this). It creates and drops its own database, sluice_bench. Figures are ratios
+of rates measured moments apart on the same server, so a noisy machine moves both sides.
+"""
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BENCH_DB = "sluice_bench"
+VALUE = b"v" * 100
+BATCH = 500
+
+RAW_TABLE = """
+CREATE TABLE raw_record (
+    topic_id bigint NOT NULL, partition int NOT NULL, "offset" bigint NOT NULL, key bytea, value bytea,
+    value_format smallint NOT NULL, headers jsonb, timestamp timestamptz NOT NULL,
+    producer_id bigint, sequence int,
+    PRIMARY KEY (topic_id, partition, "offset"))
+"""
+
+
+def database_urls():
+    admin = os.environ.get("DATABASE_URL")
+    if not admin:
+        sys.exit("bench: set DATABASE_URL to a PostgreSQL server (the bench makes its own database there)")
+    return admin, urlunsplit(urlsplit(admin)._replace(path="/" + BENCH_DB))
+
+
+def rate(count, seconds):
+    return count / seconds if seconds > 0 else float("inf")
+
+
+def best(repeat, measure):
+    """The median of repeat runs of measure() -> records per second."""
+    return statistics.median(measure() for _ in range(repeat))
+
+
+class Raw:
+    """The raw PostgreSQL limit: psycopg on a table shaped like the log, no engine in between."""
+
+    def __init__(self, url):
+        import psycopg
+
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.conn.execute("DROP TABLE IF EXISTS raw_record")
+        self.conn.execute(RAW_TABLE)
+        self.next = 0
+
+    def _rows(self, count):
+        start, self.next = self.next, self.next + count
+        return [(1, 0, start + i, None, VALUE, 0, None) for i in range(count)]
+
+    def copy(self, count, batch=BATCH):
+        """COPY in transactions of `batch` rows: what a producer of batches of that size can reach."""
+        rows = self._rows(count)
+        now = datetime.datetime.now(datetime.UTC)
+        began = time.perf_counter()
+        for start in range(0, count, batch):
+            with self.conn.transaction():
+                with self.conn.cursor().copy(
+                    'COPY raw_record (topic_id, partition, "offset", key, value, value_format, headers, timestamp) '
+                    "FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(["int8", "int4", "int8", "bytea", "bytea", "int2", "jsonb", "timestamptz"])
+                    for row in rows[start:start + batch]:
+                        copy.write_row((*row, now))
+        return rate(count, time.perf_counter() - began)
+
+    def copy_all(self, count):
+        """One COPY of everything in one transaction: the ceiling, for reference."""
+        return self.copy(count, batch=count)
+
+    def batched_insert(self, count):
+        rows = self._rows(count)
+        began = time.perf_counter()
+        for start in range(0, count, BATCH):
+            chunk = rows[start:start + BATCH]
+            self.conn.execute(
+                'INSERT INTO raw_record (topic_id, partition, "offset", value, value_format, timestamp) '
+                "SELECT 1, 0, o, v, 0, now() FROM unnest(%s::bigint[], %s::bytea[]) AS t(o, v)",
+                [[r[2] for r in chunk], [r[4] for r in chunk]],
+            )
+        return rate(count, time.perf_counter() - began)
+
+    def single_insert(self, count):
+        rows = self._rows(count)
+        began = time.perf_counter()
+        for row in rows:  # autocommit: each INSERT is its own transaction, flushed to WAL at commit
+            self.conn.execute(
+                'INSERT INTO raw_record (topic_id, partition, "offset", value, value_format, timestamp) '
+                "VALUES (1, 0, %s, %s, 0, now())",
+                [row[2], row[4]],
+            )
+        return rate(count, time.perf_counter() - began)
+
+    def range_read(self, count):
+        began = time.perf_counter()
+        position, read = 0, 0
+        cursor = self.conn.cursor()
+        while read < count:
+            rows = cursor.execute(
+                'SELECT topic_id, partition, "offset", key, value, value_format, headers, timestamp '
+                'FROM raw_record WHERE topic_id = 1 AND partition = 0 AND "offset" >= %s '
+                'ORDER BY "offset" LIMIT %s',
+                [position, BATCH], binary=True,
+            ).fetchall()
+            if not rows:
+                break
+            read += len(rows)
+            position = rows[-1][2] + 1
+        return rate(read, time.perf_counter() - began)
+
+
+class Engine:
+    """The same work through Sluice's Python API."""
+
+    def __init__(self):
+        from queueing import topics
+
+        self.topics = topics
+        self.round = 0
+
+    def _topic(self):
+        self.round += 1
+        name = f"bench.{self.round}"
+        self.topics.create_topic(name, partitions=1)
+        return name
+
+    def send_batch(self, count):
+        from queueing import producer
+
+        topic = self._topic()
+        began = time.perf_counter()
+        for start in range(0, count, BATCH):
+            producer.send_batch(topic, [VALUE] * min(BATCH, count - start), partition=0)
+        self.last_topic = topic
+        return rate(count, time.perf_counter() - began)
+
+    def single_send(self, count):
+        from queueing import producer
+
+        topic = self._topic()
+        began = time.perf_counter()
+        for _ in range(count):
+            producer.send(topic, VALUE, partition=0, acks="all")
+        return rate(count, time.perf_counter() - began)
+
+    def ordered_consume(self, count):
+        from queueing import consumer, producer
+
+        topic = self._topic()
+        for start in range(0, count, BATCH):
+            producer.send_batch(topic, [VALUE] * min(BATCH, count - start), partition=0)
+        member = consumer.Consumer(f"group.{topic}", [topic], auto_offset_reset="earliest",
+                                   enable_auto_commit=False, max_poll_records=BATCH)
+        member.poll(timeout=0, max_records=1)  # join before the clock starts
+        member.seek(member.assigned()[0], 0)
+        began = time.perf_counter()
+        read = 0
+        while read < count:
+            records = member.poll(timeout=1.0)
+            if not records:
+                break
+            read += len(records)
+            member.commit()  # an offset commit per poll, as a worker does
+        seconds = time.perf_counter() - began
+        member.close(commit=False)
+        return rate(read, seconds)
+
+
+def run(records, repeat):
+    import psycopg
+
+    admin, url = database_urls()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {BENCH_DB}")
+    try:
+        os.environ["DATABASE_URL"] = url
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+        os.environ["SLUICE_LOG_LEVEL"] = "WARNING"
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        raw, engine = Raw(url), Engine()
+        singles = max(200, records // 20)
+        rows = []
+
+        def compare(operation, measure_engine, baseline, measure_raw, goal, count):
+            # Alternate the two sides so drift on a shared machine hits both alike.
+            engine_rate = best(repeat, lambda: measure_engine(count))
+            raw_rate = best(repeat, lambda: measure_raw(count))
+            rows.append({"operation": operation, "records": count, "sluice_per_s": round(engine_rate),
+                         "baseline": baseline, "raw_per_s": round(raw_rate),
+                         "ratio": round(engine_rate / raw_rate, 2), "goal": goal})
+
+        compare("produce, send_batch of 500", engine.send_batch, "COPY of 500 a transaction", raw.copy, 0.5, records)
+        compare("produce, send_batch of 500", engine.send_batch, "one COPY of all rows", raw.copy_all, None, records)
+        compare("produce, send_batch of 500", engine.send_batch, "batched INSERT of 500", raw.batched_insert,
+                None, records)
+        compare("produce, single send acks=all", engine.single_send, "INSERT + COMMIT", raw.single_insert, 0.8,
+                singles)
+        compare("ordered consume + commit per poll", engine.ordered_consume, "indexed range read",
+                raw.range_read, 0.5, records)
+        return rows
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+
+
+def print_table(rows):
+    headers = ["operation", "records", "sluice/s", "raw baseline", "raw/s", "ratio", "goal", "met"]
+    table = [[r["operation"], str(r["records"]), f"{r['sluice_per_s']:,}", r["baseline"], f"{r['raw_per_s']:,}",
+              f"{r['ratio']:.2f}", "-" if r["goal"] is None else f">= {r['goal']}",
+              "-" if r["goal"] is None else ("yes" if r["ratio"] >= r["goal"] else "NO")] for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
+    for row in [headers, *table]:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Sluice against raw PostgreSQL, one run, one table.")
+    parser.add_argument("--records", type=int, default=50_000, help="records per measurement (default 50000)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is kept (default 3)")
+    parser.add_argument("--share-records", type=int, default=20_000, help="records per share-group run (0: skip)")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    if args.records < 1000 or args.repeat < 1:
+        parser.error("--records must be at least 1000 and --repeat at least 1")
+    print(f"Sluice benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores; "
+          f"{args.records} records a figure, median of {args.repeat}\n")
+    admin, _ = database_urls()
+    rows = run(args.records, args.repeat)
+    print_table(rows)
+    share_rows = []
+    if args.share_records:
+        # Its own process: it sets up Django on a database of its own.
+        import subprocess
+        import tempfile
+
+        print("\nShare groups: per-record accept, members in separate processes, against raw SKIP LOCKED "
+              "(claim and delete 100 rows a statement)")
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            subprocess.run([sys.executable, str(ROOT / "bench" / "share.py"), "--records", str(args.share_records),
+                            "--json", out.name], check=True, env={**os.environ, "DATABASE_URL": admin})
+            share_rows = json.loads(Path(out.name).read_text())
+    if args.json:
+        Path(args.json).write_text(json.dumps({"log": rows, "share": share_rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

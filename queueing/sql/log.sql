@@ -83,23 +83,29 @@ SELECT r.topic_id, r.partition, r."offset", r.key, r.value, r.value_format, r.he
          LIMIT %(per_partition)s) r
 
 -- name: commit_offsets --
--- Store a member's offsets if its generation is current and it owns each partition.
--- FOR SHARE conflicts with the FOR UPDATE that a rebalance or an offset reset takes on the group
--- row; after waiting, PostgreSQL re-tests the generation on the new row version, so a fenced
--- member's commit finds no row here and stores nothing.
+-- Store a member's offsets, all or none: only if its generation is current and it owns every
+-- partition named. FOR SHARE conflicts with the FOR UPDATE that a rebalance or an offset reset
+-- takes on the group row; after waiting, PostgreSQL re-tests the generation on the new row
+-- version, so a fenced member's commit finds no row here and stores nothing. set_config(..., true)
+-- sets this transaction's commit level (one statement, one round trip).
 WITH fence AS (
-    SELECT id FROM queueing_consumergroup
+    SELECT id, set_config('synchronous_commit',
+                          coalesce(%(commit_level)s, current_setting('synchronous_commit')), true)
+      FROM queueing_consumergroup
      WHERE id = %(group_id)s AND generation = %(generation)s
        FOR SHARE
+), owned AS (
+    SELECT c.topic_id, c.partition, c.committed
+      FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[], %(offsets)s::bigint[])
+           AS c(topic_id, partition, committed)
+      JOIN queueing_groupassignment a
+        ON a.group_id = %(group_id)s AND a.topic_id = c.topic_id AND a.partition = c.partition
+       AND a.member_id = %(member_id)s
 )
 INSERT INTO queueing_committedoffset (group_id, topic_id, partition, "offset", committed_at)
-SELECT fence.id, c.topic_id, c.partition, c.committed, now()
-  FROM fence
- CROSS JOIN unnest(%(topic_ids)s::bigint[], %(partitions)s::int[], %(offsets)s::bigint[])
-       AS c(topic_id, partition, committed)
-  JOIN queueing_groupassignment a
-    ON a.group_id = fence.id AND a.topic_id = c.topic_id AND a.partition = c.partition
-   AND a.member_id = %(member_id)s
+SELECT fence.id, owned.topic_id, owned.partition, owned.committed, now()
+  FROM fence, owned
+ WHERE (SELECT count(*) FROM owned) = cardinality(%(topic_ids)s::bigint[])
     ON CONFLICT (group_id, topic_id, partition) DO UPDATE
    SET "offset" = EXCLUDED."offset", committed_at = EXCLUDED.committed_at
 RETURNING topic_id, partition

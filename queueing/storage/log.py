@@ -177,7 +177,9 @@ def commit_offsets(*, group_id, member_id, generation, offsets):
     """Store offsets {(topic_id, partition): next offset} for a member; all or nothing.
 
     Returns False, storing nothing, if the generation is stale or the member does not own every
-    partition named.
+    partition named. Outside a caller's transaction the commit does not wait for the WAL flush: an
+    offset commit lost in a server crash only means records are read again (at least once either
+    way). Inside one (a dead letter written with its commit) the caller's durability applies.
     """
     keys = list(offsets)
     params = {
@@ -187,20 +189,10 @@ def commit_offsets(*, group_id, member_id, generation, offsets):
         "topic_ids": [k[0] for k in keys],
         "partitions": [k[1] for k in keys],
         "offsets": [offsets[k] for k in keys],
+        "commit_level": None if connection.in_atomic_block else "off",
     }
-    owned = not connection.in_atomic_block
-    with transaction.atomic():
-        cur = cursor()
-        if owned:
-            # An offset commit lost in a server crash only means records are read again (at least
-            # once either way), so it need not wait for the WAL flush. Inside a caller's transaction
-            # (a dead letter written with its commit) the caller's durability applies.
-            cur.execute("SET LOCAL synchronous_commit = off")
-        stored = run(cur, "commit_offsets", params).fetchall()
-        if len(stored) != len(keys):
-            transaction.set_rollback(True)
-            return False
-    return True
+    stored = run(cursor(), "commit_offsets", params).fetchall()
+    return len(stored) == len(keys)
 
 
 def offset_for_timestamp(*, topic_id, partition, timestamp):

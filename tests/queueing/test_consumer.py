@@ -199,3 +199,22 @@ def test_without_notifications_it_falls_back_to_polling(settings, monkeypatch):
         records = member.poll(timeout=20)
         timer.join()
     assert [r.value for r in records] == [b"wake"]
+
+
+def test_an_offset_commit_is_all_or_nothing(db, topic, make):
+    from queueing import storage
+
+    first = make("split2", [topic.name])
+    first.poll(timeout=0)
+    second = make("split2", [topic.name])
+    second.poll(timeout=0)
+    first._resync.set()
+    first.poll(timeout=0)
+    mine = [(topic.id, p.partition) for p in first.assigned()]
+    theirs = [(topic.id, p.partition) for p in second.assigned()]
+    offsets = {mine[0]: 1, theirs[0]: 1}
+    assert not storage.commit_offsets(group_id=first.assignment.group_id, member_id=first.member_id,
+                                      generation=first.assignment.generation, offsets=offsets)
+    assert not models.CommittedOffset.objects.filter(group__name="split2").exists()
+    assert storage.commit_offsets(group_id=first.assignment.group_id, member_id=first.member_id,
+                                  generation=first.assignment.generation, offsets={mine[0]: 1})

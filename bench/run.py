@@ -178,7 +178,44 @@ class Engine:
         return rate(read, seconds)
 
 
-def run(records, repeat):
+def delayed_pending(engine, url, records, repeat, pending):
+    """Produce and consume rates with `pending` delayed records waiting, against none waiting."""
+    import psycopg
+
+    if not pending:
+        return []
+    measures = [("produce, send_batch of 500", engine.send_batch, records),
+                ("ordered consume + commit per poll", engine.ordered_consume, records)]
+    before = {name: best(repeat, lambda m=measure, c=count: m(c)) for name, measure, count in measures}
+    with psycopg.connect(url, autocommit=True) as conn:
+        topic_id = conn.execute("SELECT id FROM queueing_topic ORDER BY id LIMIT 1").fetchone()[0]
+        began = time.perf_counter()
+        conn.execute(
+            "INSERT INTO queueing_delayedrecord (topic_id, partition, value, value_format, deliver_at, created_at) "
+            "SELECT %s, 0, '\\x00'::bytea, 0, now() + (1 + n %% 86400) * interval '1 second', now() "
+            "FROM generate_series(1, %s) AS n", [topic_id, pending])
+        stored = time.perf_counter() - began
+        # Settle the bulk load (its checkpoint and autovacuum) so that what is measured is a
+        # steady state with the records waiting, not the aftermath of loading them.
+        conn.execute("VACUUM ANALYZE queueing_delayedrecord")
+        conn.execute("CHECKPOINT")
+        print(f"({pending:,} delayed records stored in {stored:.1f}s)")
+    waiting = {name: best(repeat, lambda m=measure, c=count: m(c)) for name, measure, count in measures}
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE queueing_delayedrecord")
+        conn.execute("CHECKPOINT")
+    after = {name: best(repeat, lambda m=measure, c=count: m(c)) for name, measure, count in measures}
+    rows = []
+    for name, _, count in measures:
+        # The baseline is the mean of the runs before and after, so drift over the run cancels out.
+        none = (before[name] + after[name]) / 2
+        rows.append({"operation": f"{name}, {pending:,} delayed pending", "records": count,
+                     "sluice_per_s": round(waiting[name]), "baseline": "same, none pending",
+                     "raw_per_s": round(none), "ratio": round(waiting[name] / none, 2), "goal": 0.9})
+    return rows
+
+
+def run(records, repeat, pending=1_000_000):
     import psycopg
 
     admin, url = database_urls()
@@ -215,6 +252,7 @@ def run(records, repeat):
                 singles)
         compare("ordered consume + commit per poll", engine.ordered_consume, "indexed range read",
                 raw.range_read, 0.5, records)
+        rows.extend(delayed_pending(engine, url, records, repeat, pending))
         return rows
     finally:
         from django.db import connections
@@ -239,6 +277,8 @@ def main():
     parser.add_argument("--records", type=int, default=50_000, help="records per measurement (default 50000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is kept (default 3)")
     parser.add_argument("--share-records", type=int, default=20_000, help="records per share-group run (0: skip)")
+    parser.add_argument("--delayed-pending", type=int, default=1_000_000,
+                        help="delayed records waiting for the last figures (0: skip)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     if args.records < 1000 or args.repeat < 1:
@@ -246,7 +286,7 @@ def main():
     print(f"Sluice benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores; "
           f"{args.records} records a figure, median of {args.repeat}\n")
     admin, _ = database_urls()
-    rows = run(args.records, args.repeat)
+    rows = run(args.records, args.repeat, args.delayed_pending)
     print_table(rows)
     share_rows = []
     if args.share_records:

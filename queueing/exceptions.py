@@ -57,6 +57,10 @@ class CommitFailed(QueueingError):
     member does not own the partition; the group has rebalanced or its offsets were reset."""
 
 
+class DelayedRecordNotFound(QueueingError):
+    """No delayed record {id} is waiting: it was delivered, cancelled, or never existed."""
+
+
 class LeaseExpired(QueueingError):
     """The lock on {topic}-{partition}@{offset} expired or the record was delivered again; the
     acknowledgement was refused."""

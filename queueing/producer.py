@@ -4,7 +4,7 @@ import logging
 import threading
 import time
 
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, connection, transaction
 
 from queueing import exceptions, models, partitioner, storage, topics, types
 
@@ -67,25 +67,34 @@ class Producer:
         if self.producer_id is None:
             self.producer_id = models.Producer.objects.create(client_id=self.client_id).id
 
-    def send(self, topic, value=None, *, key=None, headers=None, partition=None, acks=None):
-        """Append one record and return its RecordMetadata."""
-        return self.send_batch(topic, [value], key=key, headers=headers, partition=partition, acks=acks)[0]
+    def send(self, topic, value=None, *, key=None, headers=None, partition=None, acks=None, **when):
+        """Append one record and return its RecordMetadata (DelayedMetadata when delayed)."""
+        return self.send_batch(topic, [value], key=key, headers=headers, partition=partition, acks=acks, **when)[0]
 
-    def send_batch(self, topic, values, *, key=None, keys=None, headers=None, partition=None, acks=None):
+    def send_batch(self, topic, values, *, key=None, keys=None, headers=None, partition=None, acks=None,
+                   delay=None, deliver_at=None, delay_level=None):
         """Append records in order; records for one partition are appended in one statement.
 
         keys, if given, has one key per value; otherwise every record gets key. Returns a
-        RecordMetadata per value, in the order given. Raises TopicNotFound, MessageTooLarge,
-        InvalidArgument, PartitionNotFound.
+        RecordMetadata per value, in the order given. With delay (seconds or a timedelta),
+        deliver_at (an aware datetime) or delay_level (RocketMQ's 1-18) the records wait and enter
+        the log when due; a DelayedMetadata per value is returned instead. Raises TopicNotFound,
+        MessageTooLarge, InvalidArgument, PartitionNotFound.
         """
+        when = {"delay": delay, "deliver_at": deliver_at, "delay_level": delay_level}
+        due = None
+        if any(v is not None for v in when.values()):
+            from queueing import delayed
+
+            due = delayed.deliver_at_for(**when)
         try:
-            return self._send_batch(topics.cached_topic(topic), values, key, keys, headers, partition, acks)
+            return self._send_batch(topics.cached_topic(topic), values, key, keys, headers, partition, acks, due)
         except exceptions.PartitionNotFound:
             # The cached topic was deleted (or recreated under a new id) since it was read.
             topics.forget_topic(topic)
-            return self._send_batch(topics.cached_topic(topic), values, key, keys, headers, partition, acks)
+            return self._send_batch(topics.cached_topic(topic), values, key, keys, headers, partition, acks, due)
 
-    def _send_batch(self, info, values, key, keys, headers, partition, acks):
+    def _send_batch(self, info, values, key, keys, headers, partition, acks, due=None):
         topic = info.name
         values = list(values)
         if not values:
@@ -109,12 +118,26 @@ class Producer:
             target = partition if partition is not None else self._choose(info, None, record_key, size)
             by_partition.setdefault(target, []).append((index, make(record_key, data, value_format, encoded_headers)))
         self._sticky.new_batch(topic)
+        if due is not None:
+            return self._schedule(info, by_partition, partition, len(values), due)
         results = [None] * len(values)
         metadata = types.RecordMetadata
         for target, batch in by_partition.items():
             base, duplicate = self._append(info, target, [r for _, r in batch], acks)
             for position, (index, _) in enumerate(batch):
                 results[index] = metadata(topic, target, base + position, duplicate)
+        return results
+
+    def _schedule(self, info, by_partition, partition, count, due):
+        """Store delayed records; a keyed record's partition is chosen by its key when it is due."""
+        from queueing import delayed
+
+        results = [None] * count
+        with transaction.atomic():
+            for target, batch in by_partition.items():
+                for index, record in batch:
+                    keep = target if partition is not None or record.key is None else None
+                    results[index] = delayed.schedule(info, record, partition=keep, deliver_at=due)
         return results
 
     def append(self, topic, partition, records, *, acks=None):
@@ -194,11 +217,13 @@ class Producer:
 _default = Producer()
 
 
-def send(topic, value=None, *, key=None, headers=None, partition=None, acks=types.Acks.ALL):
-    """Append one record with the process's default (non-idempotent) producer."""
-    return _default.send(topic, value, key=key, headers=headers, partition=partition, acks=acks)
+def send(topic, value=None, *, key=None, headers=None, partition=None, acks=types.Acks.ALL, **when):
+    """Append one record with the process's default (non-idempotent) producer; delay=,
+    deliver_at= or delay_level= make it wait (see Producer.send_batch)."""
+    return _default.send(topic, value, key=key, headers=headers, partition=partition, acks=acks, **when)
 
 
-def send_batch(topic, values, *, key=None, keys=None, headers=None, partition=None, acks=types.Acks.ALL):
+def send_batch(topic, values, *, key=None, keys=None, headers=None, partition=None, acks=types.Acks.ALL, **when):
     """Append records with the process's default producer; see Producer.send_batch."""
-    return _default.send_batch(topic, values, key=key, keys=keys, headers=headers, partition=partition, acks=acks)
+    return _default.send_batch(topic, values, key=key, keys=keys, headers=headers, partition=partition, acks=acks,
+                               **when)

@@ -179,3 +179,13 @@ DLQ_ERROR = "sluice.dlq.error"
 DLQ_FAILED_AT = "sluice.dlq.failed_at"
 REPLAY_ORIGIN = "sluice.replay.origin"  # "topic-partition@offset" of the record replayed
 DELAYED_ID = "sluice.delayed.id"  # the DelayedRecord id a record was delayed under
+DELAYED_DELIVER_AT = "sluice.delayed.deliver_at"  # the time it was due, ISO 8601
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DelayedMetadata:
+    """A delayed send: the record waits under this id until deliver_at."""
+
+    topic: str
+    id: int
+    deliver_at: datetime.datetime

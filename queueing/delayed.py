@@ -1,0 +1,168 @@
+"""Delayed records: schedule, cancel and reschedule; the mover that appends them to the log when due."""
+import datetime
+import logging
+import threading
+
+import psycopg
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.utils import timezone
+
+from queueing import consumer, exceptions, models, partitioner, storage, types
+from queueing.storage import delayed as delayed_storage
+
+logger = logging.getLogger("sluice.delayed")
+
+CHANNEL = "sluice_delayed"
+MAX_DELAY = datetime.timedelta(days=366)
+# RocketMQ's 18 delay levels, for producers ported from it: delayTimeLevel=1 is 1 s, 18 is 2 h.
+DELAY_LEVELS = [
+    1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200,
+]
+
+
+def deliver_at_for(*, delay=None, deliver_at=None, delay_level=None, now=None):
+    """Return the aware datetime a record is due from exactly one of delay (seconds or timedelta),
+    deliver_at (aware datetime) and delay_level (1-18); raise InvalidArgument otherwise."""
+    given = [name for name, value in (("delay", delay), ("deliver_at", deliver_at), ("delay_level", delay_level))
+             if value is not None]
+    if len(given) != 1:
+        raise exceptions.InvalidArgument(reason="give exactly one of delay, deliver_at and delay_level")
+    now = now or timezone.now()
+    if delay_level is not None:
+        if not isinstance(delay_level, int) or isinstance(delay_level, bool) or not 1 <= delay_level <= 18:
+            raise exceptions.InvalidArgument(reason="delay_level is one of RocketMQ's levels, 1 to 18")
+        return now + datetime.timedelta(seconds=DELAY_LEVELS[delay_level - 1])
+    if delay is not None:
+        if isinstance(delay, (int, float)) and not isinstance(delay, bool):
+            delay = datetime.timedelta(seconds=delay)
+        if not isinstance(delay, datetime.timedelta) or delay.total_seconds() <= 0:
+            raise exceptions.InvalidArgument(reason=f"delay must be a positive number of seconds, not {delay!r}")
+        deliver_at = now + delay
+    if not isinstance(deliver_at, datetime.datetime) or deliver_at.tzinfo is None:
+        raise exceptions.InvalidArgument(reason="deliver_at must be a timezone-aware datetime")
+    if deliver_at - now > MAX_DELAY:
+        raise exceptions.InvalidArgument(reason="a record can be delayed by a year at most (366 days)")
+    return deliver_at
+
+
+def schedule(info, record, *, partition, deliver_at):
+    """Store an encoded record to enter topic `info` at deliver_at; return DelayedMetadata.
+
+    Runs in the caller's transaction when there is one (rolled back with it). The NOTIFY, sent at
+    commit, wakes a mover that is sleeping until a later record.
+    """
+    row = models.DelayedRecord.objects.create(
+        topic_id=info.id, partition=partition, key=record.key, value=record.value,
+        value_format=record.value_format, headers=record.headers, deliver_at=deliver_at,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, deliver_at.isoformat()])
+    return types.DelayedMetadata(topic=info.name, id=row.id, deliver_at=deliver_at)
+
+
+def cancel(delayed_id):
+    """Remove a waiting record; raise DelayedRecordNotFound if it is not waiting (moved, cancelled, unknown)."""
+    if not models.DelayedRecord.objects.filter(id=delayed_id).delete()[0]:
+        raise exceptions.DelayedRecordNotFound(id=delayed_id)
+
+
+def reschedule(delayed_id, **when):
+    """Move a waiting record's time (delay=, deliver_at= or delay_level=); return the new time."""
+    deliver_at = deliver_at_for(**when)
+    if not models.DelayedRecord.objects.filter(id=delayed_id).update(deliver_at=deliver_at):
+        raise exceptions.DelayedRecordNotFound(id=delayed_id)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, deliver_at.isoformat()])
+    return deliver_at
+
+
+def move_due(limit=500):
+    """Append up to limit due records to the log in one transaction; return how many moved.
+
+    The records leave the waiting table in the transaction that appends them, so each enters the
+    log exactly once, in deliver_at order per partition.
+    """
+    with transaction.atomic():
+        rows = delayed_storage.claim_due(limit=limit)
+        if not rows:
+            return 0
+        counts = {}
+        batches = {}
+        for delayed_id, topic_id, partition, key, value, value_format, headers, deliver_at in rows:
+            if topic_id not in counts:
+                counts[topic_id] = models.Topic.objects.values_list("partition_count", flat=True).get(id=topic_id)
+            if partition is None or partition >= counts[topic_id]:
+                partition = 0 if key is None else partitioner.partition_for_key(key, counts[topic_id])
+            headers = dict(headers or {})
+            headers[types.DELAYED_ID] = str(delayed_id)
+            headers[types.DELAYED_DELIVER_AT] = deliver_at.isoformat()
+            batches.setdefault((topic_id, partition), []).append(
+                types.OutgoingRecord(key, value, value_format, headers)
+            )
+        for (topic_id, partition), records in batches.items():
+            storage.append_records(topic_id=topic_id, partition=partition, records=records)
+        return len(rows)
+
+
+class Mover:
+    """The loop that moves delayed records into the log when due; several may run.
+
+    It sleeps until the earliest record is due, woken early by a NOTIFY when a sooner one is
+    scheduled, and never longer than the fallback interval, so a lost notification only delays.
+    """
+
+    def __init__(self, *, batch=500, fallback=None):
+        self.batch = batch
+        self.fallback = fallback if fallback is not None else max(settings.SLUICE["POLL_FALLBACK_MS"] / 1000, 0.05)
+        self.stop_event = threading.Event()
+        self.listener = None
+        self.moved = 0
+
+    def run_once(self):
+        """Move what is due; return True if more is due at once."""
+        moved = move_due(self.batch)
+        self.moved += moved
+        return moved == self.batch
+
+    def wait(self):
+        """Sleep until the next record is due, a sooner one is scheduled, or the fallback passes."""
+        seconds = delayed_storage.next_due()
+        timeout = self.fallback if seconds is None else max(0.0, min(seconds, self.fallback))
+        if timeout <= 0:
+            return
+        if self.listener is None or self.listener.closed:
+            try:
+                self.listener = consumer.listen_connection([CHANNEL])
+            except psycopg.Error as error:
+                logger.warning("LISTEN failed (%s); polling every %.2fs", error, self.fallback)
+                self.stop_event.wait(timeout)
+                return
+        try:
+            for _ in self.listener.notifies(timeout=timeout, stop_after=1):
+                pass
+        except psycopg.Error:
+            self.listener.close()
+
+    def run(self):
+        from queueing import worker
+
+        logger.info("delayed-record mover starting")
+        with worker.on_stop(self.stop):
+            try:
+                while not self.stop_event.is_set():
+                    try:
+                        if not self.run_once():
+                            self.wait()
+                    except (OperationalError, InterfaceError, psycopg.OperationalError) as error:
+                        logger.warning("database connection lost (%s); reconnecting", error)
+                        connection.close()
+                        self.stop_event.wait(1.0)
+            finally:
+                if self.listener is not None:
+                    self.listener.close()
+                connection.close()
+                logger.info("delayed-record mover stopped after moving %d record(s)", self.moved)
+
+    def stop(self):
+        self.stop_event.set()

@@ -223,3 +223,29 @@ def test_groups_configure_and_share_group_describe(manage):
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
     assert models.ShareGroup.objects.get(name="pool").delivery_limit == 2
     assert not models.ConsumerGroup.objects.filter(name="ordered").exists()
+
+
+def test_delayed_command(manage):
+    from queueing import producer
+
+    topics.create_topic("cmd.later", partitions=1)
+    first = producer.send("cmd.later", b"a", key="k1", delay=3600)
+    second = producer.send("cmd.later", b"b", delay=7200)
+    listed = manage("delayed", "list", "--topic", "cmd.later")
+    assert listed.returncode == 0, listed.stderr
+    ids = [line.split()[0] for line in listed.stdout.splitlines()[1:-1]]
+    assert ids == [str(first.id), str(second.id)] and "2 record(s) waiting." in listed.stdout
+    assert manage("delayed", "cancel", str(first.id)).returncode == 0
+    moved = manage("delayed", "reschedule", str(second.id), "--delay", "10")
+    assert moved.returncode == 0 and "is now due at" in moved.stdout
+    for args, message in [
+        (("delayed", "cancel", str(first.id)), "No delayed record"),
+        (("delayed", "reschedule", str(second.id)), "one of the arguments --at --delay --level is required"),
+        (("delayed", "reschedule", str(second.id), "--at", "tomorrow"), "not an ISO-8601"),
+        (("delayed", "reschedule", str(second.id), "--level", "40"), "1 to 18"),
+        (("delayed", "reschedule", str(second.id), "--delay", "-3"), "positive"),
+        (("delayed", "cancel", "x"), "is not a whole number"),
+    ]:
+        result = manage(*args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+    assert list(models.DelayedRecord.objects.values_list("id", flat=True)) == [second.id]

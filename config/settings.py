@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "queueing",
     "outbox",
+    "shop",
     "ops",
 ]
 # Extra apps (for example the one holding your handlers), comma-separated.

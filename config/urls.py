@@ -1,10 +1,11 @@
 """Root URLs: the admin and the platform's landing page."""
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from queueing import views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("admin/", admin.site.urls),
+    path("shop/", include("shop.urls")),
 ]

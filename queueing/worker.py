@@ -78,6 +78,11 @@ class Loop:
                         connection.close()
                         self.reconnected()
                         self.stop_event.wait(1.0)
+                    except exceptions.TopicNotFound as error:
+                        # A worker may start before its topics exist: wait for them rather than exit.
+                        logger.warning("%s; waiting for it (create it with manage.py topics create)", error)
+                        self.consumer = None
+                        self.stop_event.wait(5.0)
             finally:
                 logger.info("%s for group %s stopping after %d record(s)", self.name, self.group, self.processed)
                 with contextlib.suppress(*CONNECTION_ERRORS):

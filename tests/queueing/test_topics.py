@@ -1,6 +1,6 @@
 import pytest
 
-from queueing import exceptions, producer, topics
+from queueing import exceptions, models, producer, topics
 
 
 def test_it_creates_describes_alters_and_deletes_a_topic(db):
@@ -17,14 +17,14 @@ def test_it_creates_describes_alters_and_deletes_a_topic(db):
     topics.delete_topic("orders.v1")
     with pytest.raises(exceptions.TopicNotFound):
         topics.describe_topic("orders.v1")
-    assert [t.name for t in topics.list_topics()] == []
+    assert "orders.v1" not in [t.name for t in topics.list_topics()]
 
 
 @pytest.mark.parametrize("name", ["", "a b", "a/b", "ü", "x" * 250, ".", "..", "semi;colon"])
 def test_it_refuses_names_outside_kafkas_rule(db, name):
     with pytest.raises(exceptions.InvalidTopicName):
         topics.create_topic(name)
-    assert topics.list_topics() == []
+    assert not models.Topic.objects.filter(name=name).exists()
 
 
 def test_it_accepts_the_longest_legal_name(db):

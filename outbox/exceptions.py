@@ -1,0 +1,10 @@
+"""Transactional messaging's errors: one base class, each subclass's docstring its default message."""
+from queueing.exceptions import QueueingError
+
+
+class OutboxError(QueueingError):
+    """A transactional messaging operation failed."""
+
+
+class InvalidDestination(OutboxError):
+    """Invalid destination {destination!r}: use sluice:TOPIC."""

@@ -1,0 +1,139 @@
+"""The outbox relay: deliver committed events in order per aggregate, then mark them delivered."""
+import logging
+import threading
+import time
+
+import psycopg
+from django.db import InterfaceError, OperationalError, connection, transaction
+
+from outbox import outbox
+from outbox.storage import events as storage
+from queueing import consumer, partitioner, producer, topics, types, worker
+
+logger = logging.getLogger("sluice.relay")
+CHANNEL = "sluice_outbox"
+
+
+def deliver(rows):
+    """Append events to their Sluice topics (caller's transaction): per topic and partition, one append.
+
+    An event's key (default: its aggregate id) picks the partition, so one aggregate's events stay
+    in one partition, in order.
+    """
+    sender = producer.Producer()
+    batches = {}
+    for seq, event_id, aggregate_type, aggregate_id, event_type, payload, headers, destination, key, created_at, _ in rows:
+        info = topics.cached_topic(outbox.validate_destination(destination))
+        record_key = (key or aggregate_id).encode()
+        envelope, value_format = producer.encode_value(
+            outbox.cloudevent(event_id, aggregate_type, aggregate_id, event_type, payload, created_at)
+        )
+        record_headers = {**(headers or {}), "ce_id": str(event_id), "ce_type": event_type}
+        partition = partitioner.partition_for_key(record_key, info.partition_count)
+        batches.setdefault((info, partition), []).append(
+            types.OutgoingRecord(record_key, envelope, value_format, record_headers)
+        )
+    for (info, partition), records in batches.items():
+        sender.append(info, partition, records)
+
+
+class Relay:
+    """Moves committed outbox events to their destinations; several relays may run.
+
+    Delivery to a Sluice topic and the mark "delivered" commit together: exactly once. A batch that
+    fails is retried event by event, so one poison event only holds up its own aggregate.
+    """
+
+    def __init__(self, *, batch=200, backoff_ms=(500, 60_000), prune_after_s=None, fallback=1.0):
+        self.batch = batch
+        self.backoff_ms = backoff_ms
+        self.prune_after_s = prune_after_s
+        self.fallback = fallback
+        self.stop_event = threading.Event()
+        self.listener = None
+        self.delivered = 0
+        self._last_prune = 0.0
+
+    def run_once(self):
+        """Deliver one batch; return True if more is likely waiting."""
+        try:
+            with transaction.atomic():
+                rows = storage.claim_events(limit=self.batch)
+                if rows:
+                    deliver(rows)
+                    storage.mark_delivered(seqs=[r[0] for r in rows])
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as error:  # noqa: BLE001 - isolate the event that fails
+            logger.warning("outbox batch failed (%s); delivering one by one", error)
+            return self._one_by_one()
+        self.delivered += len(rows)
+        self._maybe_prune()
+        return len(rows) == self.batch
+
+    def _one_by_one(self):
+        """Deliver up to a batch, each event in its own transaction; a failing one is put back with
+        a back-off (its aggregate's later events wait behind it, other aggregates go on)."""
+        for _ in range(self.batch):
+            row = None
+            try:
+                with transaction.atomic():
+                    rows = storage.claim_events(limit=1)
+                    if not rows:
+                        return False
+                    row = rows[0]
+                    deliver(rows)
+                    storage.mark_delivered(seqs=[row[0]])
+                self.delivered += 1
+            except (OperationalError, InterfaceError):
+                raise
+            except Exception as error:  # noqa: BLE001 - recorded on the event, retried later
+                attempts = row[10] + 1
+                delay = min(self.backoff_ms[1], self.backoff_ms[0] * 2 ** min(attempts - 1, 20))
+                storage.mark_failed(seq=row[0], error=f"{type(error).__name__}: {error}", delay_ms=delay)
+                logger.warning("outbox event %s failed (attempt %d), retrying in %d ms: %s",
+                               row[1], attempts, delay, error)
+        return False
+
+    def _maybe_prune(self):
+        if self.prune_after_s and time.monotonic() - self._last_prune > 60:
+            self._last_prune = time.monotonic()
+            removed = storage.prune_delivered(older_than_s=self.prune_after_s, limit=10_000)
+            if removed:
+                logger.info("pruned %d delivered outbox event(s)", removed)
+
+    def wait(self):
+        if self.listener is None or self.listener.closed:
+            try:
+                self.listener = consumer.listen_connection([CHANNEL])
+            except psycopg.Error as error:
+                logger.warning("LISTEN failed (%s); polling every %.1fs", error, self.fallback)
+                self.stop_event.wait(self.fallback)
+                return
+        try:
+            for _ in self.listener.notifies(timeout=self.fallback, stop_after=1):
+                pass
+        except psycopg.Error:
+            self.listener.close()
+
+    def run(self):
+        logger.info("outbox relay starting")
+        with worker.on_stop(self.stop):
+            try:
+                while not self.stop_event.is_set():
+                    try:
+                        if not self.run_once():
+                            self.wait()
+                    except (OperationalError, InterfaceError, psycopg.OperationalError) as error:
+                        logger.warning("database connection lost (%s); reconnecting", error)
+                        connection.close()
+                        self.stop_event.wait(1.0)
+            finally:
+                if self.listener is not None:
+                    self.listener.close()
+                connection.close()
+                logger.info("outbox relay stopped after %d event(s)", self.delivered)
+
+    def stop(self):
+        self.stop_event.set()
+

@@ -1,0 +1,8 @@
+"""The order-paid -> coupon example: orders, payments, coupons, points and notifications."""
+from django.apps import AppConfig
+
+
+class ShopConfig(AppConfig):
+    name = "shop"
+    verbose_name = "Example shop"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,43 @@
+"""The shop's pages: place an order, pay it, watch the coupon, points and notification arrive."""
+from django import forms
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from shop import models, services
+
+
+class OrderForm(forms.Form):
+    customer_email = forms.EmailField()
+    amount = forms.DecimalField(min_value=0.01, max_value=1_000_000, decimal_places=2, help_text="in euros")
+
+
+def order_list(request):
+    form = OrderForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        order = services.place_order(form.cleaned_data["customer_email"], int(form.cleaned_data["amount"] * 100))
+        return redirect("shop:order", order_id=order.id)
+    orders = models.Order.objects.prefetch_related("coupons", "points", "notifications")[:50]
+    return render(request, "shop/orders.html", {"form": form, "orders": orders})
+
+
+def order_detail(request, order_id):
+    order = get_object_or_404(models.Order, id=order_id)
+    return render(request, "shop/order.html", {
+        "order": order,
+        "coupons": order.coupons.all(),
+        "points": order.points.all(),
+        "notifications": order.notifications.all(),
+    })
+
+
+@require_POST
+def pay(request, order_id):
+    try:
+        services.pay_order(order_id)
+        messages.success(request, "Paid. The coupon, points and notification follow asynchronously.")
+    except models.Order.DoesNotExist:
+        messages.error(request, f"There is no order {order_id}.")
+    except services.ShopError as error:
+        messages.error(request, str(error))
+    return redirect("shop:order", order_id=order_id)

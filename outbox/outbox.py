@@ -22,13 +22,7 @@ def validate_destination(destination):
     return topic
 
 
-def publish(*, aggregate_type, aggregate_id, event_type, payload, destination, headers=None, key=None):
-    """Write an event in the current transaction and return it.
-
-    Call it inside the `transaction.atomic()` that changes your data: the event is delivered if and
-    only if that transaction commits, in order with the other events of the same aggregate. Called
-    outside a transaction it commits at once, on its own.
-    """
+def _validate(aggregate_type, aggregate_id, event_type, payload, destination, headers):
     validate_destination(destination)
     for name, value in (("aggregate_type", aggregate_type), ("aggregate_id", aggregate_id),
                         ("event_type", event_type)):
@@ -40,6 +34,33 @@ def publish(*, aggregate_type, aggregate_id, event_type, payload, destination, h
         raise exceptions.OutboxError(f"the payload is not JSON: {error}") from None
     if headers is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
         raise exceptions.OutboxError("headers must be a dict of str to str")
+
+
+def publish_many(events):
+    """Write many events (dicts of publish's arguments) with one INSERT, in the current transaction."""
+    rows = []
+    for event in events:
+        _validate(event["aggregate_type"], event["aggregate_id"], event["event_type"], event["payload"],
+                  event["destination"], event.get("headers"))
+        rows.append(models.OutboxEvent(
+            aggregate_type=event["aggregate_type"], aggregate_id=event["aggregate_id"],
+            event_type=event["event_type"], payload=event["payload"], headers=event.get("headers") or {},
+            destination=event["destination"], key=event.get("key") or "",
+        ))
+    created = models.OutboxEvent.objects.bulk_create(rows)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify('sluice_outbox', '')")
+    return created
+
+
+def publish(*, aggregate_type, aggregate_id, event_type, payload, destination, headers=None, key=None):
+    """Write an event in the current transaction and return it.
+
+    Call it inside the `transaction.atomic()` that changes your data: the event is delivered if and
+    only if that transaction commits, in order with the other events of the same aggregate. Called
+    outside a transaction it commits at once, on its own.
+    """
+    _validate(aggregate_type, aggregate_id, event_type, payload, destination, headers)
     event = models.OutboxEvent.objects.create(
         aggregate_type=aggregate_type, aggregate_id=aggregate_id, event_type=event_type, payload=payload,
         headers=headers or {}, destination=destination, key=key or "",

@@ -47,6 +47,26 @@ def pay_order(order_id, method="card"):
     return order
 
 
+def pay_orders(orders, method="card"):
+    """Pay many new orders in one transaction: payments, statuses and their events together."""
+    from outbox import outbox
+
+    now = timezone.now()
+    with transaction.atomic():
+        models.Payment.objects.bulk_create(
+            models.Payment(order=o, amount_cents=o.amount_cents, method=method, reference=secrets.token_hex(12))
+            for o in orders
+        )
+        models.Order.objects.filter(id__in=[o.id for o in orders], status=models.Order.Status.CREATED).update(
+            status=models.Order.Status.PAID, paid_at=now
+        )
+        outbox.publish_many(
+            {"aggregate_type": "order", "aggregate_id": str(o.id), "event_type": "order.paid",
+             "payload": order_paid_event(o), "destination": f"sluice:{ORDER_PAID_TOPIC}"}
+            for o in orders
+        )
+
+
 def issue_coupon(event):
     order = models.Order.objects.get(id=event["order_id"])
     percent = 10 if order.amount_cents < 10_000 else 15

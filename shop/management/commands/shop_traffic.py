@@ -36,8 +36,7 @@ class Command(BaseCommand):
                     models.Order(customer_email=f"buyer{paid + i}@example.com", amount_cents=1000 + (paid + i) % 9000)
                     for i in range(count)
                 )
-                for order in placed:
-                    services.pay_order(order.id)
+                services.pay_orders(placed)
             paid += count
             self.stderr.write(f"\rpaid {paid}/{orders} orders ({paid / (time.monotonic() - started):,.0f}/s)", ending="")
         self.stderr.write("")

@@ -7,4 +7,4 @@ class OutboxError(QueueingError):
 
 
 class InvalidDestination(OutboxError):
-    """Invalid destination {destination!r}: use sluice:TOPIC."""
+    """Invalid destination {destination!r}: use sluice:TOPIC, amqp:EXCHANGE/ROUTING_KEY or redis:QUEUE."""

@@ -43,3 +43,29 @@ def prune(*, older_than_s, limit=10_000):
     """Forget handled messages older than older_than_s seconds; return how many went. A message
     redelivered after its entry is pruned would run again: keep entries longer than redelivery."""
     return storage.prune_inbox(older_than_s=older_than_s, limit=limit)
+
+
+def kombu_callback(consumer, handler):
+    """A kombu consumer callback that handles each broker message once for this consumer name.
+
+    The handler gets the decoded body. The message id is the AMQP message_id (the relay sets the
+    CloudEvents id there) or the `ce_id` header. The message is acknowledged after the transaction
+    commits (a crash in between redelivers it, and the inbox then skips it); a handler error
+    requeues it.
+    """
+
+    def on_message(body, message):
+        message_id = message.properties.get("message_id") or (message.headers or {}).get("ce_id")
+        if not message_id:
+            message.reject()
+            raise ValueError("a message without message_id or ce_id cannot be deduplicated")
+        try:
+            with transaction.atomic():
+                if storage.remember_message(consumer=consumer, message_id=message_id):
+                    handler(body)
+        except Exception:
+            message.requeue()
+            raise
+        message.ack()
+
+    return on_message

@@ -9,10 +9,16 @@ DESTINATION_PREFIX = "sluice:"
 
 
 def validate_destination(destination):
-    """Return the Sluice topic a destination names; raise InvalidDestination."""
+    """Return the Sluice topic a destination names (None for an external broker's); raise
+    InvalidDestination."""
+    from outbox import brokers
     from queueing import topics
 
-    if not isinstance(destination, str) or not destination.startswith(DESTINATION_PREFIX):
+    if not isinstance(destination, str) or len(destination) > 512:
+        raise exceptions.InvalidDestination(destination=destination)
+    if brokers.parse(destination) is not None:
+        return None
+    if not destination.startswith(DESTINATION_PREFIX):
         raise exceptions.InvalidDestination(destination=destination)
     topic = destination[len(DESTINATION_PREFIX):]
     try:

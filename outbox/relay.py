@@ -6,7 +6,7 @@ import time
 import psycopg
 from django.db import InterfaceError, OperationalError, connection, transaction
 
-from outbox import outbox
+from outbox import brokers, outbox
 from outbox.storage import events as storage
 from queueing import consumer, partitioner, producer, topics, types, worker
 
@@ -14,24 +14,32 @@ logger = logging.getLogger("sluice.relay")
 CHANNEL = "sluice_outbox"
 
 
-def deliver(rows):
-    """Append events to their Sluice topics (caller's transaction): per topic and partition, one append.
+def deliver(rows, publisher=None):
+    """Deliver claimed events (caller's transaction), in claim order.
 
-    An event's key (default: its aggregate id) picks the partition, so one aggregate's events stay
-    in one partition, in order.
+    To Sluice topics: per topic and partition one append, in this transaction, so delivery and the
+    mark "delivered" commit together. An event's key (default: its aggregate id) picks the
+    partition, so one aggregate's events stay in one partition, in order. To external brokers: one
+    confirmed publish per event; if the transaction then fails, the event is published again later
+    (at least once: consume it through the inbox).
     """
     sender = producer.Producer()
     batches = {}
     for seq, event_id, aggregate_type, aggregate_id, event_type, payload, headers, destination, key, created_at, _ in rows:
-        info = topics.cached_topic(outbox.validate_destination(destination))
-        record_key = (key or aggregate_id).encode()
-        envelope, value_format = producer.encode_value(
-            outbox.cloudevent(event_id, aggregate_type, aggregate_id, event_type, payload, created_at)
-        )
+        envelope = outbox.cloudevent(event_id, aggregate_type, aggregate_id, event_type, payload, created_at)
         record_headers = {**(headers or {}), "ce_id": str(event_id), "ce_type": event_type}
+        topic = outbox.validate_destination(destination)
+        if topic is None:
+            if publisher is None:
+                raise RuntimeError("an external destination needs a publisher")
+            publisher.publish(destination, envelope, record_headers)
+            continue
+        info = topics.cached_topic(topic)
+        record_key = (key or aggregate_id).encode()
+        value, value_format = producer.encode_value(envelope)
         partition = partitioner.partition_for_key(record_key, info.partition_count)
         batches.setdefault((info, partition), []).append(
-            types.OutgoingRecord(record_key, envelope, value_format, record_headers)
+            types.OutgoingRecord(record_key, value, value_format, record_headers)
         )
     for (info, partition), records in batches.items():
         sender.append(info, partition, records)
@@ -53,6 +61,7 @@ class Relay:
         self.listener = None
         self.delivered = 0
         self._last_prune = 0.0
+        self.publisher = brokers.Publisher()
 
     def run_once(self):
         """Deliver one batch; return True if more is likely waiting."""
@@ -60,7 +69,7 @@ class Relay:
             with transaction.atomic():
                 rows = storage.claim_events(limit=self.batch)
                 if rows:
-                    deliver(rows)
+                    deliver(rows, self.publisher)
                     storage.mark_delivered(seqs=[r[0] for r in rows])
         except (OperationalError, InterfaceError):
             raise
@@ -69,7 +78,8 @@ class Relay:
             return self._one_by_one()
         self.delivered += len(rows)
         self._maybe_prune()
-        return len(rows) == self.batch
+        # A claim takes one event per aggregate, so an aggregate's next event may already be waiting.
+        return bool(rows)
 
     def _one_by_one(self):
         """Deliver up to a batch, each event in its own transaction; a failing one is put back with
@@ -82,7 +92,7 @@ class Relay:
                     if not rows:
                         return False
                     row = rows[0]
-                    deliver(rows)
+                    deliver(rows, self.publisher)
                     storage.mark_delivered(seqs=[row[0]])
                 self.delivered += 1
             except (OperationalError, InterfaceError):
@@ -131,6 +141,7 @@ class Relay:
             finally:
                 if self.listener is not None:
                     self.listener.close()
+                self.publisher.close()
                 connection.close()
                 logger.info("outbox relay stopped after %d event(s)", self.delivered)
 

@@ -8,3 +8,11 @@ class OutboxError(QueueingError):
 
 class InvalidDestination(OutboxError):
     """Invalid destination {destination!r}: use sluice:TOPIC, amqp:EXCHANGE/ROUTING_KEY or redis:QUEUE."""
+
+
+class HalfMessageNotFound(OutboxError):
+    """There is no half message {id}."""
+
+
+class HalfMessageResolved(OutboxError):
+    """Half message {id} was already {state}; it cannot be {wanted} now."""

@@ -38,7 +38,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "queueing",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
     "outbox",
+    "api",
     "shop",
     "ops",
 ]
@@ -97,6 +101,19 @@ LOGGING = {
         "sluice": {"handlers": ["console"], "level": os.environ.get("SLUICE_LOG_LEVEL", "INFO"), "propagate": False},
     },
 }
+
+REST_FRAMEWORK = {
+    # Token first: an anonymous request then gets 401 with a WWW-Authenticate header.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "EXCEPTION_HANDLER": "api.errors.handle",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {"TITLE": "Sluice", "DESCRIPTION": "Topics, records and half messages.", "VERSION": "0.1.0"}
+DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 
 # Engine defaults; each can be overridden per topic or per consumer.
 SLUICE = {

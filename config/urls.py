@@ -8,4 +8,5 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("admin/", admin.site.urls),
     path("shop/", include("shop.urls")),
+    path("api/", include("api.urls")),
 ]

@@ -1,0 +1,84 @@
+"""Input and output shapes of the REST API."""
+import base64
+import binascii
+
+from rest_framework import serializers
+
+MAX_VALUE_BYTES = 1024 * 1024
+
+
+class RecordIn(serializers.Serializer):
+    value = serializers.JSONField(help_text="a JSON value, or base64 text with value_encoding=base64")
+    value_encoding = serializers.ChoiceField(choices=["json", "base64"], default="json")
+    key = serializers.CharField(required=False, allow_null=True, max_length=4096)
+    headers = serializers.DictField(child=serializers.CharField(max_length=4096), required=False)
+
+    def validate(self, data):
+        if data["value_encoding"] == "base64":
+            if not isinstance(data["value"], str):
+                raise serializers.ValidationError({"value": "base64 text expected"})
+            try:
+                data["value"] = base64.b64decode(data["value"], validate=True)
+            except (binascii.Error, ValueError):
+                raise serializers.ValidationError({"value": "not valid base64"}) from None
+            if len(data["value"]) > MAX_VALUE_BYTES:
+                raise serializers.ValidationError({"value": f"larger than {MAX_VALUE_BYTES} bytes"})
+        return data
+
+
+class RecordsIn(serializers.Serializer):
+    records = RecordIn(many=True, allow_empty=False, max_length=1000)
+    partition = serializers.IntegerField(required=False, min_value=0)
+
+
+class HalfMessageIn(RecordIn):
+    topic = serializers.CharField(max_length=249)
+    producer_group = serializers.CharField(max_length=249)
+    callback_url = serializers.URLField(required=False, max_length=2048)
+    checker = serializers.CharField(required=False, max_length=255)
+    check_interval_ms = serializers.IntegerField(required=False, min_value=100, max_value=86_400_000, default=60_000)
+    max_checks = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=15)
+    unresolved_policy = serializers.ChoiceField(choices=["rollback", "commit"], default="rollback")
+
+
+class CheckOut(serializers.Serializer):
+    number = serializers.IntegerField()
+    result = serializers.CharField()
+    detail = serializers.CharField()
+    checked_at = serializers.DateTimeField()
+
+
+class HalfMessageOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    topic = serializers.CharField()
+    producer_group = serializers.CharField()
+    state = serializers.CharField()
+    check_count = serializers.IntegerField()
+    max_checks = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    resolved_at = serializers.DateTimeField()
+    resolution = serializers.CharField()
+    partition = serializers.IntegerField(allow_null=True)
+    offset = serializers.IntegerField(allow_null=True)
+    checks = CheckOut(many=True, source="checks.all")
+
+
+class PartitionOut(serializers.Serializer):
+    partition = serializers.IntegerField()
+    log_start_offset = serializers.IntegerField()
+    log_end_offset = serializers.IntegerField()
+    size_bytes = serializers.IntegerField()
+
+
+class TopicOut(serializers.Serializer):
+    name = serializers.CharField()
+    partition_count = serializers.IntegerField()
+    retention_ms = serializers.IntegerField(allow_null=True)
+    retention_bytes = serializers.IntegerField(allow_null=True)
+    max_message_bytes = serializers.IntegerField()
+
+
+class SentOut(serializers.Serializer):
+    topic = serializers.CharField()
+    partition = serializers.IntegerField()
+    offset = serializers.IntegerField()

@@ -67,6 +67,51 @@ def pay_orders(orders, method="card"):
         )
 
 
+def pay_order_remotely(order_id, method="card", *, die_before_commit=False):
+    """The variant for a payment service that lives elsewhere: RocketMQ's half message.
+
+    1. prepare "order.paid" as a half message (stored, invisible); 2. run the payment service's
+    local transaction (here the shop's own tables stand in for it); 3. commit the half message. If
+    the producer dies between 2 and 3, the check-back asks `payment_checker`, which looks for the
+    payment, and the event is published if and only if the payment committed.
+    """
+    from outbox import half
+
+    order = models.Order.objects.get(id=order_id)
+    if order.status == models.Order.Status.PAID:
+        raise ShopError(f"order {order_id} is already paid")
+    message = half.prepare(
+        ORDER_PAID_TOPIC,
+        {"type": "order.paid", "subject": str(order.id), "data": order_paid_event(order)},
+        key=str(order.id), producer_group=PAYMENT_GROUP, checker=PAYMENT_GROUP,
+        headers={"order_id": str(order.id)}, check_interval_ms=5000, max_checks=12,
+    )
+    try:
+        with transaction.atomic():
+            locked = models.Order.objects.select_for_update().get(id=order_id)
+            if locked.status == models.Order.Status.PAID:
+                raise ShopError(f"order {order_id} is already paid")
+            models.Payment.objects.create(order=locked, amount_cents=locked.amount_cents, method=method,
+                                          reference=f"half-{message.id}")
+            locked.status = models.Order.Status.PAID
+            locked.paid_at = timezone.now()
+            locked.save(update_fields=["status", "paid_at"])
+    except BaseException:
+        half.rollback(message.id, reason="the payment failed")
+        raise
+    if die_before_commit:
+        return message  # the caller plays a producer that dies here; the check-back resolves it
+    half.commit(message.id)
+    return message
+
+
+def payment_checker(message):
+    """Check-back for PAYMENT_GROUP: did the payment of this half message commit?"""
+    if models.Payment.objects.filter(reference=f"half-{message.id}").exists():
+        return "commit"
+    return "rollback"
+
+
 def issue_coupon(event):
     order = models.Order.objects.get(id=event["order_id"])
     percent = 10 if order.amount_cents < 10_000 else 15

@@ -34,7 +34,10 @@ def order_detail(request, order_id):
 @require_POST
 def pay(request, order_id):
     try:
-        services.pay_order(order_id)
+        if request.POST.get("via") == "payment-service":
+            services.pay_order_remotely(order_id)
+        else:
+            services.pay_order(order_id)
         messages.success(request, "Paid. The coupon, points and notification follow asynchronously.")
     except models.Order.DoesNotExist:
         messages.error(request, f"There is no order {order_id}.")

@@ -51,3 +51,33 @@ def test_the_pages_place_and_pay_an_order(client, db):
     assert order.coupons.get().code.encode() in detail.content
     assert client.get(reverse("shop:pay", args=[order.id])).status_code == 405
     assert client.get(reverse("shop:order", args=[9999])).status_code == 404
+
+
+def test_paying_through_the_payment_service_publishes_by_half_message(db):
+    from outbox import half
+
+    order = services.place_order("d@example.com", 3000)
+    message = services.pay_order_remotely(order.id)
+    assert half.status(message.id).state == "committed"
+    drain_consumers()
+    assert order.coupons.count() == 1 and order.points.count() == 1 and order.notifications.count() == 1
+
+
+@pytest.mark.parametrize("payment_commits", [True, False])
+def test_a_payment_service_dying_before_phase_two_is_resolved_by_check_back(db, payment_commits):
+    from django.db import connection
+
+    from outbox import half
+
+    order = services.place_order("e@example.com", 3000)
+    if payment_commits:
+        message = services.pay_order_remotely(order.id, die_before_commit=True)
+    else:  # it died before its local transaction: no payment
+        message = half.prepare(services.ORDER_PAID_TOPIC, {"data": {"order_id": order.id}}, producer_group="p",
+                               checker=services.PAYMENT_GROUP)
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE outbox_halfmessage SET next_check_at = now() - interval '1 second'")
+    half.CheckBack().run_once()
+    assert half.status(message.id).state == ("committed" if payment_commits else "rolled_back")
+    drain_consumers()
+    assert order.coupons.count() == (1 if payment_commits else 0)

@@ -19,28 +19,37 @@ class Command(BaseCommand):
         parser.add_argument("--orders", type=int, default=10_000)
         parser.add_argument("--batch", type=int, default=200, help="orders paid per transaction")
         parser.add_argument("--watch", type=int, default=120, help="seconds to watch the backlog (0: do not)")
+        parser.add_argument("--fail-every", type=int, default=0, metavar="N",
+                            help="roll back every Nth batch's payments after publishing (their events must vanish)")
 
-    def handle(self, *args, orders, batch, watch, **options):
+    def handle(self, *args, orders, batch, watch, fail_every, **options):
         if not 1 <= orders <= 1_000_000:
             raise CommandError("--orders must be between 1 and 1000000", returncode=2)
         if not 1 <= batch <= 10_000:
             raise CommandError("--batch must be between 1 and 10000", returncode=2)
-        if watch < 0:
-            raise CommandError("--watch must be 0 or more", returncode=2)
+        if watch < 0 or fail_every < 0:
+            raise CommandError("--watch and --fail-every must be 0 or more", returncode=2)
         started = time.monotonic()
-        paid = 0
-        while paid < orders:
-            count = min(batch, orders - paid)
-            with transaction.atomic():
-                placed = models.Order.objects.bulk_create(
-                    models.Order(customer_email=f"buyer{paid + i}@example.com", amount_cents=1000 + (paid + i) % 9000)
-                    for i in range(count)
-                )
-                services.pay_orders(placed)
-            paid += count
-            self.stderr.write(f"\rpaid {paid}/{orders} orders ({paid / (time.monotonic() - started):,.0f}/s)", ending="")
+        done = failed = 0
+        for number, start in enumerate(range(0, orders, batch), start=1):
+            count = min(batch, orders - start)
+            placed = models.Order.objects.bulk_create(
+                models.Order(customer_email=f"buyer{start + i}@example.com", amount_cents=1000 + (start + i) % 9000)
+                for i in range(count)
+            )
+            try:
+                with transaction.atomic():
+                    services.pay_orders(placed)
+                    if fail_every and number % fail_every == 0:
+                        raise services.ShopError("the card was declined")
+            except services.ShopError:
+                failed += count  # rolled back: no payment, no event
+            done += count
+            self.stderr.write(f"\rpaid {done - failed}/{orders} orders, {failed} declined "
+                              f"({done / (time.monotonic() - started):,.0f}/s)", ending="")
         self.stderr.write("")
-        self.stdout.write(f"Paid {orders} orders in {time.monotonic() - started:.1f}s.")
+        self.stdout.write(f"Paid {orders - failed} orders ({failed} declined, rolled back) "
+                          f"in {time.monotonic() - started:.1f}s.")
         if watch:
             self._watch(watch)
 

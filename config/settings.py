@@ -127,4 +127,9 @@ SLUICE = {
     "BACKOFF_BASE_MS": int(os.environ.get("SLUICE_BACKOFF_BASE_MS", "1000")),
     "BACKOFF_MAX_MS": int(os.environ.get("SLUICE_BACKOFF_MAX_MS", "600000")),
     "LOCK_DURATION_MS": int(os.environ.get("SLUICE_LOCK_DURATION_MS", "30000")),
+    # Retention: the log is cut in time segments that a retention pass drops whole.
+    "SEGMENT_MS": int(os.environ.get("SLUICE_SEGMENT_MS", str(24 * 3600 * 1000))),
+    "RETENTION_CHECK_MS": int(os.environ.get("SLUICE_RETENTION_CHECK_MS", "60000")),
+    "RETENTION_LOCK_TIMEOUT_MS": int(os.environ.get("SLUICE_RETENTION_LOCK_TIMEOUT_MS", "200")),
+    "TOMBSTONE_RETENTION_MS": int(os.environ.get("SLUICE_TOMBSTONE_RETENTION_MS", str(24 * 3600 * 1000))),
 }

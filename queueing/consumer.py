@@ -10,7 +10,7 @@ import psycopg
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
-from queueing import exceptions, groups, storage, types
+from queueing import exceptions, groups, models, storage, types
 
 logger = logging.getLogger("sluice.consumer")
 
@@ -66,6 +66,7 @@ class Consumer:
         self._positions = {}  # (topic_id, partition) -> next offset to fetch
         self._consumed = {}  # (topic_id, partition) -> offset after the last record handed out
         self._names = {}
+        self._compacted = set()
         self._listener = None
         self._heartbeat_thread = None
         self._stop_heartbeat = threading.Event()
@@ -110,6 +111,8 @@ class Consumer:
         """Take a new generation's partitions, starting each at its committed offset."""
         slots = {(t, p) for t, _, p in assignment.partitions}
         self._names = {t: name for t, name, _ in assignment.partitions}
+        self._compacted = set(models.Topic.objects.filter(
+            id__in=self._names, cleanup_policy=models.Topic.CleanupPolicy.COMPACT).values_list("id", flat=True))
         committed = groups.committed_offsets(assignment.group_id, slots)
         self._positions = {}
         for slot in slots:
@@ -193,10 +196,13 @@ class Consumer:
             if slot is None or slot[0] != topic_id or slot[1] != partition:
                 slot, expected, name = (topic_id, partition), positions[(topic_id, partition)], names[topic_id]
             if offset != expected:
-                # A range read of a dense log starts at the position; a later first offset means the
-                # log start moved past us (retention): the reset policy decides where to go.
-                moved = moved or offset > expected
-                continue
+                if offset > expected and topic_id in self._compacted:
+                    expected = offset  # compaction removed the records in between: a normal gap
+                else:
+                    # A range read of a dense log starts at the position; a later first offset means
+                    # the log start moved past us (retention): the reset policy decides where to go.
+                    moved = moved or offset > expected
+                    continue
             expected = offset + 1
             positions[slot] = expected
             self._consumed[slot] = expected

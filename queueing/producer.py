@@ -115,6 +115,8 @@ class Producer:
             size = (len(data) if data else 0) + (len(record_key) if record_key else 0)
             if size > limit:
                 raise exceptions.MessageTooLarge(topic=topic, size=size, limit=limit)
+            if record_key is None and info.cleanup_policy == "compact":
+                raise exceptions.InvalidArgument(reason=f"topic {topic!r} is compacted: every record needs a key")
             target = partition if partition is not None else self._choose(info, None, record_key, size)
             by_partition.setdefault(target, []).append((index, make(record_key, data, value_format, encoded_headers)))
         self._sticky.new_batch(topic)

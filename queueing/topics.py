@@ -26,7 +26,14 @@ def _positive(value, what, allow_none=False):
     return value
 
 
-def create_topic(name, *, partitions=None, retention_ms=None, retention_bytes=None, max_message_bytes=None):
+def _policy(value):
+    if value not in models.Topic.CleanupPolicy.values:
+        raise exceptions.InvalidArgument(reason=f"cleanup.policy is delete or compact, not {value!r}")
+    return value
+
+
+def create_topic(name, *, partitions=None, retention_ms=None, retention_bytes=None, max_message_bytes=None,
+                 cleanup_policy=models.Topic.CleanupPolicy.DELETE):
     """Create a topic and its partitions in one transaction; raise TopicExists if the name is taken."""
     validate_name(name)
     config = settings.SLUICE
@@ -39,6 +46,7 @@ def create_topic(name, *, partitions=None, retention_ms=None, retention_bytes=No
         retention_ms=_positive(retention_ms, "retention.ms", allow_none=True),
         retention_bytes=_positive(retention_bytes, "retention.bytes", allow_none=True),
         max_message_bytes=_positive(max_message_bytes or config["MAX_MESSAGE_BYTES"], "max.message.bytes"),
+        cleanup_policy=_policy(cleanup_policy or models.Topic.CleanupPolicy.DELETE),
     )
     try:
         with transaction.atomic():
@@ -57,6 +65,7 @@ def _info(topic):
         max_message_bytes=topic.max_message_bytes,
         retention_ms=topic.retention_ms,
         retention_bytes=topic.retention_bytes,
+        cleanup_policy=topic.cleanup_policy,
     )
 
 
@@ -103,7 +112,8 @@ def describe_topic(name):
     ]
 
 
-def alter_topic(name, *, partitions=None, retention_ms=None, retention_bytes=None, max_message_bytes=None):
+def alter_topic(name, *, partitions=None, retention_ms=None, retention_bytes=None, max_message_bytes=None,
+                cleanup_policy=None):
     """Change a topic's settings; partitions can only grow (as in Kafka), which moves keys."""
     with transaction.atomic():
         try:
@@ -128,6 +138,8 @@ def alter_topic(name, *, partitions=None, retention_ms=None, retention_bytes=Non
             topic.retention_bytes = _positive(retention_bytes, "retention.bytes")
         if max_message_bytes is not None:
             topic.max_message_bytes = _positive(max_message_bytes, "max.message.bytes")
+        if cleanup_policy is not None:
+            topic.cleanup_policy = _policy(cleanup_policy)
         topic.save()
     forget_topic(name)
     return _info(topic)

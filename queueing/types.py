@@ -44,6 +44,7 @@ class TopicInfo:
     max_message_bytes: int
     retention_ms: int | None
     retention_bytes: int | None
+    cleanup_policy: str = "delete"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -71,14 +71,17 @@ ON CONFLICT (producer_id, topic_id, partition) DO UPDATE
        updated_at = EXCLUDED.updated_at
 
 -- name: fetch_records --
--- Read up to per_partition records from each (topic, partition, position), in offset order.
--- Each LATERAL branch is one range scan of the primary key.
+-- Read up to per_partition records from each (topic, partition, position), in offset order, never
+-- below the log start (records retention has let go may still be on disk until their segment is
+-- dropped). Each LATERAL branch is one range scan of the primary key in each time segment.
 SELECT r.topic_id, r.partition, r."offset", r.key, r.value, r.value_format, r.headers, r.timestamp
   FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[], %(positions)s::bigint[])
        AS p(topic_id, partition, position)
+  JOIN queueing_partition bounds ON bounds.topic_id = p.topic_id AND bounds.number = p.partition
  CROSS JOIN LATERAL (
         SELECT * FROM queueing_record r
-         WHERE r.topic_id = p.topic_id AND r.partition = p.partition AND r."offset" >= p.position
+         WHERE r.topic_id = p.topic_id AND r.partition = p.partition
+           AND r."offset" >= greatest(p.position, bounds.log_start_offset)
          ORDER BY r."offset"
          LIMIT %(per_partition)s) r
 

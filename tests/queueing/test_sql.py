@@ -30,5 +30,7 @@ def test_fetch_records_reads_the_primary_key_range(db, topic):
     params = {"topic_ids": [topic.id], "partitions": [0], "positions": [10], "per_partition": 5}
     row = storage.cursor().execute("EXPLAIN (FORMAT JSON) " + sql.queries["fetch_records"], params).fetchone()
     text = json.dumps(row[0])
-    assert "queueing_record_pkey" in text
-    assert '"Node Type": "Sort"' not in text  # the index order is the offset order
+    # Each time segment is read by its primary-key index (its name: <segment>_pkey), already in
+    # offset order, merged rather than sorted.
+    assert "_pkey" in text and '"Node Type": "Seq Scan"' not in text
+    assert '"Node Type": "Sort"' not in text

@@ -30,6 +30,8 @@ class Command(EngineCommand):
         parser.add_argument("--retention-ms", type=positive, help="keep records this long (default: forever)")
         parser.add_argument("--retention-bytes", type=positive, help="per-partition size limit")
         parser.add_argument("--max-message-bytes", type=positive)
+        parser.add_argument("--cleanup-policy", choices=["delete", "compact"],
+                            help="compact: keep the newest record per key (every record needs a key)")
         parser.add_argument("--delivery-limit", type=positive, help="deliveries before dead-lettering")
         parser.add_argument("--dead-letter-topic", help="default: <group>.DLQ")
 
@@ -42,6 +44,7 @@ class Command(EngineCommand):
             "retention_ms": options["retention_ms"],
             "retention_bytes": options["retention_bytes"],
             "max_message_bytes": options["max_message_bytes"],
+            "cleanup_policy": options.get("cleanup_policy"),
         }
 
     def _policy(self, options):
@@ -66,7 +69,7 @@ class Command(EngineCommand):
             self.stdout.write(
                 f"Topic: {info.name}\tPartitionCount: {info.partition_count}\t"
                 f"RetentionMs: {info.retention_ms or 'forever'}\tRetentionBytes: {info.retention_bytes or 'unlimited'}\t"
-                f"MaxMessageBytes: {info.max_message_bytes}"
+                f"MaxMessageBytes: {info.max_message_bytes}\tCleanupPolicy: {info.cleanup_policy}"
             )
             self.table(
                 ["PARTITION", "LOG-START-OFFSET", "LOG-END-OFFSET", "RECORDS", "SIZE-BYTES"],

@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group
 from django.db import connection
 
 from outbox import exceptions, half, models
-from queueing import consumer, producer, topics
+from queueing import consumer, topics
 from queueing import exceptions as queueing_exceptions
 from tests.conftest import ROOT
 

@@ -11,19 +11,18 @@ import contextlib
 import datetime
 import json
 import logging
-import threading
 import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from outbox import exceptions, models
 from outbox.storage import half as storage
-from queueing import producer, topics, worker
+from queueing import loops, producer, topics
 from queueing import exceptions as queueing_exceptions
 
 logger = logging.getLogger("sluice.half")
@@ -230,13 +229,15 @@ def check(message_id):
         pass  # the producer resolved it meanwhile
 
 
-class CheckBack:
+class CheckBack(loops.Loop):
     """The loop that checks back unresolved half messages; several may run."""
 
+    name = "half-message check-back"
+
     def __init__(self, *, batch=50, interval=1.0):
+        super().__init__()
         self.batch = batch
         self.interval = interval
-        self.stop_event = threading.Event()
         self.checked = 0
 
     def run_once(self):
@@ -247,22 +248,3 @@ class CheckBack:
             check(message_id)
             self.checked += 1
         return len(ids) == self.batch
-
-    def run(self):
-        logger.info("half-message check-back starting")
-        with worker.on_stop(self.stop):
-            try:
-                while not self.stop_event.is_set():
-                    try:
-                        if not self.run_once():
-                            self.stop_event.wait(self.interval)
-                    except (OperationalError, InterfaceError) as error:
-                        logger.warning("database connection lost (%s); reconnecting", error)
-                        connection.close()
-                        self.stop_event.wait(1.0)
-            finally:
-                connection.close()
-                logger.info("half-message check-back stopped after %d check(s)", self.checked)
-
-    def stop(self):
-        self.stop_event.set()

@@ -1,14 +1,13 @@
 """The outbox relay: deliver committed events in order per aggregate, then mark them delivered."""
 import logging
-import threading
 import time
 
 import psycopg
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, transaction
 
 from outbox import brokers, outbox
 from outbox.storage import events as storage
-from queueing import consumer, partitioner, producer, topics, types, worker
+from queueing import consumer, loops, partitioner, producer, topics, types
 
 logger = logging.getLogger("sluice.relay")
 CHANNEL = "sluice_outbox"
@@ -45,19 +44,21 @@ def deliver(rows, publisher=None):
         sender.append(info, partition, records)
 
 
-class Relay:
+class Relay(loops.Loop):
     """Moves committed outbox events to their destinations; several relays may run.
 
     Delivery to a Sluice topic and the mark "delivered" commit together: exactly once. A batch that
     fails is retried event by event, so one poison event only holds up its own aggregate.
     """
 
+    name = "outbox relay"
+
     def __init__(self, *, batch=200, backoff_ms=(500, 60_000), prune_after_s=None, fallback=1.0):
+        super().__init__()
         self.batch = batch
         self.backoff_ms = backoff_ms
         self.prune_after_s = prune_after_s
         self.fallback = fallback
-        self.stop_event = threading.Event()
         self.listener = None
         self.delivered = 0
         self._last_prune = 0.0
@@ -126,25 +127,8 @@ class Relay:
         except psycopg.Error:
             self.listener.close()
 
-    def run(self):
-        logger.info("outbox relay starting")
-        with worker.on_stop(self.stop):
-            try:
-                while not self.stop_event.is_set():
-                    try:
-                        if not self.run_once():
-                            self.wait()
-                    except (OperationalError, InterfaceError, psycopg.OperationalError) as error:
-                        logger.warning("database connection lost (%s); reconnecting", error)
-                        connection.close()
-                        self.stop_event.wait(1.0)
-            finally:
-                if self.listener is not None:
-                    self.listener.close()
-                self.publisher.close()
-                connection.close()
-                logger.info("outbox relay stopped after %d event(s)", self.delivered)
-
-    def stop(self):
-        self.stop_event.set()
-
+    def close(self):
+        if self.listener is not None:
+            self.listener.close()
+        self.publisher.close()
+        logger.info("delivered %d outbox event(s)", self.delivered)

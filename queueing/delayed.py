@@ -1,14 +1,13 @@
 """Delayed records: schedule, cancel and reschedule; the mover that appends them to the log when due."""
 import datetime
 import logging
-import threading
 
 import psycopg
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from queueing import consumer, exceptions, models, partitioner, storage, types
+from queueing import consumer, exceptions, loops, models, partitioner, storage, types
 from queueing.storage import delayed as delayed_storage
 
 logger = logging.getLogger("sluice.delayed")
@@ -105,17 +104,19 @@ def move_due(limit=500):
         return len(rows)
 
 
-class Mover:
+class Mover(loops.Loop):
     """The loop that moves delayed records into the log when due; several may run.
 
     It sleeps until the earliest record is due, woken early by a NOTIFY when a sooner one is
     scheduled, and never longer than the fallback interval, so a lost notification only delays.
     """
 
+    name = "delayed-record mover"
+
     def __init__(self, *, batch=500, fallback=None):
+        super().__init__()
         self.batch = batch
         self.fallback = fallback if fallback is not None else max(settings.SLUICE["POLL_FALLBACK_MS"] / 1000, 0.05)
-        self.stop_event = threading.Event()
         self.listener = None
         self.moved = 0
 
@@ -144,25 +145,7 @@ class Mover:
         except psycopg.Error:
             self.listener.close()
 
-    def run(self):
-        from queueing import worker
-
-        logger.info("delayed-record mover starting")
-        with worker.on_stop(self.stop):
-            try:
-                while not self.stop_event.is_set():
-                    try:
-                        if not self.run_once():
-                            self.wait()
-                    except (OperationalError, InterfaceError, psycopg.OperationalError) as error:
-                        logger.warning("database connection lost (%s); reconnecting", error)
-                        connection.close()
-                        self.stop_event.wait(1.0)
-            finally:
-                if self.listener is not None:
-                    self.listener.close()
-                connection.close()
-                logger.info("delayed-record mover stopped after moving %d record(s)", self.moved)
-
-    def stop(self):
-        self.stop_event.set()
+    def close(self):
+        if self.listener is not None:
+            self.listener.close()
+        logger.info("moved %d delayed record(s)", self.moved)

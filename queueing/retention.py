@@ -2,13 +2,12 @@
 compacted topics keep the newest record per key."""
 import datetime
 import logging
-import threading
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
-from queueing import models
+from queueing import loops, models
 from queueing.storage import retention as storage
 
 logger = logging.getLogger("sluice.retention")
@@ -122,27 +121,16 @@ def run_once():
             "records_deleted": deleted, "records_compacted": compacted}
 
 
-class Retainer:
+class Retainer(loops.Loop):
     """The retention loop: a pass every RETENTION_CHECK_MS; one is enough, more do no harm."""
 
+    name = "retention"
+
     def __init__(self, interval=None):
+        super().__init__()
         self.interval = interval if interval is not None else settings.SLUICE["RETENTION_CHECK_MS"] / 1000
-        self.stop_event = threading.Event()
 
-    def run(self):
-        from queueing import worker
-
-        logger.info("retention starting, a pass every %.0fs", self.interval)
-        with worker.on_stop(self.stop_event.set):
-            try:
-                while not self.stop_event.is_set():
-                    try:
-                        result = run_once()
-                        logger.info("retention pass: %s", result, extra=result)
-                    except (OperationalError, InterfaceError) as error:
-                        logger.warning("database connection lost (%s); reconnecting", error)
-                        connection.close()
-                    self.stop_event.wait(self.interval)
-            finally:
-                connection.close()
-                logger.info("retention stopped")
+    def run_once(self):
+        result = run_once()
+        logger.info("retention pass: %s", result, extra=result)
+        return False

@@ -1,34 +1,16 @@
 """Worker loops: ordered groups (offset order, retry in place, then dead letter) and share groups."""
 import contextlib
 import logging
-import signal
-import threading
 import time
 import traceback
 
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import transaction
 
 from queueing import consumer as consumer_module
-from queueing import exceptions, models, retries, share, types
+from queueing import exceptions, loops, models, retries, share, types
 
 logger = logging.getLogger("sluice.worker")
-CONNECTION_ERRORS = (OperationalError, InterfaceError, consumer_module.psycopg.OperationalError)
-
-
-@contextlib.contextmanager
-def on_stop(callback):
-    """Call callback on SIGTERM and SIGINT while inside; restore the old handlers after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    for sig in previous:
-        signal.signal(sig, lambda signum, frame: callback())
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+CONNECTION_ERRORS = loops.CONNECTION_ERRORS
 
 
 class Outcome:
@@ -53,48 +35,33 @@ def attempt(function, record):
         return Outcome("fail", error=f"{type(error).__name__}: {error}", tb=traceback.format_exc())
 
 
-class Loop:
-    """The shared shape: a stop event, run_once() -> bool, run() with signals, reconnects and shutdown."""
+class GroupLoop(loops.Loop):
+    """A worker of one group: polls (which waits by itself), and waits for topics that are missing."""
 
     name = "worker"
 
     def __init__(self, group, subscriptions, *, poll_timeout=1.0):
+        super().__init__()
         self.group = group
         self.subscriptions = subscriptions
         self.poll_timeout = poll_timeout
-        self.stop_event = threading.Event()
         self.processed = 0
+        self.name = f"{self.name} for group {group} on {', '.join(sorted(subscriptions))}"
 
-    def run(self):
-        """Loop until stop(); on SIGTERM finish the current record, acknowledge, and leave the group."""
-        logger.info("%s for group %s on %s starting", self.name, self.group, ", ".join(sorted(self.subscriptions)))
-        with on_stop(self.stop):
-            try:
-                while not self.stop_event.is_set():
-                    try:
-                        self.run_once()
-                    except CONNECTION_ERRORS as error:
-                        logger.warning("database connection lost (%s); reconnecting", error)
-                        connection.close()
-                        self.reconnected()
-                        self.stop_event.wait(1.0)
-                    except exceptions.TopicNotFound as error:
-                        # A worker may start before its topics exist: wait for them rather than exit.
-                        logger.warning("%s; waiting for it (create it with manage.py topics create)", error)
-                        self.consumer = None
-                        self.stop_event.wait(5.0)
-            finally:
-                logger.info("%s for group %s stopping after %d record(s)", self.name, self.group, self.processed)
-                with contextlib.suppress(*CONNECTION_ERRORS):
-                    self.close()
-                connection.close()
-                logger.info("%s for group %s stopped", self.name, self.group)
+    def wait(self):
+        """The poll already waited for records."""
 
-    def stop(self):
-        self.stop_event.set()
+    def recover(self, error):
+        if isinstance(error, exceptions.TopicNotFound):
+            # A worker may start before its topics exist: wait for them rather than exit.
+            logger.warning("%s; waiting for it (create it with manage.py topics create)", error)
+            self.consumer = None
+            self.stop_event.wait(5.0)
+            return True
+        return False
 
 
-class Worker(Loop):
+class Worker(GroupLoop):
     """Runs an ordered group's handlers: one record at a time per partition, offsets committed per batch.
 
     A failed record is retried in place after the policy's back-off, so the partition keeps its
@@ -210,7 +177,7 @@ class Worker(Loop):
             self.consumer.close(commit=False)
 
 
-class ShareWorker(Loop):
+class ShareWorker(GroupLoop):
     """Runs a share group's handlers: records of every partition spread over all workers, each
     acknowledged on its own; failures go back after the back-off, past the limit to the dead-letter
     topic. On stop, records acquired but not handled are released at once."""

@@ -19,7 +19,7 @@ django.setup()
 
 from django.db import connection, transaction  # noqa: E402
 
-from queueing import share, worker  # noqa: E402
+from queueing import loops, share  # noqa: E402
 
 
 def main(group, topic, name, mode=""):
@@ -29,7 +29,7 @@ def main(group, topic, name, mode=""):
             pass
         threading.Event().wait()
     stopping = []
-    with worker.on_stop(lambda: stopping.append(True)):
+    with loops.on_stop(lambda: stopping.append(True)):
         while not stopping:
             records = member.poll(timeout=0.5)
             good = [r for r in records if not r.value.startswith(b"poison")]

@@ -9,7 +9,7 @@ import time
 from django.core.management import get_commands
 from django.core.management.base import BaseCommand
 
-from queueing import registry, worker
+from queueing import loops, registry
 
 # Background loops other apps provide, started when their command exists: (command, arguments).
 LOOPS = [
@@ -53,7 +53,7 @@ class Command(BaseCommand):
             if command in available:
                 children.append(Child(" ".join([command, *arguments]), [*manage, command, *arguments]))
         stop = threading.Event()
-        with worker.on_stop(stop.set):
+        with loops.on_stop(stop.set):
             for child in children:
                 child.start()
                 self.stdout.write(f"serve: started {child.name} (pid {child.process.pid})")

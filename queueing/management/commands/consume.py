@@ -4,7 +4,7 @@ import logging
 import time
 import uuid
 
-from queueing import consumer, types, worker
+from queueing import consumer, loops, types
 from queueing.management.base import EngineCommand, positive
 
 
@@ -33,7 +33,7 @@ class Command(EngineCommand):
         printed = 0
         stopping = []
         last_record = time.monotonic()
-        with worker.on_stop(lambda: stopping.append(True)):
+        with loops.on_stop(lambda: stopping.append(True)):
             try:
                 while not stopping and (max_messages is None or printed < max_messages):
                     records = member.poll(timeout=0.5)

@@ -4,7 +4,7 @@ import sys
 
 from django.core.management.base import CommandError
 
-from queueing import exceptions, offsets, replay, topics, worker
+from queueing import exceptions, loops, offsets, replay, topics
 from queueing.management.base import EngineCommand, positive
 from queueing.management.progress import ProgressBar
 
@@ -130,7 +130,7 @@ class Command(EngineCommand):
             bar.update(done, f"at {plan.source}-{partition}@{offset}")
 
         try:
-            with worker.on_stop(lambda: stopping.append(True)):
+            with loops.on_stop(lambda: stopping.append(True)):
                 result = replay.execute_replay(
                     plan, skip_invalid=skip_invalid, batch_size=batch_size,
                     on_progress=on_progress, should_stop=lambda: bool(stopping),

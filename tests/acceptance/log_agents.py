@@ -17,7 +17,7 @@ django.setup()
 
 from django.db import InterfaceError, OperationalError, connection, transaction  # noqa: E402
 
-from queueing import consumer, exceptions, producer, worker  # noqa: E402
+from queueing import consumer, exceptions, loops, producer  # noqa: E402
 
 KEYS = 8
 
@@ -58,7 +58,7 @@ def consume(name, topic, group, done_file, log):
                                max_poll_records=50, client_id=name)
     stopping = []
     quiet_since = None
-    with worker.on_stop(lambda: stopping.append(True)), open(log, "a", buffering=1) as out:
+    with loops.on_stop(lambda: stopping.append(True)), open(log, "a", buffering=1) as out:
         while not stopping:
             try:
                 records = member.poll(timeout=0.3)

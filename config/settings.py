@@ -122,6 +122,8 @@ SLUICE = {
     "SESSION_TIMEOUT_MS": int(os.environ.get("SLUICE_SESSION_TIMEOUT_MS", "10000")),
     "HEARTBEAT_INTERVAL_MS": int(os.environ.get("SLUICE_HEARTBEAT_INTERVAL_MS", "3000")),
     "POLL_FALLBACK_MS": int(os.environ.get("SLUICE_POLL_FALLBACK_MS", "1000")),
+    # Prepare the hot-path queries once per connection; turn off behind a transaction-mode pooler.
+    "PREPARED_STATEMENTS": env_bool("SLUICE_PREPARED_STATEMENTS", True),
     # Retries: a group's or topic's own policy wins over these.
     "DELIVERY_LIMIT": int(os.environ.get("SLUICE_DELIVERY_LIMIT", "5")),
     "BACKOFF_BASE_MS": int(os.environ.get("SLUICE_BACKOFF_BASE_MS", "1000")),

@@ -1,5 +1,6 @@
 """Raw SQL of the log: appends, fetches, offset commits."""
 import psycopg
+from django.conf import settings
 from django.db import connection, transaction
 from psycopg.types.json import Jsonb, JsonbBinaryLoader, JsonbLoader
 
@@ -32,7 +33,10 @@ def run(cur, name, params, *, binary=False):
     binary=True asks for results in binary: bytea then arrives without hex decoding.
     """
     with connection.wrap_database_errors:
-        return cur.execute(queries[name], params, binary=binary)
+        # Django turns psycopg's automatic prepared statements off; the hot-path queries are few and
+        # fixed, so they are prepared once per connection (planning a query on the time-segmented
+        # log costs more than running it). SLUICE_PREPARED_STATEMENTS=0 behind a transaction pooler.
+        return cur.execute(queries[name], params, binary=binary, prepare=settings.SLUICE["PREPARED_STATEMENTS"])
 
 
 def _commit_level(cur):

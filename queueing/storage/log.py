@@ -19,6 +19,13 @@ def cursor():
     cached = getattr(raw, "_sluice_cursor", None)
     if cached is None or cached.closed:
         # One per connection: building a cursor copies the adapters map, which costs on a hot path.
+        if settings.SLUICE["PREPARED_STATEMENTS"]:
+            # Django turns psycopg's prepared statements off (prepare_threshold None); its own cursors
+            # bind on the client and never prepare, so this only concerns the hot-path queries here:
+            # few and fixed, prepared once per connection after a few runs (planning a query on the
+            # time-segmented log costs more than running it). SLUICE_PREPARED_STATEMENTS=0 behind a
+            # transaction-mode pooler.
+            raw.prepare_threshold = 2
         cached = psycopg.Cursor(raw)
         # Django leaves jsonb undecoded for its JSONField; headers are wanted as dicts here.
         cached.adapters.register_loader("jsonb", JsonbLoader)
@@ -33,10 +40,7 @@ def run(cur, name, params, *, binary=False):
     binary=True asks for results in binary: bytea then arrives without hex decoding.
     """
     with connection.wrap_database_errors:
-        # Django turns psycopg's automatic prepared statements off; the hot-path queries are few and
-        # fixed, so they are prepared once per connection (planning a query on the time-segmented
-        # log costs more than running it). SLUICE_PREPARED_STATEMENTS=0 behind a transaction pooler.
-        return cur.execute(queries[name], params, binary=binary, prepare=settings.SLUICE["PREPARED_STATEMENTS"])
+        return cur.execute(queries[name], params, binary=binary)
 
 
 def _commit_level(cur):

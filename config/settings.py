@@ -1,4 +1,5 @@
 """Django settings for Sluice, read from the environment (12-factor)."""
+import json
 import os
 from pathlib import Path
 
@@ -135,3 +136,15 @@ SLUICE = {
     "RETENTION_LOCK_TIMEOUT_MS": int(os.environ.get("SLUICE_RETENTION_LOCK_TIMEOUT_MS", "200")),
     "TOMBSTONE_RETENTION_MS": int(os.environ.get("SLUICE_TOMBSTONE_RETENTION_MS", str(24 * 3600 * 1000))),
 }
+
+# Transactional messaging (outbox/). Named destinations keep broker URLs and credentials out of the
+# outbox table: {"billing": "amqp://user:pass@host:5672/vhost?exchange=billing"}; an event then names
+# "billing". A JSON object in the environment, or set it here.
+SLUICE_OUTBOX_DESTINATIONS = json.loads(os.environ.get("SLUICE_OUTBOX_DESTINATIONS", "{}"))
+SLUICE_OUTBOX_SOURCE = os.environ.get("SLUICE_OUTBOX_SOURCE", "/sluice")  # CloudEvents source prefix
+SLUICE_OUTBOX_PRUNE_AFTER = os.environ.get("SLUICE_OUTBOX_PRUNE_AFTER", "7d")  # delivered events; 0 keeps
+SLUICE_INBOX_RETENTION = os.environ.get("SLUICE_INBOX_RETENTION", "7d")  # dedup entries; 0 keeps
+SLUICE_OUTBOX_BACKOFF_MS = (
+    int(os.environ.get("SLUICE_OUTBOX_BACKOFF_BASE_MS", "500")),
+    int(os.environ.get("SLUICE_OUTBOX_BACKOFF_MAX_MS", "60000")),
+)

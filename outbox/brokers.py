@@ -1,33 +1,26 @@
-"""External destinations of the relay, through kombu: RabbitMQ (with publisher confirms) and Redis.
+"""External brokers through kombu: publish outbox events to RabbitMQ (publisher confirms) and Redis.
 
-Destinations: `amqp:EXCHANGE/ROUTING_KEY` (a durable topic exchange on the broker at AMQP_URL) and
-`redis:QUEUE` (a list on the server at REDIS_URL). A publish returns only once the broker took the
-message (RabbitMQ: its confirm), so the relay marks an event delivered only after that.
+publish() returns only once the broker took the message (RabbitMQ: its confirm; Redis: the reply
+to the push), so the relay marks an event delivered only after that. Messages are CloudEvents in
+structured mode: content type `application/cloudevents+json`, the envelope as the JSON body, the
+CloudEvents id as the AMQP message_id and in the `ce_id` header.
 """
 import json
-import os
 
 import kombu
+import kombu.exceptions
+import kombu.serialization
 
-from outbox import exceptions
+from outbox import destinations, exceptions
 
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
-REDIS_URL = "redis://127.0.0.1:6379/0"
+CONTENT_TYPE = "application/cloudevents+json"
+SERIALIZER = "cloudevents"
+PUBLISH_TIMEOUT_S = 10
 
-
-def parse(destination):
-    """Return (kind, url, exchange, routing key) for an external destination, or None for sluice:."""
-    kind, _, rest = destination.partition(":")
-    if kind == "amqp":
-        exchange, _, routing_key = rest.partition("/")
-        if not exchange:
-            raise exceptions.InvalidDestination(destination=destination)
-        return "amqp", os.environ.get("AMQP_URL", AMQP_URL), exchange, routing_key or exchange
-    if kind == "redis":
-        if not rest:
-            raise exceptions.InvalidDestination(destination=destination)
-        return "redis", os.environ.get("REDIS_URL", REDIS_URL), rest, rest
-    return None
+# Registered on import, so kombu consumers in this process decode the body to a dict (inbox.py
+# imports this module) and producers can name the serializer.
+kombu.serialization.register(SERIALIZER, lambda body: json.dumps(body, separators=(",", ":")), json.loads,
+                             content_type=CONTENT_TYPE, content_encoding="utf-8")
 
 
 class Publisher:
@@ -36,32 +29,42 @@ class Publisher:
     def __init__(self):
         self.connections = {}
 
-    def _connection(self, kind, url):
+    def _connection(self, destination):
+        url = destination.url
         if url not in self.connections:
-            options = {"confirm_publish": True} if kind == "amqp" else {}
+            options = {"confirm_publish": True} if destination.kind == destinations.AMQP else {}
             self.connections[url] = kombu.Connection(url, transport_options=options, connect_timeout=5)
         return self.connections[url]
 
     def publish(self, destination, envelope, headers):
-        kind, url, exchange_name, routing_key = parse(destination)
-        conn = self._connection(kind, url)
-        if kind == "amqp":
-            exchange = kombu.Exchange(exchange_name, type="topic", durable=True)
+        """Publish one envelope and wait for the broker's confirm; raise on any failure (the
+        connection is then dropped, and the next publish opens a new one)."""
+        conn = self._connection(destination)
+        if destination.kind == destinations.AMQP:
+            exchange = kombu.Exchange(destination.exchange, type=destination.exchange_type, durable=True)
             declare = [exchange]
+            routing_key = destination.routing_key or envelope["type"]
         else:
-            exchange = kombu.Exchange(exchange_name, type="direct", durable=True)
-            declare = [kombu.Queue(exchange_name, exchange, routing_key=routing_key)]
+            # kombu's Redis transport routes a direct exchange to the list of the bound queue.
+            exchange = kombu.Exchange(destination.queue, type="direct", durable=True)
+            declare = [kombu.Queue(destination.queue, exchange, routing_key=destination.queue)]
+            routing_key = destination.queue
         try:
             # Fail fast when the broker is down: the relay's own back-off schedules the next try.
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=5)
-            producer = conn.Producer()
-            producer.publish(
-                json.dumps(envelope), exchange=exchange, routing_key=routing_key, declare=declare,
-                content_type="application/cloudevents+json", content_encoding="utf-8",
-                headers=headers, message_id=envelope["id"], delivery_mode=2, retry=False,
+            conn.Producer().publish(
+                envelope, serializer=SERIALIZER, exchange=exchange, routing_key=routing_key, declare=declare,
+                headers=headers, message_id=envelope["id"], type=envelope["type"], delivery_mode=2,
+                retry=False, timeout=PUBLISH_TIMEOUT_S, confirm_timeout=PUBLISH_TIMEOUT_S,
             )
-        except Exception:
-            self.close(url)
+        except Exception as error:
+            # kombu wraps a failed connect in its OperationalError; later drops surface as transport errors.
+            unreachable = isinstance(error, (OSError, kombu.exceptions.OperationalError, *conn.connection_errors,
+                                             *conn.recoverable_connection_errors))
+            self.close(destination.url)
+            if unreachable:
+                # The broker, not this message: the relay defers the batch's other events for it.
+                raise exceptions.BrokerUnavailable(broker=destination.label, reason=_describe(error)) from error
             raise
 
     def close(self, url=None):
@@ -69,3 +72,7 @@ class Publisher:
             connection = self.connections.pop(key, None)
             if connection is not None:
                 connection.release()
+
+
+def _describe(error):
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -6,8 +6,16 @@ class OutboxError(QueueingError):
     """A transactional messaging operation failed."""
 
 
+class InvalidEvent(OutboxError):
+    """Invalid outbox event: {reason}"""
+
+
 class InvalidDestination(OutboxError):
-    """Invalid destination {destination!r}: use sluice:TOPIC, amqp:EXCHANGE/ROUTING_KEY or redis:QUEUE."""
+    """Invalid destination {destination!r}: {reason}"""
+
+
+class BrokerUnavailable(OutboxError):
+    """Broker {broker} is unavailable: {reason}"""
 
 
 class HalfMessageNotFound(OutboxError):

@@ -32,6 +32,12 @@ class OutboxEvent(models.Model):
                 fields=["seq"], name="outbox_undelivered", condition=models.Q(delivered_at__isnull=True)
             ),
             models.Index(fields=["delivered_at"], name="outbox_delivered_at"),
+            # The relay's "no earlier undelivered event of this aggregate" probe: undelivered rows
+            # only, so an aggregate's delivered history (until it is pruned) is never walked.
+            models.Index(
+                fields=["aggregate_type", "aggregate_id", "seq"], name="outbox_pending_aggregate",
+                condition=models.Q(delivered_at__isnull=True),
+            ),
         ]
 
 

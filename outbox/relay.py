@@ -1,134 +1,173 @@
-"""The outbox relay: deliver committed events in order per aggregate, then mark them delivered."""
+"""The outbox relay: a loop that claims committed events, delivers them, and marks them delivered."""
 import logging
 import time
 
 import psycopg
-from django.db import InterfaceError, OperationalError, transaction
+import psycopg.errors
+from django.conf import settings
+from django.db import OperationalError, transaction
+from django.db.models import Count, Max, Min, Q
+from django.utils import timezone
 
-from outbox import brokers, outbox
+from outbox import brokers, delivery, models, outbox, retention
 from outbox.storage import events as storage
-from queueing import consumer, loops, partitioner, producer, topics, types
+from queueing import consumer, loops
 
 logger = logging.getLogger("sluice.relay")
-CHANNEL = "sluice_outbox"
-
-
-def deliver(rows, publisher=None):
-    """Deliver claimed events (caller's transaction), in claim order.
-
-    To Sluice topics: per topic and partition one append, in this transaction, so delivery and the
-    mark "delivered" commit together. An event's key (default: its aggregate id) picks the
-    partition, so one aggregate's events stay in one partition, in order. To external brokers: one
-    confirmed publish per event; if the transaction then fails, the event is published again later
-    (at least once: consume it through the inbox).
-    """
-    sender = producer.Producer()
-    batches = {}
-    for seq, event_id, aggregate_type, aggregate_id, event_type, payload, headers, destination, key, created_at, _ in rows:
-        envelope = outbox.cloudevent(event_id, aggregate_type, aggregate_id, event_type, payload, created_at)
-        record_headers = {**(headers or {}), "ce_id": str(event_id), "ce_type": event_type}
-        topic = outbox.validate_destination(destination)
-        if topic is None:
-            if publisher is None:
-                raise RuntimeError("an external destination needs a publisher")
-            publisher.publish(destination, envelope, record_headers)
-            continue
-        info = topics.cached_topic(topic)
-        record_key = (key or aggregate_id).encode()
-        value, value_format = producer.encode_value(envelope)
-        partition = partitioner.partition_for_key(record_key, info.partition_count)
-        batches.setdefault((info, partition), []).append(
-            types.OutgoingRecord(record_key, value, value_format, record_headers)
-        )
-    for (info, partition), records in batches.items():
-        sender.append(info, partition, records)
+PRUNE_INTERVAL_S = 60.0
+_WAIT_SLICE_S = 0.25
+_UNSET = object()
 
 
 class Relay(loops.Loop):
-    """Moves committed outbox events to their destinations; several relays may run.
+    """Moves committed outbox events to their destinations; run as many as you like.
 
-    Delivery to a Sluice topic and the mark "delivered" commit together: exactly once. A batch that
-    fails is retried event by event, so one poison event only holds up its own aggregate.
+    Each batch is one transaction: claim (see claim_events in outbox/sql/events.sql for how several
+    relays keep each aggregate's order), deliver, mark delivered, record failures with a back-off.
+    To a Sluice topic the append commits with the mark: exactly once. To a broker the mark follows
+    its confirm: at least once. A relay killed at any point leaves its claimed events undelivered
+    (their locks go with its connection), and another relay takes them. run() comes from
+    queueing.loops: SIGTERM finishes and commits the batch in hand, a lost database connection is
+    re-opened.
     """
 
     name = "outbox relay"
 
-    def __init__(self, *, batch=200, backoff_ms=(500, 60_000), prune_after_s=None, fallback=1.0):
-        super().__init__()
+    def __init__(self, *, batch=200, prune_after_s=_UNSET, inbox_retention_s=_UNSET, fallback=None,
+                 backoff_ms=None, publisher=None):
         self.batch = batch
-        self.backoff_ms = backoff_ms
-        self.prune_after_s = prune_after_s
-        self.fallback = fallback
+        self.prune_after_s = retention.events_retention_s() if prune_after_s is _UNSET else prune_after_s
+        self.inbox_retention_s = retention.inbox_retention_s() if inbox_retention_s is _UNSET else inbox_retention_s
+        self.fallback = fallback if fallback is not None else settings.SLUICE["POLL_FALLBACK_MS"] / 1000
+        self.backoff_ms = tuple(backoff_ms or getattr(settings, "SLUICE_OUTBOX_BACKOFF_MS", (500, 60_000)))
+        super().__init__()
+        self.publisher = publisher or brokers.Publisher()
         self.listener = None
-        self.delivered = 0
-        self._last_prune = 0.0
-        self.publisher = brokers.Publisher()
+        self.delivered = self.failed = self.deferred = 0
+        self._next_prune = 0.0
 
     def run_once(self):
-        """Deliver one batch; return True if more is likely waiting."""
+        """Deliver one batch; return True if more events are likely waiting."""
         try:
-            with transaction.atomic():
-                rows = storage.claim_events(limit=self.batch)
-                if rows:
-                    deliver(rows, self.publisher)
-                    storage.mark_delivered(seqs=[r[0] for r in rows])
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception as error:  # noqa: BLE001 - isolate the event that fails
-            logger.warning("outbox batch failed (%s); delivering one by one", error)
-            return self._one_by_one()
-        self.delivered += len(rows)
-        self._maybe_prune()
-        # A claim takes one event per aggregate, so an aggregate's next event may already be waiting.
-        return bool(rows)
+            return self._deliver_batch()
+        except OperationalError as error:
+            if not isinstance(error.__cause__, psycopg.errors.TransactionRollback):
+                raise  # a lost connection: the loop reconnects
+            # A deadlock or serialization failure rolled the batch back: nothing was delivered or
+            # marked, and the events are claimed again at once.
+            logger.info("outbox batch rolled back (%s); claiming again", error)
+            return True
 
-    def _one_by_one(self):
-        """Deliver up to a batch, each event in its own transaction; a failing one is put back with
-        a back-off (its aggregate's later events wait behind it, other aggregates go on)."""
-        for _ in range(self.batch):
-            row = None
-            try:
-                with transaction.atomic():
-                    rows = storage.claim_events(limit=1)
-                    if not rows:
-                        return False
-                    row = rows[0]
-                    deliver(rows, self.publisher)
-                    storage.mark_delivered(seqs=[row[0]])
-                self.delivered += 1
-            except (OperationalError, InterfaceError):
-                raise
-            except Exception as error:  # noqa: BLE001 - recorded on the event, retried later
-                attempts = row[10] + 1
-                delay = min(self.backoff_ms[1], self.backoff_ms[0] * 2 ** min(attempts - 1, 20))
-                storage.mark_failed(seq=row[0], error=f"{type(error).__name__}: {error}", delay_ms=delay)
-                logger.warning("outbox event %s failed (attempt %d), retrying in %d ms: %s",
-                               row[1], attempts, delay, error)
-        return False
+    def _deliver_batch(self):
+        with transaction.atomic():
+            events = storage.claim_events(limit=self.batch)
+            if not events:
+                result = None
+            else:
+                result = delivery.deliver(events, self.publisher, backoff=self.backoff_ms)
+                storage.mark_delivered(seqs=result.delivered)
+                for event, error, delay in result.failed:
+                    storage.mark_failed(seq=event.seq, error=error, delay_ms=delay)
+                for event, error, delay in result.deferred:
+                    storage.defer_events(seqs=[event.seq], error=error, delay_ms=delay)
+        if result is not None:
+            self._count(result)
+        self.prune()
+        # A claim holds at most one run per aggregate; what it left out is worth another claim at once.
+        return bool(events)
 
-    def _maybe_prune(self):
-        if self.prune_after_s and time.monotonic() - self._last_prune > 60:
-            self._last_prune = time.monotonic()
-            removed = storage.prune_delivered(older_than_s=self.prune_after_s, limit=10_000)
-            if removed:
-                logger.info("pruned %d delivered outbox event(s)", removed)
+    def _count(self, result):
+        self.delivered += len(result.delivered)
+        self.failed += len(result.failed)
+        self.deferred += len(result.deferred)
+        for event, error, delay in result.failed:
+            logger.warning(
+                "outbox event %s (%s %s) failed, attempt %d, retrying in %d ms: %s", event.id, event.aggregate_type,
+                event.aggregate_id, event.attempts + 1, delay, error,
+                extra={"event_id": str(event.id), "seq": event.seq, "attempt": event.attempts + 1},
+            )
+        if result.deferred:
+            logger.warning("%d outbox event(s) deferred: %s", len(result.deferred), result.deferred[0][1])
+
+    def prune(self, *, force=False):
+        """Every PRUNE_INTERVAL_S, delete one batch of delivered events and of inbox entries past
+        their retention; a full batch brings the next pass forward, so pruning keeps up without
+        holding up delivery for long."""
+        if not force and time.monotonic() < self._next_prune:
+            return 0
+        removed = full = 0
+        for keep, prune in ((self.prune_after_s, retention.prune_events),
+                            (self.inbox_retention_s, retention.prune_inbox)):
+            if keep:
+                count = prune(older_than_s=keep)
+                removed += count
+                full = full or count >= retention.PRUNE_BATCH
+        self._next_prune = time.monotonic() + (1.0 if full else PRUNE_INTERVAL_S)
+        if removed:
+            logger.info("pruned %d delivered outbox event(s) and inbox entries", removed)
+        return removed
 
     def wait(self):
-        if self.listener is None or self.listener.closed:
-            try:
-                self.listener = consumer.listen_connection([CHANNEL])
-            except psycopg.Error as error:
-                logger.warning("LISTEN failed (%s); polling every %.1fs", error, self.fallback)
-                self.stop_event.wait(self.fallback)
+        """Wait for a NOTIFY from publish, at most the fallback interval (a lost notification only
+        delays a delivery), in short slices so that stop() takes effect at once."""
+        deadline = time.monotonic() + self.fallback
+        while not self.stop_event.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return
+            if not self._listening():
+                self.stop_event.wait(remaining)
+                return
+            try:
+                if any(True for _ in self.listener.notifies(timeout=min(remaining, _WAIT_SLICE_S), stop_after=1)):
+                    for _ in self.listener.notifies(timeout=0):  # one claim answers them all
+                        pass
+                    return
+            except psycopg.Error as error:
+                logger.warning("LISTEN connection lost (%s); reconnecting", error)
+                self.listener.close()
+                return
+
+    def _listening(self):
+        if self.listener is not None and not self.listener.closed:
+            return True
         try:
-            for _ in self.listener.notifies(timeout=self.fallback, stop_after=1):
-                pass
-        except psycopg.Error:
-            self.listener.close()
+            self.listener = consumer.listen_connection([outbox.CHANNEL])
+        except psycopg.Error as error:
+            logger.warning("LISTEN failed (%s); polling every %.1fs", error, self.fallback)
+            self.listener = None
+        return self.listener is not None
+
+    def recover(self, error):
+        # Not a lost connection (the loop handles those): a bug or a surprise must not crash-loop
+        # the relay. The batch rolled back; its events are claimed again after the pause.
+        logger.exception("outbox relay batch failed (%s); trying again", error)
+        self.stop_event.wait(self.fallback)
+        return True
+
+    def reconnected(self):
+        if self.listener is not None:
+            self.listener.close()  # LISTEN again on a fresh connection at the next wait
 
     def close(self):
         if self.listener is not None:
             self.listener.close()
         self.publisher.close()
-        logger.info("delivered %d outbox event(s)", self.delivered)
+        logger.info("outbox relay delivered %d event(s)", self.delivered,
+                    extra={"delivered": self.delivered, "failed": self.failed, "deferred": self.deferred})
+
+def backlog():
+    """The outbox at a glance: undelivered events, how many back off, the oldest, delivered rows
+    kept, and per destination the undelivered events that have failed with their last error."""
+    events = models.OutboxEvent.objects
+    now = timezone.now()
+    summary = events.aggregate(
+        undelivered=Count("seq", filter=Q(delivered_at__isnull=True)),
+        backing_off=Count("seq", filter=Q(delivered_at__isnull=True, next_attempt_at__gt=now)),
+        delivered=Count("seq", filter=Q(delivered_at__isnull=False)),
+        oldest=Min("created_at", filter=Q(delivered_at__isnull=True)),
+    )
+    failing = (events.filter(delivered_at__isnull=True).exclude(last_error="").values("destination")
+               .annotate(n=Count("seq"), error=Max("last_error")).order_by("-n")[:20])
+    summary["errors"] = [(row["destination"], row["n"], row["error"]) for row in failing]
+    return summary

@@ -1,5 +1,6 @@
 """The ordered-group consumer: joins a group, follows its assignment, long-polls, commits offsets."""
 import logging
+import math
 import os
 import socket
 import threading
@@ -111,8 +112,6 @@ class Consumer:
         """Take a new generation's partitions, starting each at its committed offset."""
         slots = {(t, p) for t, _, p in assignment.partitions}
         self._names = {t: name for t, name, _ in assignment.partitions}
-        self._compacted = set(models.Topic.objects.filter(
-            id__in=self._names, cleanup_policy=models.Topic.CleanupPolicy.COMPACT).values_list("id", flat=True))
         committed = groups.committed_offsets(assignment.group_id, slots)
         self._positions = {}
         for slot in slots:
@@ -131,6 +130,10 @@ class Consumer:
     def _fix_positions(self):
         """Apply the reset policy to partitions with no position or one outside the log."""
         bounds = groups.log_bounds(set(self._positions))
+        # Read again each time, so a topic altered to compact has its gaps accepted from here on.
+        self._compacted = set(models.Topic.objects.filter(
+            id__in={t for t, _ in self._positions}, cleanup_policy=models.Topic.CleanupPolicy.COMPACT,
+        ).values_list("id", flat=True))
         for slot, position in self._positions.items():
             start, end = bounds.get(slot, (0, 0))
             if position is None or position < start or position > end:
@@ -191,18 +194,23 @@ class Consumer:
         positions, names, make = self._positions, self._names, types.Record
         records, moved = [], False
         slot = expected = name = None
+        started = False
         # Rows come partition by partition, in offset order: work per run, not per row.
         for topic_id, partition, offset, key, value, value_format, headers, timestamp in rows:
             if slot is None or slot[0] != topic_id or slot[1] != partition:
                 slot, expected, name = (topic_id, partition), positions[(topic_id, partition)], names[topic_id]
+                started = False
             if offset != expected:
-                if offset > expected and topic_id in self._compacted:
+                if offset > expected and topic_id in self._compacted and (started or not self._behind_log_start(slot)):
                     expected = offset  # compaction removed the records in between: a normal gap
                 else:
-                    # A range read of a dense log starts at the position; a later first offset means
-                    # the log start moved past us (retention): the reset policy decides where to go.
+                    # A range read of a dense log starts at the position (or the log start, if later);
+                    # a later first offset means the log start moved past us (retention): the reset
+                    # policy decides where to go. This partition's other rows wait for that.
                     moved = moved or offset > expected
+                    expected = math.inf
                     continue
+            started = True
             expected = offset + 1
             positions[slot] = expected
             self._consumed[slot] = expected
@@ -210,6 +218,11 @@ class Consumer:
         if moved:
             self._fix_positions()
         return records
+
+    def _behind_log_start(self, slot):
+        """Whether a partition's position is below its log start (retention moved past it)."""
+        start, _ = groups.log_bounds({slot}).get(slot, (0, 0))
+        return self._positions[slot] < start
 
     def _ensure_listener(self):
         if self._listener is not None and not self._listener.closed:

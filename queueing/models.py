@@ -72,6 +72,10 @@ class Record(models.Model):
 
     topic_id is a plain column, not a foreign key: a per-row foreign-key check would cost every
     append, and topic deletion removes records itself.
+
+    The table is partitioned by timestamp into segments (migration 0004, queueing/retention.py), so
+    its physical primary key is (topic_id, partition, offset, timestamp); the key declared here is
+    the logical one, unique because the append lock hands out each offset once.
     """
 
     pk = models.CompositePrimaryKey("topic_id", "partition", "offset")

@@ -1,26 +1,66 @@
--- Outbox events: the relay's claims. Each section is run by the function of the same name in
+-- Outbox events and the inbox. Each section is run by the function of the same name in
 -- outbox/storage/events.py.
 
+-- name: insert_event --
+-- Write one event in the caller's transaction. The NOTIFY rides in the same statement (one round
+-- trip) and is delivered at commit only, so a relay wakes for committed events and never for a
+-- rolled-back one.
+WITH stored AS (
+    INSERT INTO outbox_outboxevent
+           (id, aggregate_type, aggregate_id, event_type, payload, headers, destination, key, created_at,
+            attempts, last_error)
+    VALUES (gen_random_uuid(), %(aggregate_type)s, %(aggregate_id)s, %(event_type)s, %(payload)s::jsonb,
+            %(headers)s::jsonb, %(destination)s, %(key)s, now(), 0, '')
+ RETURNING seq, id, created_at
+)
+SELECT seq, id, created_at, pg_notify('sluice_outbox', '') FROM stored
+
 -- name: claim_events --
--- The oldest deliverable events, at most one per aggregate: an event is deliverable only when no
--- earlier event of its aggregate is still undelivered, which keeps per-aggregate order even with
--- several relays. SKIP LOCKED: an event another relay holds is passed over, and so (by the NOT
--- EXISTS) are the later events of its aggregate.
-SELECT e.seq, e.id, e.aggregate_type, e.aggregate_id, e.event_type, e.payload, e.headers, e.destination,
-       e.key, e.created_at, e.attempts
-  FROM outbox_outboxevent e
- WHERE e.delivered_at IS NULL
-   AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= now())
-   AND NOT EXISTS (SELECT 1 FROM outbox_outboxevent p
-                    WHERE p.aggregate_type = e.aggregate_type AND p.aggregate_id = e.aggregate_id
-                      AND p.delivered_at IS NULL AND p.seq < e.seq)
- ORDER BY e.seq
- LIMIT %(limit)s
-   FOR UPDATE SKIP LOCKED
+-- Claim a batch: the oldest deliverable event of up to `limit` aggregates (the heads), and behind
+-- each head the aggregate's next undelivered events, up to `limit` rows in all.
+--
+-- Order per aggregate with several relays: an event is a head only if no earlier event of its
+-- aggregate is undelivered (NOT EXISTS), and heads are locked FOR UPDATE SKIP LOCKED. The head's
+-- row lock is the aggregate's mutex: while one relay holds it, any other relay skips the head and,
+-- through NOT EXISTS (the head is still undelivered in its snapshot), everything behind it. When the
+-- holder commits, the head and the events it delivered behind it become delivered at once, so
+-- another relay can only ever start after them. SKIP LOCKED rather than waiting: relays share the
+-- aggregates instead of queueing behind each other, and a slow or poisoned aggregate holds up only
+-- itself. (Advisory locks on hashed aggregates would do as well, but the row lock needs no slot
+-- arithmetic and is released by the same commit that marks the events delivered.)
+--
+-- Events behind a head are not locked: nobody else can claim them while the head is ours (see
+-- above). `due` is false for an event backing off after an earlier failure; the relay stops an
+-- aggregate's run there. NOT EXISTS is a probe of the partial index outbox_pending_aggregate
+-- (undelivered rows only), so an aggregate's delivered history costs nothing here.
+WITH heads AS (
+    SELECT e.seq, e.aggregate_type, e.aggregate_id
+      FROM outbox_outboxevent e
+     WHERE e.delivered_at IS NULL
+       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= now())
+       AND NOT EXISTS (SELECT 1 FROM outbox_outboxevent p
+                        WHERE p.aggregate_type = e.aggregate_type AND p.aggregate_id = e.aggregate_id
+                          AND p.delivered_at IS NULL AND p.seq < e.seq)
+     ORDER BY e.seq
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+)
+SELECT f.seq, f.id, f.aggregate_type, f.aggregate_id, f.event_type, f.payload, f.headers, f.destination,
+       f.key, f.created_at, f.attempts, f.next_attempt_at IS NULL OR f.next_attempt_at <= now() AS due
+  FROM heads h
+ CROSS JOIN LATERAL (
+        -- A share of the batch per head: one hot aggregate may fill it, many aggregates get one each.
+        SELECT * FROM outbox_outboxevent f
+         WHERE f.aggregate_type = h.aggregate_type AND f.aggregate_id = h.aggregate_id
+           AND f.delivered_at IS NULL AND f.seq >= h.seq
+         ORDER BY f.seq
+         LIMIT greatest(1, %(limit)s / (SELECT count(*) FROM heads))) f
+ ORDER BY f.seq
 
 -- name: mark_delivered --
--- Events the destination confirmed (in the transaction that delivered them to a Sluice topic).
-UPDATE outbox_outboxevent SET delivered_at = now(), attempts = attempts + 1, last_error = ''
+-- Events the destination confirmed (for a Sluice topic: in the transaction that appended them).
+UPDATE outbox_outboxevent
+   SET delivered_at = now(), attempts = attempts + 1, last_error = '', next_attempt_at = NULL
  WHERE seq = ANY(%(seqs)s::bigint[])
 
 -- name: mark_failed --
@@ -30,8 +70,17 @@ UPDATE outbox_outboxevent
        next_attempt_at = now() + %(delay_ms)s * interval '1 millisecond'
  WHERE seq = %(seq)s
 
+-- name: defer_events --
+-- Events not tried because their destination just failed on an earlier event of the batch: they
+-- wait as long as it does (attempts unchanged), so a down broker is probed by one event at a time
+-- and its backlog does not fill the claims of relays that could deliver elsewhere.
+UPDATE outbox_outboxevent
+   SET last_error = %(error)s, next_attempt_at = now() + %(delay_ms)s * interval '1 millisecond'
+ WHERE seq = ANY(%(seqs)s::bigint[])
+
 -- name: prune_delivered --
--- Remove delivered events older than the retention, a batch at a time.
+-- Remove delivered events older than the retention, a batch at a time (short transactions, no long
+-- lock on the table the publishers insert into).
 DELETE FROM outbox_outboxevent
  WHERE seq IN (SELECT seq FROM outbox_outboxevent
                 WHERE delivered_at < now() - %(older_than_s)s * interval '1 second'
@@ -39,7 +88,8 @@ DELETE FROM outbox_outboxevent
 
 -- name: remember_message --
 -- The inbox: record that a consumer handled a message, in the transaction of its effect. A second
--- delivery waits on the unique index until the first commits, then finds the row and is skipped.
+-- delivery running at the same time waits on the unique index until the first commits, then finds
+-- the row and returns nothing (skip); if the first rolled back, the second inserts and runs.
 INSERT INTO outbox_inboxentry (consumer, message_id, processed_at)
 VALUES (%(consumer)s, %(message_id)s, now())
     ON CONFLICT (consumer, message_id) DO NOTHING

@@ -1,9 +1,33 @@
 """Raw SQL of outbox events and the inbox, on Django's connection (so it joins the caller's transaction)."""
+import datetime
 import json
+import typing
+import uuid
 
 from django.db import connection
 
 from outbox.sql import queries
+
+
+class ClaimedEvent(typing.NamedTuple):
+    """An outbox event claimed for delivery (payload and headers decoded)."""
+
+    seq: int
+    id: uuid.UUID
+    aggregate_type: str
+    aggregate_id: str
+    event_type: str
+    payload: typing.Any
+    headers: dict
+    destination: str
+    key: str
+    created_at: datetime.datetime
+    attempts: int
+    due: bool
+
+    @property
+    def aggregate(self):
+        return self.aggregate_type, self.aggregate_id
 
 
 def _run(name, params, fetch=None):
@@ -16,26 +40,41 @@ def _run(name, params, fetch=None):
         return cursor.rowcount
 
 
-def claim_events(*, limit):
-    """Lock up to limit deliverable events (caller's transaction); payload and headers decoded."""
-    rows = _run("claim_events", {"limit": limit}, fetch="all")
-    # Django's cursors leave jsonb as text (its JSONField decodes it); raw reads decode here.
-    return [(*row[:5], _json(row[5]), _json(row[6]) or {}, *row[7:]) for row in rows]
-
-
 def _json(value):
+    # Django's cursors leave jsonb as text (its JSONField decodes it); raw reads decode here.
     return json.loads(value) if isinstance(value, str) else value
 
 
+def insert_event(*, aggregate_type, aggregate_id, event_type, payload, headers, destination, key):
+    """Insert one event (payload and headers as JSON text) and notify; return (seq, id, created_at)."""
+    params = {"aggregate_type": aggregate_type, "aggregate_id": aggregate_id, "event_type": event_type,
+              "payload": payload, "headers": headers, "destination": destination, "key": key}
+    return _run("insert_event", params, fetch="one")[:3]
+
+
+def claim_events(*, limit):
+    """Claim a batch (caller's transaction): ClaimedEvents in seq order, each aggregate's a run of
+    its oldest undelivered events. The heads stay locked until the transaction ends."""
+    rows = _run("claim_events", {"limit": limit}, fetch="all")
+    return [ClaimedEvent(*row[:5], _json(row[5]), _json(row[6]) or {}, *row[7:]) for row in rows]
+
+
 def mark_delivered(*, seqs):
-    _run("mark_delivered", {"seqs": list(seqs)})
+    if seqs:
+        _run("mark_delivered", {"seqs": list(seqs)})
 
 
 def mark_failed(*, seq, error, delay_ms):
     _run("mark_failed", {"seq": seq, "error": error[:2000], "delay_ms": delay_ms})
 
 
+def defer_events(*, seqs, error, delay_ms):
+    if seqs:
+        _run("defer_events", {"seqs": list(seqs), "error": error[:2000], "delay_ms": delay_ms})
+
+
 def prune_delivered(*, older_than_s, limit):
+    """Delete up to limit delivered events older than older_than_s; return how many went."""
     return _run("prune_delivered", {"older_than_s": older_than_s, "limit": limit})
 
 
@@ -45,4 +84,5 @@ def remember_message(*, consumer, message_id):
 
 
 def prune_inbox(*, older_than_s, limit):
+    """Delete up to limit inbox entries older than older_than_s; return how many went."""
     return _run("prune_inbox", {"older_than_s": older_than_s, "limit": limit})

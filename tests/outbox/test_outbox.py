@@ -1,159 +1,145 @@
+"""outbox.publish: events written in the caller's transaction, their envelope, their destinations."""
+import datetime
 import threading
 
 import pytest
 from django.db import connection, transaction
 
-from outbox import exceptions, inbox, models, outbox, relay
-from queueing import models as queueing_models
-from queueing import partitioner, topics, types
+from outbox import destinations, exceptions, models, outbox
+from queueing import consumer
 
 
-def records(topic):
-    info = topics.get_topic(topic)
-    return list(queueing_models.Record.objects.filter(topic_id=info.id).order_by("partition", "offset"))
+def publish(aggregate="17", n=1, destination="sluice:events", **extra):
+    return outbox.publish(aggregate_type="order", aggregate_id=aggregate, event_type="order.paid",
+                          payload={"n": n}, destination=destination, **extra)
 
 
-def publish(aggregate, n, topic="events"):
-    return outbox.publish(aggregate_type="order", aggregate_id=aggregate, event_type="order.changed",
-                          payload={"n": n}, destination=f"sluice:{topic}")
-
-
-def test_a_committed_event_is_delivered_once_as_a_cloudevent(db):
-    topics.create_topic("events", partitions=3)
+def test_an_event_commits_with_the_callers_transaction(db):
     with transaction.atomic():
-        event = publish("17", 1)
-    loop = relay.Relay()
-    loop.run_once()
-    loop.run_once()
-    [record] = records("events")
-    assert record.partition == partitioner.partition_for_key(b"17", 3)
-    body = types.Record(topic="events", partition=0, offset=0, key=None, value=bytes(record.value),
-                        value_format=record.value_format, headers={}, timestamp=None).data
-    assert body["specversion"] == "1.0" and body["id"] == str(event.id) and body["type"] == "order.changed"
-    assert body["subject"] == "17" and body["data"] == {"n": 1}
-    assert record.headers["ce_id"] == str(event.id)
-    assert models.OutboxEvent.objects.get().delivered_at is not None
+        event = publish(headers={"trace": "t-1"}, key="customer-9")
+        assert connection.in_atomic_block
+    stored = models.OutboxEvent.objects.get()
+    assert (stored.seq, stored.id) == (event.seq, event.id)
+    assert (stored.aggregate_type, stored.aggregate_id, stored.event_type) == ("order", "17", "order.paid")
+    assert stored.payload == {"n": 1} and stored.headers == {"trace": "t-1"} and stored.key == "customer-9"
+    assert stored.delivered_at is None and stored.attempts == 0
+    event.last_error = "saved again"
+    event.save(update_fields=["last_error"])  # the returned instance is the stored row, not a new one
+    assert models.OutboxEvent.objects.get().last_error == "saved again"
 
 
 def test_a_rolled_back_transaction_publishes_nothing(db):
-    topics.create_topic("events")
-    with pytest.raises(RuntimeError):
-        with transaction.atomic():
-            publish("1", 1)
-            raise RuntimeError
-    relay.Relay().run_once()
-    assert records("events") == [] and not models.OutboxEvent.objects.exists()
-
-
-@pytest.mark.parametrize("kwargs", [
-    {"destination": "kafka:events"}, {"destination": "sluice:bad name"}, {"payload": object()},
-    {"aggregate_id": ""}, {"headers": {"a": 1}},
-])
-def test_bad_events_are_refused(db, kwargs):
-    arguments = {"aggregate_type": "order", "aggregate_id": "1", "event_type": "t", "payload": {},
-                 "destination": "sluice:events", **kwargs}
-    with pytest.raises(exceptions.OutboxError):
-        outbox.publish(**arguments)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        publish()
+        raise RuntimeError("the payment failed")
     assert not models.OutboxEvent.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_several_relays_keep_the_order_of_each_aggregate():
-    topics.create_topic("events", partitions=2)
-    for n in range(40):
-        for aggregate in ("a", "b", "c", "d", "e"):
-            publish(aggregate, n)
-    relays = [relay.Relay(batch=7) for _ in range(3)]
+def test_outside_a_transaction_an_event_commits_at_once():
+    assert not connection.in_atomic_block
+    publish()
+    seen = []
 
-    def run(loop):
+    def look():
         try:
-            while models.OutboxEvent.objects.filter(delivered_at__isnull=True).exists():
-                loop.run_once()
+            seen.append(models.OutboxEvent.objects.count())
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=run, args=(loop,)) for loop in relays]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    seen = {}
-    for record in records("events"):
-        body = types.Record(topic="", partition=0, offset=0, key=None, value=bytes(record.value), value_format=1,
-                            headers={}, timestamp=None).data
-        seen.setdefault(body["subject"], []).append(body["data"]["n"])
-    assert seen == {aggregate: list(range(40)) for aggregate in "abcde"}
-    assert sum(loop.delivered for loop in relays) == 200
-
-
-def test_a_failing_event_backs_off_and_holds_only_its_aggregate(db):
-    topics.create_topic("events")
-    publish("x", 1, topic="missing")
-    publish("x", 2)
-    publish("y", 1)
-    loop = relay.Relay()
-    loop.run_once()
-    failed = models.OutboxEvent.objects.get(aggregate_id="x", payload={"n": 1})
-    assert failed.attempts == 1 and "missing" in failed.last_error and failed.next_attempt_at is not None
-    delivered = [e.aggregate_id for e in models.OutboxEvent.objects.filter(delivered_at__isnull=False)]
-    assert delivered == ["y"]  # x's second event waits behind its first
-
-
-def test_delivered_events_are_pruned(db):
-    topics.create_topic("events")
-    publish("1", 1)
-    relay.Relay().run_once()
-    models.OutboxEvent.objects.update(delivered_at=models.OutboxEvent.objects.get().created_at.replace(year=2000))
-    assert relay.storage.prune_delivered(older_than_s=3600, limit=100) == 1
-
-
-def test_the_inbox_runs_a_handler_once_per_message(db):
-    effects = []
-    handler = inbox.idempotent("mailer")(lambda record: effects.append(record.offset))
-    record = types.Record(topic="t", partition=0, offset=5, key=None, value=b"", value_format=0,
-                          headers={"ce_id": "m1"}, timestamp=None)
-    handler(record)
-    handler(record._replace(offset=6))  # the same message delivered again, elsewhere
-    assert effects == [5]
-    inbox.idempotent("other")(lambda r: effects.append("other"))(record)
-    assert effects == [5, "other"]
-
-
-def test_a_failed_handler_records_nothing(db):
-    def boom(record):
-        raise ValueError("nope")
-
-    record = types.Record(topic="t", partition=0, offset=1, key=None, value=b"", value_format=0, headers={},
-                          timestamp=None)
-    with pytest.raises(ValueError):
-        inbox.idempotent("c")(boom)(record)
-    assert not models.InboxEntry.objects.exists()
-    assert inbox.message_id(record) == "t-0@1"
+    other = threading.Thread(target=look)  # another connection sees it: it is committed
+    other.start()
+    other.join(10)
+    assert seen == [1]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_deliveries_of_one_message_have_one_effect():
-    from django.contrib.auth.models import Group
+def test_publish_wakes_relays_at_commit_and_not_before():
+    listener = consumer.listen_connection([outbox.CHANNEL])
+    try:
+        with transaction.atomic():
+            publish()
+            assert list(listener.notifies(timeout=0.3, stop_after=1)) == []
+        assert [n.channel for n in listener.notifies(timeout=5, stop_after=1)] == [outbox.CHANNEL]
+        with pytest.raises(RuntimeError), transaction.atomic():
+            publish()
+            raise RuntimeError
+        assert list(listener.notifies(timeout=0.3, stop_after=1)) == []
+    finally:
+        listener.close()
 
-    started = threading.Barrier(4)
 
-    def handle(record):
-        Group.objects.create(name=f"effect-{threading.get_ident()}")
+def test_publish_many_writes_events_in_the_order_given(db):
+    with transaction.atomic():
+        created = outbox.publish_many(
+            {"aggregate_type": "order", "aggregate_id": str(i % 2), "event_type": "order.paid", "payload": {"n": i},
+             "destination": "sluice:events"} for i in range(6)
+        )
+    assert [e.payload["n"] for e in models.OutboxEvent.objects.order_by("seq")] == list(range(6))
+    assert len(created) == 6 and outbox.publish_many([]) == []
 
-    handler = inbox.idempotent("race")(handle)
-    record = types.Record(topic="t", partition=0, offset=1, key=None, value=b"", value_format=0,
-                          headers={"ce_id": "same"}, timestamp=None)
 
-    def run():
-        try:
-            started.wait()
-            handler(record)
-        finally:
-            connection.close()
+def test_the_envelope_is_a_cloudevent(db, settings):
+    event = publish()
+    envelope = outbox.cloudevent(event.id, "order", "17", "order.paid", {"n": 1}, event.created_at)
+    assert envelope == {
+        "specversion": "1.0", "id": str(event.id), "source": "/sluice/order", "type": "order.paid",
+        "subject": "17", "time": envelope["time"], "datacontenttype": "application/json", "data": {"n": 1},
+    }
+    assert envelope["time"].endswith("Z")
+    assert datetime.datetime.fromisoformat(envelope["time"]) == event.created_at
+    settings.SLUICE_OUTBOX_SOURCE = "https://shop.example.com/"
+    assert outbox.cloudevent(event.id, "order", "17", "t", {}, event.created_at)["source"] == \
+        "https://shop.example.com/order"
 
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert Group.objects.filter(name__startswith="effect-").count() == 1
+
+@pytest.mark.parametrize("change", [
+    {"destination": "kafka:events"}, {"destination": "sluice:bad name"}, {"destination": "nowhere"},
+    {"destination": "amqp:"}, {"destination": "redis:"}, {"destination": "amqp://h/?exchange=x&exchange_type=odd"},
+    {"destination": "x" * 600}, {"payload": object()}, {"payload": float("nan")}, {"aggregate_id": ""},
+    {"aggregate_type": "t" * 256}, {"event_type": None}, {"headers": {"a": 1}}, {"headers": ["a"]}, {"key": 5},
+])
+def test_bad_events_are_refused_and_nothing_is_written(db, change):
+    arguments = {"aggregate_type": "order", "aggregate_id": "1", "event_type": "t", "payload": {},
+                 "destination": "sluice:events", **change}
+    with pytest.raises(exceptions.OutboxError) as raised:
+        outbox.publish(**arguments)
+    assert str(raised.value)
+    with pytest.raises(exceptions.OutboxError):
+        outbox.publish_many([arguments])
+    assert not models.OutboxEvent.objects.exists()
+
+
+def test_destinations_are_parsed_from_their_strings(monkeypatch):
+    monkeypatch.setenv("AMQP_URL", "amqp://u:secret@rabbit:5672/shop")
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6379/2")
+    resolve = destinations.resolve
+    assert resolve("sluice:shop.order-paid") == destinations.Destination(kind="sluice", topic="shop.order-paid")
+    short = resolve("amqp:orders")
+    assert (short.url, short.exchange, short.routing_key, short.exchange_type) == \
+        ("amqp://u:secret@rabbit:5672/shop", "orders", None, "topic")  # routed by event type
+    assert resolve("amqp:orders/order.paid").routing_key == "order.paid"
+    inline = resolve("amqp://u:p@h:5673/vh?exchange=billing&routing_key=invoices&exchange_type=direct&heartbeat=5")
+    assert (inline.url, inline.exchange, inline.routing_key, inline.exchange_type) == \
+        ("amqp://u:p@h:5673/vh?heartbeat=5", "billing", "invoices", "direct")
+    assert (resolve("redis:jobs").url, resolve("redis:jobs").queue) == ("redis://cache:6379/2", "jobs")
+    assert resolve("redis://r:6380/1?queue=mail").url == "redis://r:6380/1"
+    assert "secret" not in short.label and "rabbit:5672" in short.label
+
+
+def test_named_destinations_come_from_settings(db, settings):
+    settings.SLUICE_OUTBOX_DESTINATIONS = {"billing": "amqp://u:p@h//?exchange=billing", "log": "sluice:audit",
+                                           "loop": "billing"}
+    assert destinations.resolve("billing").exchange == "billing"
+    assert destinations.resolve("log").topic == "audit"
+    event = publish(destination="billing")
+    assert models.OutboxEvent.objects.get(seq=event.seq).destination == "billing"  # resolved at delivery
+    for bad in ("loop", "missing"):
+        with pytest.raises(exceptions.InvalidDestination):
+            destinations.resolve(bad)
+
+
+def test_the_notify_rides_in_the_insert(db, django_assert_num_queries):
+    with django_assert_num_queries(1):
+        publish()
+

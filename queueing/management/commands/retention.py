@@ -1,4 +1,5 @@
 """manage.py retention run|once: move log starts by time and size, drop old segments, compact."""
+import dataclasses
 import logging
 
 from queueing import retention
@@ -10,7 +11,7 @@ class Command(EngineCommand):
 
     def add_arguments(self, parser):
         actions = parser.add_subparsers(dest="action", required=True, metavar="{run,once}")
-        actions.add_parser("run", help="a pass every SLUICE_RETENTION_CHECK_MS until stopped")
+        actions.add_parser("run", help="a pass every SLUICE_RETENTION_CHECK_MS until stopped (SIGTERM)")
         actions.add_parser("once", help="one pass, then print what it did")
 
     def handle(self, *args, action, **options):
@@ -18,5 +19,11 @@ class Command(EngineCommand):
             logging.getLogger("sluice").setLevel(logging.INFO)
             retention.Retainer().run()
             return
-        result = retention.run_once()
-        self.stdout.write(", ".join(f"{name.replace('_', ' ')}: {count}" for name, count in result.items()))
+        result = retention.run_pass()
+        if result.skipped:
+            self.stdout.write("Another retention pass is running; nothing done.")
+            return
+        fields = {k: v for k, v in dataclasses.asdict(result).items() if k not in ("more", "skipped")}
+        self.stdout.write(", ".join(f"{name.replace('_', ' ')}: {count}" for name, count in fields.items()))
+        if result.more:
+            self.stdout.write("More expired records are left; run again (the loop does so at once).")

@@ -1,0 +1,179 @@
+"""Deliver a claimed batch of outbox events to their destinations, in order per aggregate.
+
+Runs inside the relay's batch transaction. To a Sluice topic an event is appended in that
+transaction, so the record and the mark "delivered" commit together: exactly once. To an external
+broker it is published and confirmed first, then marked in the transaction: if the transaction is
+lost after the confirm, the event is published again (at least once; deduplicate with the inbox).
+"""
+import dataclasses
+import logging
+import random
+
+from django.db import InterfaceError, OperationalError, transaction
+
+from outbox import destinations, exceptions, outbox
+from queueing import partitioner, producer, topics, types
+
+logger = logging.getLogger("sluice.relay")
+CONNECTION_ERRORS = (OperationalError, InterfaceError)
+
+
+@dataclasses.dataclass
+class Result:
+    """What became of a batch: seqs delivered, [(event, error, delay_ms)] failed, and
+    [(event, error, delay_ms)] deferred because their broker was unavailable."""
+
+    delivered: list = dataclasses.field(default_factory=list)
+    failed: list = dataclasses.field(default_factory=list)
+    deferred: list = dataclasses.field(default_factory=list)
+
+
+def backoff_ms(attempts, base_ms, max_ms):
+    """Exponential back-off after the attempts-th failure, with ±20% jitter so relays spread out."""
+    delay = min(max_ms, base_ms * 2 ** min(attempts - 1, 30))
+    return int(delay * random.uniform(0.8, 1.2))
+
+
+def deliver(events, publisher, *, backoff=(500, 60_000)):
+    """Deliver claimed events (caller's transaction) and return a Result; mark nothing.
+
+    Each aggregate's events are tried in seq order and its run stops at the first that fails, so
+    nothing is delivered while an earlier event of its aggregate is not. A failure never stops
+    other aggregates.
+    """
+    result = Result()
+    blocked = set()  # aggregates whose run stopped in this batch
+    sluice, external = [], []
+    for event, destination in _runs(events, result, blocked, backoff):
+        (sluice if destination.kind == destinations.SLUICE else external).append((event, destination))
+    _to_sluice(sluice, result, blocked, backoff)
+    _to_brokers(external, publisher, result, blocked, backoff)
+    return result
+
+
+def _runs(events, result, blocked, backoff):
+    """Yield (event, Destination) of each aggregate's deliverable run: it ends before an event that
+    is still backing off, and before a change of destination (one batch sends an aggregate's events
+    to one place, so a failure there cannot leave a later event delivered elsewhere)."""
+    first, cut = {}, set()  # cut: aggregates whose run ended (not failed: their events just wait)
+    for event in events:
+        aggregate = event.aggregate
+        if aggregate in blocked or aggregate in cut:
+            continue
+        if not event.due:
+            cut.add(aggregate)
+            continue
+        try:
+            destination = destinations.resolve(event.destination)
+        except exceptions.InvalidDestination as error:
+            _fail(result, blocked, event, error, backoff)
+            continue
+        if first.setdefault(aggregate, destination) != destination:
+            cut.add(aggregate)
+            continue
+        yield event, destination
+
+
+def _fail(result, blocked, event, error, backoff):
+    blocked.add(event.aggregate)
+    result.failed.append((event, _describe(error), backoff_ms(event.attempts + 1, *backoff)))
+
+
+def _describe(error):
+    return f"{type(error).__name__}: {error}"
+
+
+def _to_sluice(pairs, result, blocked, backoff):
+    """Append per (topic, partition) in one statement; if that fails, event by event, so only the
+    events that fail (and their aggregates' later events) stay behind."""
+    groups = {}
+    for event, destination in pairs:
+        groups.setdefault(destination.topic, []).append(event)
+    sender = producer.Producer()
+    # Topics and partitions in sorted order: an append holds its partition's lock until commit, so
+    # relays appending to several partitions take the locks in one order and never deadlock.
+    for topic, events in sorted(groups.items()):
+        try:
+            info = topics.cached_topic(topic)
+        except CONNECTION_ERRORS:
+            raise
+        except Exception as error:  # noqa: BLE001 - a missing topic fails its events, not the batch
+            for event in events:
+                if event.aggregate not in blocked:
+                    _fail(result, blocked, event, error, backoff)
+            continue
+        by_partition = {}
+        for event in events:
+            key = (event.key or event.aggregate_id).encode()
+            by_partition.setdefault(partitioner.partition_for_key(key, info.partition_count), []).append(event)
+        for partition, batch in sorted(by_partition.items()):
+            if not _append(sender, info, partition, batch):
+                for event in batch:
+                    if event.aggregate not in blocked:
+                        try:
+                            _append(sender, info, partition, [event], raise_error=True)
+                        except CONNECTION_ERRORS:
+                            raise
+                        except Exception as error:  # noqa: BLE001 - recorded on the event, retried later
+                            _fail(result, blocked, event, error, backoff)
+                            continue
+                        result.delivered.append(event.seq)
+                continue
+            result.delivered.extend(event.seq for event in batch)
+
+
+def _append(sender, info, partition, events, *, raise_error=False):
+    """Append events to one partition in a savepoint; False (or the error) if that failed."""
+    records = []
+    for event in events:
+        envelope, headers = _message(event)
+        value, value_format = producer.encode_value(envelope)
+        records.append(types.OutgoingRecord((event.key or event.aggregate_id).encode(), value, value_format, headers))
+    try:
+        with transaction.atomic():
+            sender.append(info, partition, records)
+    except CONNECTION_ERRORS:
+        raise
+    except Exception:
+        if raise_error:
+            raise
+        logger.info("append of %d event(s) to %s-%s failed; retrying them one by one", len(events), info.name,
+                    partition)
+        return False
+    return True
+
+
+def _message(event):
+    """The CloudEvents envelope, and headers: the event's own plus the envelope's id, type, source and
+    subject as `ce_` headers (so consumers can route and deduplicate without parsing the value)."""
+    envelope = outbox.cloudevent(event.id, event.aggregate_type, event.aggregate_id, event.event_type,
+                                 event.payload, event.created_at)
+    headers = {**(event.headers or {})}
+    for name in ("id", "type", "source", "subject"):
+        headers[f"ce_{name}"] = envelope[name]
+    return envelope, headers
+
+
+def _to_brokers(pairs, publisher, result, blocked, backoff):
+    """Publish one event at a time in seq order, each confirmed before the next. When a broker is
+    unavailable, the batch's other events for it wait as long as the failed one."""
+    down = {}  # broker URL -> (error, delay_ms)
+    for event, destination in pairs:
+        if event.aggregate in blocked:
+            continue
+        if destination.url in down:
+            error, delay = down[destination.url]
+            blocked.add(event.aggregate)
+            result.deferred.append((event, error, delay))
+            continue
+        envelope, headers = _message(event)
+        try:
+            publisher.publish(destination, envelope, headers)
+        except exceptions.BrokerUnavailable as error:
+            _fail(result, blocked, event, error, backoff)
+            down[destination.url] = result.failed[-1][1:]
+            continue
+        except Exception as error:  # noqa: BLE001 - one bad event must not stop the others
+            _fail(result, blocked, event, error, backoff)
+            continue
+        result.delivered.append(event.seq)

@@ -1,6 +1,5 @@
 """The ordered-group consumer: joins a group, follows its assignment, long-polls, commits offsets."""
 import logging
-import math
 import os
 import socket
 import threading
@@ -25,6 +24,21 @@ def listen_connection(channels):
     for channel in channels:
         conn.execute(f'LISTEN "{channel}"')
     return conn
+
+
+def _runs(rows):
+    """Split fetched rows, which come partition by partition, into ((topic_id, partition), rows)."""
+    start, count = 0, len(rows)
+    while start < count:
+        topic_id, partition = rows[start][0], rows[start][1]
+        if rows[-1][0] == topic_id and rows[-1][1] == partition:
+            end = count  # the last partition's run: no need to look for its end
+        else:
+            end = start + 1
+            while rows[end][0] == topic_id and rows[end][1] == partition:
+                end += 1
+        yield (topic_id, partition), rows if start == 0 and end == count else rows[start:end]
+        start = end
 
 
 class Consumer:
@@ -66,6 +80,7 @@ class Consumer:
         self.assignment = None
         self._positions = {}  # (topic_id, partition) -> next offset to fetch
         self._consumed = {}  # (topic_id, partition) -> offset after the last record handed out
+        self._pending = {}  # (topic_id, partition) -> offset to store with the next fetch (commit_async)
         self._names = {}
         self._compacted = set()
         self._listener = None
@@ -97,6 +112,7 @@ class Consumer:
 
     def _sync(self):
         self._resync.clear()
+        self._flush_pending()
         try:
             assignment = groups.sync(self.assignment.group_id, self.member_id)
         except exceptions.UnknownMember:
@@ -181,6 +197,8 @@ class Consumer:
             records = self._fetch(max_records or self.max_poll_records)
             if records:
                 return records
+            if self._resync.is_set():
+                continue  # fenced: re-sync now rather than after a wait
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
@@ -190,34 +208,55 @@ class Consumer:
         if not self._positions:
             return []
         per_partition = max(1, limit // len(self._positions))
-        rows = storage.fetch_records(positions=self._positions, per_partition=per_partition)
-        positions, names, make = self._positions, self._names, types.Record
+        commit, self._pending = self._pending, {}
+        try:
+            stored, rows = storage.commit_and_fetch(
+                positions=self._positions, per_partition=per_partition, commit=self._commit_request(commit),
+            )
+        except BaseException:
+            self._pending = {**commit, **self._pending}  # not stored: it goes with the next fetch
+            raise
+        if commit:
+            self._committed(commit, stored)
+            if not stored:
+                # This generation is over: its records are another member's now.
+                logger.info("offset commit of %s refused: %s moved past generation %d; re-syncing",
+                            self.member_id, self.group, self.assignment.generation)
+                return []
         records, moved = [], False
-        slot = expected = name = None
-        started = False
-        # Rows come partition by partition, in offset order: work per run, not per row.
-        for topic_id, partition, offset, key, value, value_format, headers, timestamp in rows:
-            if slot is None or slot[0] != topic_id or slot[1] != partition:
-                slot, expected, name = (topic_id, partition), positions[(topic_id, partition)], names[topic_id]
-                started = False
-            if offset != expected:
-                if offset > expected and topic_id in self._compacted and (started or not self._behind_log_start(slot)):
-                    expected = offset  # compaction removed the records in between: a normal gap
-                else:
-                    # A range read of a dense log starts at the position (or the log start, if later);
-                    # a later first offset means the log start moved past us (retention): the reset
-                    # policy decides where to go. This partition's other rows wait for that.
-                    moved = moved or offset > expected
-                    expected = math.inf
-                    continue
-            started = True
-            expected = offset + 1
-            positions[slot] = expected
-            self._consumed[slot] = expected
-            records.append(make(name, partition, offset, key, value, value_format, headers or {}, timestamp))
+        for slot, run in _runs(rows):
+            moved = self._take(slot, run, records) or moved
         if moved:
             self._fix_positions()
         return records
+
+    def _take(self, slot, rows, records):
+        """Hand out one partition's rows (offset order) after its position; return True if the log
+        start moved past the position (the reset policy then decides where to go)."""
+        expected, name, partition, make = self._positions[slot], self._names[slot[0]], slot[1], types.Record
+        if rows[0][2] == expected and rows[-1][2] == expected + len(rows) - 1:
+            # Dense from the position, the usual case: one pass, no per-row checks.
+            # tuple.__new__ skips Record.__new__'s Python frame (fields in order, delivery_count 0).
+            new = tuple.__new__
+            records.extend([new(make, (name, partition, r[2], r[3], r[4], r[5], r[6] or {}, r[7], 0)) for r in rows])
+            self._positions[slot] = self._consumed[slot] = rows[-1][2] + 1
+            return False
+        started = False
+        for row in rows:
+            offset = row[2]
+            if offset != expected:
+                if not (offset > expected and slot[0] in self._compacted
+                        and (started or not self._behind_log_start(slot))):
+                    # A range read of a dense log starts at the position (or the log start, if
+                    # later); a later first offset means the log start moved past us (retention).
+                    # This partition's other rows wait for the reset.
+                    return offset > expected
+                # Otherwise compaction removed the records in between: a normal gap.
+            started = True
+            expected = offset + 1
+            self._positions[slot] = self._consumed[slot] = expected
+            records.append(make(name, partition, offset, row[3], row[4], row[5], row[6] or {}, row[7]))
+        return False
 
     def _behind_log_start(self, slot):
         """Whether a partition's position is below its log start (retention moved past it)."""
@@ -279,44 +318,70 @@ class Consumer:
     # Committing ---------------------------------------------------------------------------
 
     def commit(self, offsets=None):
-        """Store offsets ({TopicPartition: next offset}; default: everything polled so far).
+        """Store offsets ({TopicPartition: next offset}; default: everything polled so far), and
+        any left by commit_async(); return once they are stored.
 
         Raises CommitFailed, storing nothing, if the group rebalanced or was reset since this
         member's generation began; the consumer then re-syncs at its next poll.
         """
         if self.assignment is None:
             return
-        if offsets is None:
-            slots = dict(self._consumed)
-        else:
-            by_name = {(self._names.get(t), p): (t, p) for t, p in self._positions}
-            slots = {}
-            for tp, offset in offsets.items():
-                slot = by_name.get((tp.topic, tp.partition))
-                if slot is None:
-                    raise exceptions.CommitFailed(group=self.group, generation=self.assignment.generation)
-                slots[slot] = offset
+        slots = {**self._pending, **self._slots(offsets)}
+        self._pending = {}
         if not slots:
             return
-        accepted = storage.commit_offsets(
-            group_id=self.assignment.group_id,
-            member_id=self.member_id,
-            generation=self.assignment.generation,
-            offsets=slots,
-        )
+        accepted = storage.commit_offsets(**self._commit_request(slots))
+        self._committed(slots, accepted)
+        if not accepted:
+            raise exceptions.CommitFailed(group=self.group, generation=self.assignment.generation)
+
+    def commit_async(self, offsets=None):
+        """Have offsets (as for commit()) stored with the next poll's fetch, in the same round trip
+        (Kafka's commitAsync). A refused commit is logged and the consumer re-syncs; offsets still
+        waiting are stored by commit(), before a re-sync, and by close()."""
+        if self.assignment is not None:
+            self._pending.update(self._slots(offsets))
+
+    def _slots(self, offsets):
+        """{(topic_id, partition): offset} for offsets {TopicPartition: offset}; None: all consumed."""
+        if offsets is None:
+            return dict(self._consumed)
+        by_name = {(self._names.get(t), p): (t, p) for t, p in self._positions}
+        slots = {}
+        for tp, offset in offsets.items():
+            slot = by_name.get((tp.topic, tp.partition))
+            if slot is None:
+                raise exceptions.CommitFailed(group=self.group, generation=self.assignment.generation)
+            slots[slot] = offset
+        return slots
+
+    def _commit_request(self, slots):
+        if not slots:
+            return None
+        return {"group_id": self.assignment.group_id, "member_id": self.member_id,
+                "generation": self.assignment.generation, "offsets": slots}
+
+    def _committed(self, slots, accepted):
         self._last_commit = time.monotonic()
         if not accepted:
             self._resync.set()
-            raise exceptions.CommitFailed(group=self.group, generation=self.assignment.generation)
+            return
         for slot, offset in slots.items():
             if self._consumed.get(slot) == offset:
                 del self._consumed[slot]
 
+    def _flush_pending(self):
+        """Store what commit_async() left, before the assignment changes or the consumer closes."""
+        if self._pending:
+            try:
+                self.commit({})
+            except exceptions.CommitFailed as error:
+                logger.info("pending offset commit refused: %s", error)
+
     def _auto_commit(self):
-        try:
-            self.commit()
-        except exceptions.CommitFailed as error:
-            logger.info("auto commit refused: %s", error)
+        """Store everything polled so far with the next fetch."""
+        self._last_commit = time.monotonic()
+        self._pending.update(self._consumed)
 
     def close(self, *, commit=None):
         """Commit (with auto commit, unless commit=False), leave the group and close connections."""
@@ -327,7 +392,8 @@ class Consumer:
         try:
             if self.assignment is not None:
                 if commit if commit is not None else self.enable_auto_commit:
-                    self._auto_commit()
+                    self._pending.update(self._consumed)
+                self._flush_pending()
                 groups.leave(self.assignment.group_id, self.member_id)
         finally:
             if self._heartbeat_thread is not None:

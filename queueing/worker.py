@@ -106,7 +106,8 @@ class Worker(GroupLoop):
             self.processed += 1
         if done:
             try:
-                self.consumer.commit(done)
+                # Stored with the next poll's fetch, in its round trip; close() stores what is left.
+                self.consumer.commit_async(done)
             except exceptions.CommitFailed as error:
                 logger.info("commit refused, re-syncing: %s", error)
         # Records polled but not handled (stop requested, or fenced) are read again.

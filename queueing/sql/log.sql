@@ -70,27 +70,21 @@ ON CONFLICT (producer_id, topic_id, partition) DO UPDATE
        last_base_offset = EXCLUDED.last_base_offset,
        updated_at = EXCLUDED.updated_at
 
--- name: fetch_records --
--- Read up to per_partition records from each (topic, partition, position), in offset order, never
--- below the log start (records retention has let go may still be on disk until their segment is
--- dropped). Each LATERAL branch is one range scan of the primary key in each time segment.
-SELECT r.topic_id, r.partition, r."offset", r.key, r.value, r.value_format, r.headers, r.timestamp
-  FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[], %(positions)s::bigint[])
-       AS p(topic_id, partition, position)
-  JOIN queueing_partition bounds ON bounds.topic_id = p.topic_id AND bounds.number = p.partition
- CROSS JOIN LATERAL (
-        SELECT * FROM queueing_record r
-         WHERE r.topic_id = p.topic_id AND r.partition = p.partition
-           AND r."offset" >= greatest(p.position, bounds.log_start_offset)
-         ORDER BY r."offset"
-         LIMIT %(per_partition)s) r
-
--- name: commit_offsets --
--- Store a member's offsets, all or none: only if its generation is current and it owns every
--- partition named. FOR SHARE conflicts with the FOR UPDATE that a rebalance or an offset reset
--- takes on the group row; after waiting, PostgreSQL re-tests the generation on the new row
--- version, so a fenced member's commit finds no row here and stores nothing. set_config(..., true)
--- sets this transaction's commit level (one statement, one round trip).
+-- name: commit_and_fetch --
+-- One round trip for a consumer's poll: store the offsets it hands in, then read up to
+-- per_partition records from each (topic, partition, position). Either half may be empty; the
+-- last column of every row says how many offsets were stored, and with no records there is one
+-- row of nulls with that count.
+--
+-- The commit stores a member's offsets all or none: only if its generation is current and it
+-- owns every partition named. FOR SHARE conflicts with the FOR UPDATE that a rebalance or an
+-- offset reset takes on the group row; after waiting, PostgreSQL re-tests the generation on the new
+-- row version, so a fenced member's commit finds no row and stores nothing. set_config(..., true)
+-- sets this transaction's commit level. A data-modifying WITH runs to completion before the read.
+--
+-- The read goes in offset order, never below the log start (records retention has let go may
+-- still be on disk until their segment is dropped). Each LATERAL branch is one range scan of the
+-- primary key in each time segment, so a partition's rows come as one run in offset order.
 WITH fence AS (
     SELECT id, set_config('synchronous_commit',
                           coalesce(%(commit_level)s, current_setting('synchronous_commit')), true)
@@ -99,19 +93,35 @@ WITH fence AS (
        FOR SHARE
 ), owned AS (
     SELECT c.topic_id, c.partition, c.committed
-      FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[], %(offsets)s::bigint[])
+      FROM unnest(%(commit_topic_ids)s::bigint[], %(commit_partitions)s::int[], %(offsets)s::bigint[])
            AS c(topic_id, partition, committed)
       JOIN queueing_groupassignment a
         ON a.group_id = %(group_id)s AND a.topic_id = c.topic_id AND a.partition = c.partition
        AND a.member_id = %(member_id)s
+), stored AS (
+    INSERT INTO queueing_committedoffset (group_id, topic_id, partition, "offset", committed_at)
+    SELECT fence.id, owned.topic_id, owned.partition, owned.committed, now()
+      FROM fence, owned
+     WHERE (SELECT count(*) FROM owned) = cardinality(%(commit_topic_ids)s::bigint[])
+        ON CONFLICT (group_id, topic_id, partition) DO UPDATE
+       SET "offset" = EXCLUDED."offset", committed_at = EXCLUDED.committed_at
+    RETURNING 1
 )
-INSERT INTO queueing_committedoffset (group_id, topic_id, partition, "offset", committed_at)
-SELECT fence.id, owned.topic_id, owned.partition, owned.committed, now()
-  FROM fence, owned
- WHERE (SELECT count(*) FROM owned) = cardinality(%(topic_ids)s::bigint[])
-    ON CONFLICT (group_id, topic_id, partition) DO UPDATE
-   SET "offset" = EXCLUDED."offset", committed_at = EXCLUDED.committed_at
-RETURNING topic_id, partition
+SELECT r.topic_id, r.partition, r."offset", r.key, r.value, r.value_format, r.headers, r.timestamp,
+       committed.count
+  FROM (SELECT count(*) FROM stored) committed
+  LEFT JOIN (
+        SELECT r.*
+          FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[], %(positions)s::bigint[])
+               AS p(topic_id, partition, position)
+          JOIN queueing_partition bounds ON bounds.topic_id = p.topic_id AND bounds.number = p.partition
+         CROSS JOIN LATERAL (
+                SELECT * FROM queueing_record r
+                 WHERE r.topic_id = p.topic_id AND r.partition = p.partition
+                   AND r."offset" >= greatest(p.position, bounds.log_start_offset)
+                 ORDER BY r."offset"
+                 LIMIT %(per_partition)s) r
+       ) r ON true
 
 -- name: offset_for_timestamp --
 -- The first offset at or after a moment, for resets by time (the BRIN index narrows the scan).

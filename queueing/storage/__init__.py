@@ -2,6 +2,7 @@
 are re-exported here because every layer uses them."""
 from queueing.storage.log import (  # noqa: F401
     append_records,
+    commit_and_fetch,
     commit_offsets,
     cursor,
     fetch_records,

@@ -166,41 +166,57 @@ def _check_sequence(cur, params):
     )
 
 
-def fetch_records(*, positions, per_partition):
-    """Return [(topic_id, partition, offset, key, value, value_format, headers, timestamp)] in offset
-    order per partition, starting at each position of positions {(topic_id, partition): offset}."""
-    if not positions:
-        return []
-    keys = list(positions)
+def commit_and_fetch(*, positions=None, per_partition=0, commit=None):
+    """Store a member's offsets and read records, in one statement; return (stored, rows).
+
+    commit: None, or {"group_id", "member_id", "generation", "offsets": {(topic_id, partition):
+    next offset}}. The offsets are stored all or none: none if the generation is stale or the member
+    does not own every partition named; stored is True, False, or None when nothing was asked.
+    Outside a caller's transaction the commit does not wait for the WAL flush: an offset commit lost
+    in a server crash only means records are read again (at least once either way). Inside one (a
+    dead letter written with its commit) the caller's durability applies.
+
+    rows: [(topic_id, partition, offset, key, value, value_format, headers, timestamp, stored count)]
+    starting at each position of positions {(topic_id, partition): offset}, each partition's rows
+    together and in offset order (the count rides on every row so that a poll's hundreds of rows
+    are not copied to drop it; fetch_records drops it).
+    """
+    positions = positions or {}
+    slots = list(positions)
+    offsets = commit["offsets"] if commit else {}
+    keys = list(offsets)
     params = {
-        "topic_ids": [k[0] for k in keys],
-        "partitions": [k[1] for k in keys],
-        "positions": [positions[k] for k in keys],
+        "group_id": commit["group_id"] if commit else None,
+        "member_id": commit["member_id"] if commit else None,
+        "generation": commit["generation"] if commit else None,
+        "commit_topic_ids": [k[0] for k in keys],
+        "commit_partitions": [k[1] for k in keys],
+        "offsets": [offsets[k] for k in keys],
+        "commit_level": None if connection.in_atomic_block else "off",
+        "topic_ids": [k[0] for k in slots],
+        "partitions": [k[1] for k in slots],
+        "positions": [positions[k] for k in slots],
         "per_partition": per_partition,
     }
-    return run(cursor(), "fetch_records", params, binary=True).fetchall()
+    rows = run(cursor(), "commit_and_fetch", params, binary=True).fetchall()
+    stored = rows[0][8] == len(keys) if keys else None
+    return stored, ([] if rows[0][0] is None else rows)
+
+
+def fetch_records(*, positions, per_partition):
+    """Return [(topic_id, partition, offset, key, value, value_format, headers, timestamp)], each
+    partition's rows together and in offset order, starting at each position of positions
+    {(topic_id, partition): offset}."""
+    if not positions:
+        return []
+    return [row[:8] for row in commit_and_fetch(positions=positions, per_partition=per_partition)[1]]
 
 
 def commit_offsets(*, group_id, member_id, generation, offsets):
-    """Store offsets {(topic_id, partition): next offset} for a member; all or nothing.
-
-    Returns False, storing nothing, if the generation is stale or the member does not own every
-    partition named. Outside a caller's transaction the commit does not wait for the WAL flush: an
-    offset commit lost in a server crash only means records are read again (at least once either
-    way). Inside one (a dead letter written with its commit) the caller's durability applies.
-    """
-    keys = list(offsets)
-    params = {
-        "group_id": group_id,
-        "member_id": member_id,
-        "generation": generation,
-        "topic_ids": [k[0] for k in keys],
-        "partitions": [k[1] for k in keys],
-        "offsets": [offsets[k] for k in keys],
-        "commit_level": None if connection.in_atomic_block else "off",
-    }
-    stored = run(cursor(), "commit_offsets", params).fetchall()
-    return len(stored) == len(keys)
+    """Store offsets {(topic_id, partition): next offset} for a member, all or nothing; return
+    whether they were stored (see commit_and_fetch)."""
+    commit = {"group_id": group_id, "member_id": member_id, "generation": generation, "offsets": offsets}
+    return commit_and_fetch(commit=commit)[0]
 
 
 def offset_for_timestamp(*, topic_id, partition, timestamp):

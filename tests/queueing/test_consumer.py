@@ -218,3 +218,66 @@ def test_an_offset_commit_is_all_or_nothing(db, topic, make):
     assert not models.CommittedOffset.objects.filter(group__name="split2").exists()
     assert storage.commit_offsets(group_id=first.assignment.group_id, member_id=first.member_id,
                                   generation=first.assignment.generation, offsets={mine[0]: 1})
+
+
+def committed(group):
+    return {c.partition: c.offset for c in models.CommittedOffset.objects.filter(group__name=group)}
+
+
+def test_commit_async_is_stored_by_the_next_poll_in_its_round_trip(db, topic, make, monkeypatch):
+    from queueing.storage import log
+
+    producer.send_batch(topic.name, [b"a", b"b"], partition=0)
+    member = make("async", [topic.name], auto_offset_reset="earliest", enable_auto_commit=False)
+    records = drain(member, 2)
+    member.commit_async()
+    assert committed("async") == {}  # nothing sent yet
+    producer.send(topic.name, b"c", partition=0)
+    statements, run = [], log.run
+    monkeypatch.setattr(log, "run", lambda cur, name, *a, **k: statements.append(name) or run(cur, name, *a, **k))
+    later = member.poll(timeout=1)
+    monkeypatch.undo()
+    assert statements == ["commit_and_fetch"]  # the commit rode on the fetch: one statement
+    assert committed("async") == {0: records[-1].offset + 1}
+    assert [r.value for r in later] == [b"c"]
+    member.commit_async({tp(topic.name, 0): later[0].offset + 1})
+    member.close(commit=False)  # what commit_async left is stored on close, auto commit or not
+    assert committed("async") == {0: 3}
+
+
+def test_a_fenced_commit_async_hands_out_nothing_stale_and_stores_nothing(db, topic, make):
+    producer.send_batch(topic.name, [b"a", b"b", b"c"], partition=0)
+    member = make("afence", [topic.name], auto_offset_reset="earliest", enable_auto_commit=False)
+    drain(member, 3)
+    member.commit()
+    plan = offsets.plan_reset("afence", topic_specs=[f"{topic.name}:0"], scenario="to_offset", value=1)
+    offsets.execute_reset(plan, actor="tester", scenario="to_offset 1")
+    member.commit_async({tp(topic.name, 0): 3})
+    # The commit is refused with the fetch; the member re-syncs and reads from the reset offset.
+    assert [r.value for r in drain(member, 2)] == [b"b", b"c"]
+    assert committed("afence") == {0: 1}
+
+
+def test_a_sync_commit_takes_what_commit_async_left(db, topic, make):
+    producer.send_batch(topic.name, [b"a"], partition=0)
+    producer.send_batch(topic.name, [b"b"], partition=1)
+    member = make("mixed", [topic.name], auto_offset_reset="earliest", enable_auto_commit=False)
+    records = drain(member, 2)
+    first, second = sorted(records, key=lambda r: r.partition)
+    member.commit_async({tp(topic.name, 0): first.offset + 1})
+    member.commit({tp(topic.name, 1): second.offset + 1})
+    assert committed("mixed") == {0: 1, 1: 1}
+
+
+def test_several_partitions_in_one_poll_each_come_in_order(db, topic, make):
+    for partition in range(3):
+        producer.send_batch(topic.name, [f"{partition}-{i}".encode() for i in range(40)], partition=partition)
+    member = make("runs", [topic.name], auto_offset_reset="earliest", max_poll_records=90)
+    records = member.poll(timeout=1)
+    assert len(records) == 90  # 30 from each partition
+    for partition in range(3):
+        mine = [r for r in records if r.partition == partition]
+        assert [r.offset for r in mine] == list(range(30))
+        assert [r.value for r in mine] == [f"{partition}-{i}".encode() for i in range(30)]
+    rest = drain(member, 30)
+    assert sorted((r.partition, r.offset) for r in rest) == [(p, o) for p in range(3) for o in range(30, 40)]

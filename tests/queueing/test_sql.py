@@ -25,7 +25,7 @@ def _nodes(plan):
         yield from _nodes(child)
 
 
-def test_fetch_records_reads_the_primary_key_range(db, topic):
+def test_the_fetch_reads_the_primary_key_range(db, topic):
     from queueing import storage
 
     producer.send_batch(topic.name, [b"x"] * 50, partition=0)
@@ -35,8 +35,10 @@ def test_fetch_records_reads_the_primary_key_range(db, topic):
         cursor.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                        "WHERE i.inhparent = 'queueing_record'::regclass")
         segments = {row[0] for row in cursor.fetchall()}
-    params = {"topic_ids": [topic.id], "partitions": [0], "positions": [10], "per_partition": 5}
-    row = storage.cursor().execute("EXPLAIN (FORMAT JSON) " + sql.queries["fetch_records"], params).fetchone()
+    params = {"topic_ids": [topic.id], "partitions": [0], "positions": [10], "per_partition": 5,
+              "group_id": None, "member_id": None, "generation": None, "commit_level": None,
+              "commit_topic_ids": [], "commit_partitions": [], "offsets": []}
+    row = storage.cursor().execute("EXPLAIN (FORMAT JSON) " + sql.queries["commit_and_fetch"], params).fetchone()
     nodes = list(_nodes(row[0][0]["Plan"]))
     scans = {n["Relation Name"]: n for n in nodes if n.get("Relation Name", "").startswith("queueing_record")}
     # The log is partitioned by time: each segment (and the default partition) is read by a range

@@ -1,12 +1,7 @@
 """Raw SQL of the log: appends, fetches, offset commits."""
-import datetime
-import threading
-import time
-
 import psycopg
-import psycopg.errors
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from psycopg.types.json import Jsonb, JsonbBinaryLoader, JsonbLoader
 
 from queueing import exceptions, types
@@ -96,17 +91,6 @@ def append_records(*, topic_id, partition, records, producer_id=None, base_seque
     copying = len(records) >= COPY_FROM
     if producer_id is None and level is None and not copying and connection.get_autocommit():
         # One statement in autocommit is its own transaction: one round trip per send.
-        if len(records) == 1:
-            segment = _segments.current()
-            if segment is not None:
-                try:
-                    return _append(cur, params, records, segment), False
-                except DatabaseError as error:
-                    # The server's clock put the record in another segment, or the segment is gone:
-                    # the statement changed nothing; route through the parent table from now on.
-                    if not isinstance(error.__cause__, (psycopg.errors.CheckViolation, psycopg.errors.UndefinedTable)):
-                        raise
-                    _segments.distrust()
         return _append(cur, params, records), False
     with transaction.atomic():
         if level is not None:
@@ -123,66 +107,13 @@ def append_records(*, topic_id, partition, records, producer_id=None, base_seque
         return base_offset, False
 
 
-class _Segments:
-    """Which time segment of the log a single send made now lands in, by this process's clock.
-
-    An INSERT into the partitioned log routes the row to its segment at every execution; naming the
-    segment saves that work (about a tenth of a single send). Only where the clock is at least
-    MARGIN away from the segment's bounds; a send the server routes elsewhere fails its partition
-    constraint, changes nothing, and is sent again through the parent, and the guess is off until
-    the segments are read again.
-    """
-
-    MARGIN = datetime.timedelta(seconds=10)
-    REFRESH_S = 60.0
-
-    def __init__(self):
-        self.known, self.read_at, self.lock = [], -self.REFRESH_S, threading.Lock()
-
-    def current(self):
-        now = datetime.datetime.now(datetime.UTC)
-        for name, start, end in self.known:
-            if start + self.MARGIN <= now < end - self.MARGIN:
-                return name
-        if time.monotonic() - self.read_at < self.REFRESH_S:
-            return None
-        with self.lock:
-            self.read_at = time.monotonic()
-            self.known = [tuple(row) for row in run(cursor(), "segments", {}).fetchall()]
-        return next((n for n, start, end in self.known if start + self.MARGIN <= now < end - self.MARGIN), None)
-
-    def distrust(self):
-        self.known, self.read_at = [], time.monotonic()
-
-
-_segments = _Segments()
-_SEGMENT_QUERIES = {}
-
-
-def _append_into(segment):
-    """append_record with the segment named as the INSERT's target (one prepared statement each)."""
-    query = _SEGMENT_QUERIES.get(segment)
-    if query is None:
-        quoted = psycopg.sql.Identifier(segment).as_string(None)
-        query = queries["append_record"].replace("INSERT INTO queueing_record", f"INSERT INTO {quoted}", 1)
-        if len(_SEGMENT_QUERIES) > 16:
-            _SEGMENT_QUERIES.clear()
-        _SEGMENT_QUERIES[segment] = query
-    return query
-
-
-def _append(cur, params, records, segment=None):
+def _append(cur, params, records):
     if len(records) == 1:
         record = records[0]
-        values = {
+        row = run(cur, "append_record", {
             **params, "key": record.key, "value": record.value, "value_format": record.value_format,
             "header": Jsonb(record.headers) if record.headers else None,
-        }
-        if segment is None:
-            row = run(cur, "append_record", values).fetchone()
-        else:
-            with connection.wrap_database_errors:
-                row = cur.execute(_append_into(segment), values).fetchone()
+        }).fetchone()
     else:
         row = run(cur, "append_records", {
             **params,

@@ -195,29 +195,3 @@ def test_an_idempotent_large_batch_is_stored_once(db, topic):
                                    producer_id=sender.producer_id, base_sequence=0)
     assert (first, again) == ((0, False), (0, True))
     assert len(stored(topic.id, 0)) == storage.log.COPY_FROM
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_single_send_names_its_segment_and_falls_back_when_the_guess_is_wrong(monkeypatch):
-    import datetime
-    import time
-
-    from queueing.storage import log
-
-    topics.create_topic("routed", partitions=1)
-    info = topics.get_topic("routed")
-    monkeypatch.setattr(log, "_segments", log._Segments())
-    assert producer.send("routed", b"0").offset == 0
-    now = datetime.datetime.now(datetime.UTC)
-    current = next(name for name, start, end in log._segments.known if start <= now < end)
-    assert current in log._SEGMENT_QUERIES  # the INSERT named the segment instead of the parent table
-    # A wrong guess (a segment ahead, and one that does not exist): the server refuses the row,
-    # nothing is stored by that statement, and the send goes through the parent table.
-    ahead = log._segments.known[-1][0]
-    hour = datetime.timedelta(hours=1)
-    for wrong in (ahead, "queueing_record_s19990101000000"):
-        log._segments.known, log._segments.read_at = [(wrong, now - hour, now + hour)], time.monotonic()
-        assert producer.send("routed", wrong.encode()).offset in (1, 2)
-        assert log._segments.known == []  # distrusted until the next read
-    assert [(o, v) for o, v, _ in stored(info.id, 0)] == [
-        (0, b"0"), (1, ahead.encode()), (2, b"queueing_record_s19990101000000")]

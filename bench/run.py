@@ -40,9 +40,20 @@ def rate(count, seconds):
     return count / seconds if seconds > 0 else float("inf")
 
 
-def best(repeat, measure):
-    """The median of repeat runs of measure() -> records per second."""
-    return statistics.median(measure() for _ in range(repeat))
+def paired(rounds, measure, baseline):
+    """Run measure() and baseline() (each -> records per second) side by side, rounds times, in
+    ABBA order so that drift on a shared machine hits both alike; return the median rates and the
+    median of the per-round ratios (each ratio compares runs made moments apart)."""
+    ours, theirs = [], []
+    for index in range(rounds):
+        if index % 2:
+            theirs.append(baseline())
+            ours.append(measure())
+        else:
+            ours.append(measure())
+            theirs.append(baseline())
+    ratios = [a / b for a, b in zip(ours, theirs)]
+    return statistics.median(ours), statistics.median(theirs), statistics.median(ratios)
 
 
 class Raw:
@@ -184,39 +195,57 @@ class Engine:
 
 
 def delayed_pending(engine, url, records, repeat, pending):
-    """Produce and consume rates with `pending` delayed records waiting, against none waiting."""
+    """Produce and consume rates with `pending` delayed records waiting, against none waiting: each
+    round measures both states, switching between them by loading and truncating the records."""
     import psycopg
 
     if not pending:
         return []
     measures = [("produce, send_batch of 500", engine.send_batch, records),
                 ("ordered consume + commit per poll", engine.ordered_consume, records)]
-    before = {name: best(repeat, lambda m=measure, c=count: m(c)) for name, measure, count in measures}
-    with psycopg.connect(url, autocommit=True) as conn:
-        topic_id = conn.execute("SELECT id FROM queueing_topic ORDER BY id LIMIT 1").fetchone()[0]
-        began = time.perf_counter()
-        conn.execute(
-            "INSERT INTO queueing_delayedrecord (topic_id, partition, value, value_format, deliver_at, created_at) "
-            "SELECT %s, 0, '\\x00'::bytea, 0, now() + (1 + n %% 86400) * interval '1 second', now() "
-            "FROM generate_series(1, %s) AS n", [topic_id, pending])
-        stored = time.perf_counter() - began
-        # Settle the bulk load (its checkpoint and autovacuum) so that what is measured is a
-        # steady state with the records waiting, not the aftermath of loading them.
-        conn.execute("VACUUM ANALYZE queueing_delayedrecord")
-        conn.execute("CHECKPOINT")
+
+    def measure_all():
+        return {name: measure(count) for name, measure, count in measures}
+
+    def load():
+        with psycopg.connect(url, autocommit=True) as conn:
+            topic_id = conn.execute("SELECT id FROM queueing_topic ORDER BY id LIMIT 1").fetchone()[0]
+            began = time.perf_counter()
+            conn.execute(
+                "INSERT INTO queueing_delayedrecord (topic_id, partition, value, value_format, deliver_at, "
+                "created_at) SELECT %s, 0, '\\x00'::bytea, 0, now() + (1 + n %% 86400) * interval '1 second', "
+                "now() FROM generate_series(1, %s) AS n", [topic_id, pending])
+            stored = time.perf_counter() - began
+            # Settle the bulk load (its checkpoint and autovacuum) so that what is measured is a
+            # steady state with the records waiting, not the aftermath of loading them.
+            conn.execute("VACUUM ANALYZE queueing_delayedrecord")
+            conn.execute("CHECKPOINT")
         print(f"({pending:,} delayed records stored in {stored:.1f}s)")
-    waiting = {name: best(repeat, lambda m=measure, c=count: m(c)) for name, measure, count in measures}
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE queueing_delayedrecord")
-        conn.execute("CHECKPOINT")
-    after = {name: best(repeat, lambda m=measure, c=count: m(c)) for name, measure, count in measures}
+
+    def unload():
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("TRUNCATE queueing_delayedrecord")
+            conn.execute("CHECKPOINT")
+
+    waiting, none = [], []
+    for index in range(repeat):
+        if index % 2:
+            waiting.append(measure_all())
+            unload()
+            none.append(measure_all())
+        else:
+            none.append(measure_all())
+            load()
+            waiting.append(measure_all())
+    if repeat % 2:
+        unload()
     rows = []
     for name, _, count in measures:
-        # The baseline is the mean of the runs before and after, so drift over the run cancels out.
-        none = (before[name] + after[name]) / 2
+        ratios = [w[name] / n[name] for w, n in zip(waiting, none)]
         rows.append({"operation": f"{name}, {pending:,} delayed pending", "records": count,
-                     "sluice_per_s": round(waiting[name]), "baseline": "same, none pending",
-                     "raw_per_s": round(none), "ratio": round(waiting[name] / none, 2), "goal": 0.9})
+                     "sluice_per_s": round(statistics.median(w[name] for w in waiting)),
+                     "baseline": "same, none pending", "raw_per_s": round(statistics.median(n[name] for n in none)),
+                     "ratio": round(statistics.median(ratios), 2), "goal": 0.9})
     return rows
 
 
@@ -242,15 +271,10 @@ def run(records, repeat, pending=1_000_000):
         rows = []
 
         def compare(operation, measure_engine, baseline, measure_raw, goal, count):
-            # Alternate the two sides so drift on a shared machine hits both alike.
-            engine_rates, raw_rates = [], []
-            for _ in range(repeat):
-                engine_rates.append(measure_engine(count))
-                raw_rates.append(measure_raw(count))
-            engine_rate, raw_rate = statistics.median(engine_rates), statistics.median(raw_rates)
+            engine_rate, raw_rate, ratio = paired(repeat, lambda: measure_engine(count), lambda: measure_raw(count))
             rows.append({"operation": operation, "records": count, "sluice_per_s": round(engine_rate),
-                         "baseline": baseline, "raw_per_s": round(raw_rate),
-                         "ratio": round(engine_rate / raw_rate, 2), "goal": goal})
+                         "baseline": baseline, "raw_per_s": round(raw_rate), "ratio": round(ratio, 2),
+                         "goal": goal})
 
         compare("produce, send_batch of 500", engine.send_batch, "COPY of 500 a transaction", raw.copy, 0.5, records)
         compare("produce, send_batch of 500", engine.send_batch, "one COPY of all rows", raw.copy_all, None, records)
@@ -285,7 +309,8 @@ def print_table(rows):
 def main():
     parser = argparse.ArgumentParser(description="Sluice against raw PostgreSQL, one run, one table.")
     parser.add_argument("--records", type=int, default=50_000, help="records per measurement (default 50000)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is kept (default 3)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="rounds per figure, each measuring both sides; the median ratio is kept (default 5)")
     parser.add_argument("--share-records", type=int, default=20_000, help="records per share-group run (0: skip)")
     parser.add_argument("--delayed-pending", type=int, default=1_000_000,
                         help="delayed records waiting for the last figures (0: skip)")
@@ -294,7 +319,7 @@ def main():
     if args.records < 1000 or args.repeat < 1:
         parser.error("--records must be at least 1000 and --repeat at least 1")
     print(f"Sluice benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores; "
-          f"{args.records} records a figure, median of {args.repeat}\n")
+          f"{args.records} records a figure, median ratio of {args.repeat} paired rounds\n")
     admin, _ = database_urls()
     rows = run(args.records, args.repeat, args.delayed_pending)
     print_table(rows)
@@ -308,6 +333,7 @@ def main():
               "(claim and delete 100 rows a statement)")
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             subprocess.run([sys.executable, str(ROOT / "bench" / "share.py"), "--records", str(args.share_records),
+                            "--repeat", str(max(3, args.repeat // 2 + 1)),
                             "--json", out.name], check=True, env={**os.environ, "DATABASE_URL": admin})
             share_rows = json.loads(Path(out.name).read_text())
     if args.json:

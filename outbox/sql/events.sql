@@ -20,27 +20,38 @@ SELECT seq, id, created_at, pg_notify('sluice_outbox', '') FROM stored
 -- each head the aggregate's next undelivered events, up to `limit` rows in all.
 --
 -- Order per aggregate with several relays: an event is a head only if no earlier event of its
--- aggregate is undelivered (NOT EXISTS), and heads are locked FOR UPDATE SKIP LOCKED. The head's
+-- aggregate is undelivered (it is the aggregate's oldest undelivered), and heads are locked FOR
+-- UPDATE SKIP LOCKED. The head's
 -- row lock is the aggregate's mutex: while one relay holds it, any other relay skips the head and,
--- through NOT EXISTS (the head is still undelivered in its snapshot), everything behind it. When the
+-- through the head test (the head is still undelivered in its snapshot), everything behind it. When the
 -- holder commits, the head and the events it delivered behind it become delivered at once, so
 -- another relay can only ever start after them. SKIP LOCKED rather than waiting: relays share the
 -- aggregates instead of queueing behind each other, and a slow or poisoned aggregate holds up only
 -- itself. (Advisory locks on hashed aggregates would do as well, but the row lock needs no slot
 -- arithmetic and is released by the same commit that marks the events delivered.)
 --
+-- Candidates are the oldest `window` undelivered events (NULL: all of them), so that a claim
+-- costs O(window) probes even when one aggregate has a long backlog; the relay widens the window
+-- to all when the oldest events hold no head it can take (an aggregate backing off, or heads other
+-- relays hold), so nothing waits behind them for long.
+--
 -- Events behind a head are not locked: nobody else can claim them while the head is ours (see
 -- above). `due` is false for an event backing off after an earlier failure; the relay stops an
--- aggregate's run there. NOT EXISTS is a probe of the partial index outbox_pending_aggregate
--- (undelivered rows only), so an aggregate's delivered history costs nothing here.
+-- aggregate's run there. The head test is a scalar subquery on purpose: one probe of the partial
+-- index outbox_pending_aggregate (undelivered rows only) per candidate, so an aggregate's delivered
+-- history costs nothing. Written as NOT EXISTS, the planner may turn it into a hash anti-join, and
+-- one aggregate with N pending events then costs N² comparisons per claim (24 s at N = 20,000).
 WITH heads AS (
     SELECT e.seq, e.aggregate_type, e.aggregate_id
       FROM outbox_outboxevent e
      WHERE e.delivered_at IS NULL
+       AND e.seq <= (SELECT max(w.seq)
+                       FROM (SELECT seq FROM outbox_outboxevent
+                              WHERE delivered_at IS NULL ORDER BY seq LIMIT %(window)s) w)
        AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= now())
-       AND NOT EXISTS (SELECT 1 FROM outbox_outboxevent p
-                        WHERE p.aggregate_type = e.aggregate_type AND p.aggregate_id = e.aggregate_id
-                          AND p.delivered_at IS NULL AND p.seq < e.seq)
+       AND e.seq = (SELECT min(p.seq) FROM outbox_outboxevent p
+                     WHERE p.aggregate_type = e.aggregate_type AND p.aggregate_id = e.aggregate_id
+                       AND p.delivered_at IS NULL)
      ORDER BY e.seq
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED

@@ -52,10 +52,19 @@ def insert_event(*, aggregate_type, aggregate_id, event_type, payload, headers, 
     return _run("insert_event", params, fetch="one")[:3]
 
 
+CLAIM_WINDOW = 8  # times the batch: how many of the oldest undelivered events a claim looks at first
+
+
 def claim_events(*, limit):
     """Claim a batch (caller's transaction): ClaimedEvents in seq order, each aggregate's a run of
-    its oldest undelivered events. The heads stay locked until the transaction ends."""
-    rows = _run("claim_events", {"limit": limit}, fetch="all")
+    its oldest undelivered events. The heads stay locked until the transaction ends.
+
+    Heads are looked for among the oldest limit * CLAIM_WINDOW undelivered events first, and among
+    all of them only if those hold none to take (see claim_events in events.sql).
+    """
+    rows = _run("claim_events", {"limit": limit, "window": limit * CLAIM_WINDOW}, fetch="all")
+    if not rows:
+        rows = _run("claim_events", {"limit": limit, "window": None}, fetch="all")
     return [ClaimedEvent(*row[:5], _json(row[5]), _json(row[6]) or {}, *row[7:]) for row in rows]
 
 

@@ -274,9 +274,51 @@ def test_the_claim_probes_only_undelivered_events_of_an_aggregate(db):
                    '{}', 'sluice:x', '', now(), CASE WHEN i <= 19000 THEN now() END, 0, ''
               FROM generate_series(1, 21000) i""")
         cursor.execute("ANALYZE outbox_outboxevent")
-        cursor.execute("EXPLAIN (FORMAT JSON) " + relay.storage.queries["claim_events"], {"limit": 200})
+        cursor.execute("EXPLAIN (FORMAT JSON) " + relay.storage.queries["claim_events"], {"limit": 200,
+                                                                                          "window": 1600})
         plan = json.dumps(cursor.fetchone()[0])
     assert "outbox_pending_aggregate" in plan
+
+
+def _nodes(plan):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _pending(cursor, aggregates):
+    """Insert undelivered events: [(aggregate_id, count, backing_off)] in that seq order."""
+    for aggregate, count, backing_off in aggregates:
+        cursor.execute("""
+            INSERT INTO outbox_outboxevent (id, aggregate_type, aggregate_id, event_type, payload, headers,
+                                            destination, key, created_at, attempts, last_error, next_attempt_at)
+            SELECT gen_random_uuid(), 'order', %s, 't', '{}', '{}', 'sluice:x', '', now(), 0, '',
+                   CASE WHEN %s AND i = 1 THEN now() + interval '1 hour' END
+              FROM generate_series(1, %s) i""", [aggregate, backing_off, count])
+    cursor.execute("ANALYZE outbox_outboxevent")
+
+
+def test_a_claim_behind_one_long_backlog_looks_at_a_window_not_the_whole_backlog(db):
+    """One aggregate with 20,000 pending events: the head test runs once per event of the window,
+    never once per pending event (as NOT EXISTS, the planner made it a hash anti-join: N² = 24 s)."""
+    with connection.cursor() as cursor:
+        _pending(cursor, [("hot", 20000, False)])
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + relay.storage.queries["claim_events"],
+                       {"limit": 200, "window": 1600})
+        nodes = list(_nodes(cursor.fetchone()[0][0]["Plan"]))
+    probes = [n for n in nodes if n.get("Index Name", "").startswith("outbox_") and n["Actual Loops"] > 1]
+    assert probes and all(n["Actual Loops"] <= 1600 for n in probes)
+    assert not any("Anti Join" in n["Node Type"] for n in nodes)
+    claimed = relay.storage.claim_events(limit=200)
+    assert len(claimed) == 200 and {e.aggregate_id for e in claimed} == {"hot"}
+
+
+def test_when_the_window_holds_no_head_to_take_the_claim_looks_further(db):
+    """The oldest events belong to an aggregate backing off: a claim still finds the events behind."""
+    with connection.cursor() as cursor:
+        _pending(cursor, [("stuck", 3000, True), ("ready", 2, False)])
+    claimed = relay.storage.claim_events(limit=10)
+    assert [e.aggregate_id for e in claimed] == ["ready", "ready"]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -326,11 +326,16 @@ class Consumer:
         """
         if self.assignment is None:
             return
-        slots = {**self._pending, **self._slots(offsets)}
-        self._pending = {}
+        explicit = self._slots(offsets)
+        pending, self._pending = self._pending, {}
+        slots = {**pending, **explicit}
         if not slots:
             return
-        accepted = storage.commit_offsets(**self._commit_request(slots))
+        try:
+            accepted = storage.commit_offsets(**self._commit_request(slots))
+        except BaseException:
+            self._pending = {**pending, **self._pending}  # not stored (a lost connection, say): kept
+            raise
         self._committed(slots, accepted)
         if not accepted:
             raise exceptions.CommitFailed(group=self.group, generation=self.assignment.generation)

@@ -2,7 +2,7 @@ import threading
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 
 from queueing import consumer, exceptions, groups, models, offsets, producer, topics, types
 
@@ -281,3 +281,29 @@ def test_several_partitions_in_one_poll_each_come_in_order(db, topic, make):
         assert [r.value for r in mine] == [f"{partition}-{i}".encode() for i in range(30)]
     rest = drain(member, 30)
     assert sorted((r.partition, r.offset) for r in rest) == [(p, o) for p in range(3) for o in range(30, 40)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_offsets_left_by_commit_async_survive_a_cut_connection():
+    from django.db import connections
+
+    topics.create_topic("cutasync", partitions=1)
+    producer.send_batch("cutasync", [b"a", b"b"], partition=0)
+    member = consumer.Consumer("cutasync", ["cutasync"], auto_offset_reset="earliest", enable_auto_commit=False)
+    try:
+        drain(member, 2)
+        member.commit_async()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        other = connections.create_connection("default")
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        other.close()
+        with pytest.raises((OperationalError, InterfaceError)):
+            member.commit()
+        connection.close()
+        member.commit()  # on a new connection: what commit_async left was kept, and is stored now
+        assert committed("cutasync") == {0: 2}
+    finally:
+        member.close(commit=False)

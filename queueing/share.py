@@ -186,12 +186,10 @@ class ShareConsumer:
 
     @staticmethod
     def _record(topic, partition, row):
+        # Rows are read in binary, so key and value arrive as bytes; positional, as members build
+        # thousands a second.
         offset, key, value, value_format, headers, timestamp, count = row
-        return types.Record(
-            topic=topic.name, partition=partition, offset=offset,
-            key=None if key is None else bytes(key), value=None if value is None else bytes(value),
-            value_format=value_format, headers=headers or {}, timestamp=timestamp, delivery_count=count,
-        )
+        return types.Record(topic.name, partition, offset, key, value, value_format, headers or {}, timestamp, count)
 
     def _drain(self):
         self._wait(0)

@@ -24,6 +24,22 @@ def database_url():
     return f"postgresql://{auth}@{host}{port}/{s['NAME']}"
 
 
+def cut_connection():
+    """pg_terminate_backend this thread's database connection from a second one, as a failover or
+    a network cut would; the next statement on it fails."""
+    from django.db import connections
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    finally:
+        other.close()
+
+
 @pytest.fixture(autouse=True)
 def fresh_topic_cache():
     """Producers cache topics for a few seconds; a test's rolled-back topics must not leak into the next."""

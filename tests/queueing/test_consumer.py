@@ -5,6 +5,7 @@ import pytest
 from django.db import InterfaceError, OperationalError, connection
 
 from queueing import consumer, exceptions, groups, models, offsets, producer, topics, types
+from tests.conftest import cut_connection
 
 
 def tp(topic, partition):
@@ -285,21 +286,13 @@ def test_several_partitions_in_one_poll_each_come_in_order(db, topic, make):
 
 @pytest.mark.django_db(transaction=True)
 def test_offsets_left_by_commit_async_survive_a_cut_connection():
-    from django.db import connections
-
     topics.create_topic("cutasync", partitions=1)
     producer.send_batch("cutasync", [b"a", b"b"], partition=0)
     member = consumer.Consumer("cutasync", ["cutasync"], auto_offset_reset="earliest", enable_auto_commit=False)
     try:
         drain(member, 2)
         member.commit_async()
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            pid = cursor.fetchone()[0]
-        other = connections.create_connection("default")
-        with other.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-        other.close()
+        cut_connection()
         with pytest.raises((OperationalError, InterfaceError)):
             member.commit()
         connection.close()

@@ -4,6 +4,7 @@ import pytest
 from django.db import connection, transaction
 
 from queueing import exceptions, models, partitioner, producer, storage, topics, types
+from tests.conftest import cut_connection
 
 
 def stored(topic_id, partition):
@@ -117,15 +118,7 @@ def test_an_idempotent_producer_resends_after_the_connection_is_cut():
     topics.create_topic("cut", partitions=1)
     sender = producer.Producer(idempotent=True)
     sender.send("cut", b"0")
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
-    from django.db import connections
-
-    other = connections.create_connection("default")
-    with other.cursor() as cursor:
-        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-    other.close()
+    cut_connection()
     meta = sender.send("cut", b"1")
     assert meta.offset == 1
     info = topics.get_topic("cut")

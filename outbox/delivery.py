@@ -5,6 +5,7 @@ transaction, so the record and the mark "delivered" commit together: exactly onc
 broker it is published and confirmed first, then marked in the transaction: if the transaction is
 lost after the confirm, the event is published again (at least once; deduplicate with the inbox).
 """
+import collections
 import dataclasses
 import logging
 import random
@@ -155,25 +156,45 @@ def _message(event):
 
 
 def _to_brokers(pairs, publisher, result, blocked, backoff):
-    """Publish one event at a time in seq order, each confirmed before the next. When a broker is
-    unavailable, the batch's other events for it wait as long as the failed one."""
-    down = {}  # broker URL -> (error, delay_ms)
+    """Publish in rounds. A round takes the next event of every aggregate still going, so each
+    aggregate has one event in flight and a refused one never leaves a later event of its aggregate
+    delivered before it; each broker gets its share of the round as one window and confirms it at
+    once. When a broker is unavailable, its other events wait as long as the failed one."""
+    queues = {}  # aggregate -> its events, in seq order
     for event, destination in pairs:
-        if event.aggregate in blocked:
-            continue
-        if destination.url in down:
-            error, delay = down[destination.url]
+        queues.setdefault(event.aggregate, collections.deque()).append((event, destination))
+    down = {}  # broker URL -> (error, delay_ms)
+    while queues:
+        by_broker = {}
+        for aggregate in list(queues):
+            run = queues[aggregate]
+            if aggregate not in blocked:
+                by_broker.setdefault(run[0][1].url, []).append(run.popleft())
+            if aggregate in blocked or not run:
+                del queues[aggregate]
+        for url, items in by_broker.items():
+            _publish_window(url, items, publisher, result, blocked, backoff, down)
+
+
+def _publish_window(url, items, publisher, result, blocked, backoff, down):
+    if url in down:
+        for event, _ in items:
             blocked.add(event.aggregate)
-            result.deferred.append((event, error, delay))
-            continue
-        envelope, headers = _message(event)
-        try:
-            publisher.publish(destination, envelope, headers)
-        except exceptions.BrokerUnavailable as error:
+            result.deferred.append((event, *down[url]))
+        return
+    messages = [(destination, *_message(event)) for event, destination in items]
+    try:
+        errors = publisher.publish_many(messages)
+    except exceptions.BrokerUnavailable as error:
+        # The first event is the probe that failed; the others wait with it, untried.
+        _fail(result, blocked, items[0][0], error, backoff)
+        down[url] = result.failed[-1][1:]
+        _publish_window(url, items[1:], publisher, result, blocked, backoff, down)
+        return
+    except Exception as error:  # noqa: BLE001 - recorded on the events, retried later
+        errors = [error] * len(items)
+    for (event, _), error in zip(items, errors):
+        if error is None:
+            result.delivered.append(event.seq)
+        else:
             _fail(result, blocked, event, error, backoff)
-            down[destination.url] = result.failed[-1][1:]
-            continue
-        except Exception as error:  # noqa: BLE001 - one bad event must not stop the others
-            _fail(result, blocked, event, error, backoff)
-            continue
-        result.delivered.append(event.seq)

@@ -18,6 +18,10 @@ class BrokerUnavailable(OutboxError):
     """Broker {broker} is unavailable: {reason}"""
 
 
+class MessageNacked(OutboxError):
+    """Broker {broker} refused the message (Basic.Nack)."""
+
+
 class HalfMessageNotFound(OutboxError):
     """There is no half message {id}."""
 

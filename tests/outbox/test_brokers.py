@@ -99,6 +99,33 @@ def test_the_publisher_waits_for_rabbitmqs_confirm(db, name):
             exchange(conn.channel()).delete()
 
 
+def test_a_refused_event_holds_back_the_rest_of_its_aggregate_and_no_other(db, name):
+    """One event of an aggregate in flight at a time: after a nack, its later events are not sent,
+    while another aggregate's events in the same windows go through."""
+    with kombu.Connection(AMQP) as conn:
+        exchange = kombu.Exchange(name, type="topic", durable=True)
+        full = kombu.Queue(f"{name}-full", exchange, routing_key="full", durable=False,
+                           queue_arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+        other = kombu.Queue(f"{name}-other", exchange, routing_key="other", durable=False)
+        for queue in (full, other):
+            queue(conn.channel()).declare()
+        try:
+            for n in range(3):
+                publish(f"amqp:{name}/full", "a", n)
+                publish(f"amqp:{name}/other", "b", n)
+            drain(relay.Relay())
+            rows = {(e.aggregate_id, e.payload["n"]): e for e in models.OutboxEvent.objects.all()}
+            assert rows[("a", 0)].delivered_at is not None
+            assert rows[("a", 1)].delivered_at is None and "Nack" in rows[("a", 1)].last_error
+            assert rows[("a", 2)].delivered_at is None and rows[("a", 2)].attempts == 0  # never sent
+            assert all(rows[("b", n)].delivered_at is not None for n in range(3))
+            assert [e["data"]["n"] for e, _ in receive(conn, other, 3)] == [0, 1, 2]
+        finally:
+            for queue in (full, other):
+                queue(conn.channel()).delete()
+            exchange(conn.channel()).delete()
+
+
 def test_an_inline_amqp_url_names_the_exchange_and_routing_key(db, name):
     with kombu.Connection(AMQP) as conn:
         exchange = kombu.Exchange(name, type="direct", durable=True)

@@ -6,6 +6,7 @@ event delivered only after that. Messages are CloudEvents in
 structured mode: content type `application/cloudevents+json`, the envelope as the JSON body, the
 CloudEvents id as the AMQP message_id and in the `ce_id` header.
 """
+import functools
 import json
 import time
 
@@ -82,7 +83,8 @@ class Publisher:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=5)
             if first.kind == destinations.AMQP:
                 return self._publish_amqp(conn, messages)
-            return [self._try(conn, message) for message in messages]
+            producer = kombu.Producer(conn.default_channel)
+            return [self._try(conn, producer, message) for message in messages]
         except Exception as error:
             # kombu wraps a failed connect in its OperationalError; later drops surface as transport errors.
             self.close(first.url)
@@ -96,9 +98,9 @@ class Publisher:
         confirms = getattr(channel, "_sluice_confirms", None)
         if confirms is None:  # a channel kombu opened anew (after a channel error, say) starts over
             confirms = channel._sluice_confirms = _Confirms(channel)
-        sent, errors = {}, [None] * len(messages)
+        sent, errors, producer = {}, [None] * len(messages), kombu.Producer(channel)
         for index, message in enumerate(messages):
-            errors[index] = self._try(conn, message, channel)
+            errors[index] = self._try(conn, producer, message)
             if errors[index] is None:
                 sent[confirms.next_tag()] = index
         deadline = time.monotonic() + PUBLISH_TIMEOUT_S
@@ -120,10 +122,10 @@ class Publisher:
             self.close(messages[0][0].url)
         return errors
 
-    def _try(self, conn, message, channel=None):
+    def _try(self, conn, producer, message):
         """Send one message; return its error, unless the connection failed (raised)."""
         try:
-            self._send(conn, *message, channel=channel)
+            self._send(producer, *message)
         except (OSError, *conn.connection_errors, *conn.recoverable_connection_errors):
             raise
         except Exception as error:  # noqa: BLE001 - one bad message must not stop the others
@@ -131,18 +133,12 @@ class Publisher:
         return None
 
     @staticmethod
-    def _send(conn, destination, envelope, headers, channel=None):
+    def _send(producer, destination, envelope, headers):
         """Send one message; to Redis this returns once the server replied."""
-        if destination.kind == destinations.AMQP:
-            exchange = kombu.Exchange(destination.exchange, type=destination.exchange_type, durable=True)
-            declare = [exchange]
-            routing_key = destination.routing_key or envelope["type"]
-        else:
-            # kombu's Redis transport routes a direct exchange to the list of the bound queue.
-            exchange = kombu.Exchange(destination.queue, type="direct", durable=True)
-            declare = [kombu.Queue(destination.queue, exchange, routing_key=destination.queue)]
-            routing_key = destination.queue
-        kombu.Producer(channel or conn.default_channel).publish(
+        exchange, declare = _entities(destination)
+        routing_key = (destination.routing_key or envelope["type"]) if destination.kind == destinations.AMQP \
+            else destination.queue
+        producer.publish(
             envelope, serializer=SERIALIZER, exchange=exchange, routing_key=routing_key, declare=declare,
             headers=headers, message_id=envelope["id"], type=envelope["type"], delivery_mode=2,
             retry=False, timeout=PUBLISH_TIMEOUT_S,
@@ -153,6 +149,17 @@ class Publisher:
             connection = self.connections.pop(key, None)
             if connection is not None:
                 connection.release()
+
+
+@functools.lru_cache(maxsize=256)
+def _entities(destination):
+    """The kombu exchange a destination publishes to, and what to declare (once per channel)."""
+    if destination.kind == destinations.AMQP:
+        exchange = kombu.Exchange(destination.exchange, type=destination.exchange_type, durable=True)
+        return exchange, (exchange,)
+    # kombu's Redis transport routes a direct exchange to the list of the bound queue.
+    exchange = kombu.Exchange(destination.queue, type="direct", durable=True)
+    return exchange, (kombu.Queue(destination.queue, exchange, routing_key=destination.queue),)
 
 
 def _describe(error):

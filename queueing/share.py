@@ -69,6 +69,7 @@ class ShareConsumer:
         self._slots = []  # (topic_id, partition)
         self._pending = []  # (record, kind, delay_ms, error, traceback): releases, rejects, failures
         self._accepts = {}  # (topic_id, partition) -> {offset: record}
+        self._accepts_since = {}  # (topic_id, partition) -> when its oldest unsent acceptance was made
         self._listener = None
         self._last_seen = 0.0
         self.refused = []  # records whose acknowledgement was refused (lock lost), until flush() reports them
@@ -142,10 +143,12 @@ class ShareConsumer:
         random.shuffle(slots)  # members start on different partitions, so they rarely meet
         for slot in slots:
             room = limit - len(records)
-            if room <= 0 and not self._accepts.get(slot):
-                continue
-            records.extend(self._poll_slot(slot, max(room, 0)))
-        for slot in list(self._accepts):
+            if room > 0:
+                records.extend(self._poll_slot(slot, room))
+        # Acceptances of partitions this poll did not reach ride with their next acquisition (one
+        # statement, not two), unless they have waited a quarter of the lock: then they go now.
+        overdue = time.monotonic() - self.lock_ms / 4000
+        for slot in [s for s, since in self._accepts_since.items() if since <= overdue]:
             self._poll_slot(slot, 0)
         return records
 
@@ -154,6 +157,7 @@ class ShareConsumer:
         topic_id, partition = slot
         topic, policy = self._topics[topic_id], self._policies[topic_id]
         accepts = self._accepts.pop(slot, {})
+        self._accepts_since.pop(slot, None)
         got = storage.poll(
             group_id=self.group_row.id, topic_id=topic_id, partition=partition, member_id=self.member_id,
             limit=limit, lock_ms=self.lock_ms, delivery_limit=policy.delivery_limit,
@@ -212,6 +216,7 @@ class ShareConsumer:
         """The record was processed: it is finished for this group (sent with the next poll or flush)."""
         slot = (self._topic_ids[record.topic], record.partition)
         self._accepts.setdefault(slot, {})[record.offset] = record
+        self._accepts_since.setdefault(slot, time.monotonic())
 
     def release(self, record, delay=0.0):
         """Give the record back, to be delivered again after delay seconds (counts as a delivery)."""
@@ -281,6 +286,7 @@ class ShareConsumer:
         they are delivered again."""
         self._pending.clear()
         self._accepts.clear()
+        self._accepts_since.clear()
 
     def _dead_letter(self, record, kind, error, tb):
         """Remove the delivery and write the dead letter in one transaction; False if the lock was lost."""

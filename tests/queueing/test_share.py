@@ -205,3 +205,38 @@ def test_a_partly_accepted_range_is_refused_for_the_part_taken_by_another(db, ma
         fast.accept(record)
     assert fast.flush() == []
     assert not models.ShareDelivery.objects.exists()
+
+
+def test_acceptances_ride_with_their_partitions_next_acquisition_or_go_when_overdue(db, make, monkeypatch):
+    """Acknowledgements of a partition a poll did not reach are not sent in a statement of their
+    own at once (that halved a lone member's rate), but they are never held past a quarter lock."""
+    from queueing import topics
+    from queueing.storage import share as storage
+
+    topics.create_topic("jobs", partitions=2)
+    producer.send_batch("jobs", [b"a"] * 4, partition=0)
+    producer.send_batch("jobs", [b"b"] * 4, partition=1)
+    share.configure_group("riders", lock_duration_ms=2000)
+    member = make("riders", ["jobs"], max_records=4)
+    order = [0, 1]
+    monkeypatch.setattr(share.random, "shuffle", lambda slots: slots.sort(key=lambda s: order.index(s[1])))
+    calls, poll = [], storage.poll
+    monkeypatch.setattr(storage, "poll", lambda **kw: calls.append((kw["partition"], len(kw["accept"]))) or poll(**kw))
+
+    first = member.poll(timeout=0)
+    assert {r.partition for r in first} == {0} and calls == [(0, 0)]
+    for record in first:
+        member.accept(record)
+    order[:] = [1, 0]
+    calls.clear()
+    second = member.poll(timeout=0)
+    assert {r.partition for r in second} == {1}
+    assert calls == [(1, 0)]  # one statement: partition 0's acceptances wait for its next turn
+    assert models.ShareDelivery.objects.filter(partition=0, state=1).exists()
+    producer.send_batch("jobs", [b"c"] * 4, partition=1)  # the next poll fills up on partition 1 again
+    member._accepts_since = {slot: since - 0.6 for slot, since in member._accepts_since.items()}  # 0.6 s > 2 s / 4
+    calls.clear()
+    third = member.poll(timeout=0)
+    assert {r.partition for r in third} == {1}
+    assert calls == [(1, 0), (0, 4)]  # overdue: partition 0's acceptances went on their own
+    assert not models.ShareDelivery.objects.filter(partition=0).exists()

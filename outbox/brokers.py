@@ -62,12 +62,6 @@ class Publisher:
             self.connections[url] = kombu.Connection(url, connect_timeout=5)
         return self.connections[url]
 
-    def publish(self, destination, envelope, headers):
-        """Publish one envelope and wait for the broker's confirm; raise on any failure."""
-        [error] = self.publish_many([(destination, envelope, headers)])
-        if error is not None:
-            raise error
-
     def publish_many(self, messages):
         """Publish [(destination, envelope, headers)], all on one broker, and return an error or None
         for each once the broker took or refused it. To RabbitMQ they go out as one window on a
@@ -88,8 +82,7 @@ class Publisher:
         except Exception as error:
             # kombu wraps a failed connect in its OperationalError; later drops surface as transport errors.
             self.close(first.url)
-            if isinstance(error, (OSError, kombu.exceptions.OperationalError, *conn.connection_errors,
-                                  *conn.recoverable_connection_errors)):
+            if isinstance(error, (kombu.exceptions.OperationalError, *_connection_errors(conn))):
                 raise exceptions.BrokerUnavailable(broker=first.label, reason=_describe(error)) from error
             raise
 
@@ -126,7 +119,7 @@ class Publisher:
         """Send one message; return its error, unless the connection failed (raised)."""
         try:
             self._send(producer, *message)
-        except (OSError, *conn.connection_errors, *conn.recoverable_connection_errors):
+        except _connection_errors(conn):
             raise
         except Exception as error:  # noqa: BLE001 - one bad message must not stop the others
             return error
@@ -160,6 +153,11 @@ def _entities(destination):
     # kombu's Redis transport routes a direct exchange to the list of the bound queue.
     exchange = kombu.Exchange(destination.queue, type="direct", durable=True)
     return exchange, (kombu.Queue(destination.queue, exchange, routing_key=destination.queue),)
+
+
+def _connection_errors(conn):
+    """What a failed connection to the broker raises (as opposed to one bad message)."""
+    return (OSError, *conn.connection_errors, *conn.recoverable_connection_errors)
 
 
 def _describe(error):

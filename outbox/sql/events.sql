@@ -21,10 +21,9 @@ SELECT seq, id, created_at, pg_notify('sluice_outbox', '') FROM stored
 --
 -- Order per aggregate with several relays: an event is a head only if no earlier event of its
 -- aggregate is undelivered (it is the aggregate's oldest undelivered), and heads are locked FOR
--- UPDATE SKIP LOCKED. The head's
--- row lock is the aggregate's mutex: while one relay holds it, any other relay skips the head and,
--- through the head test (the head is still undelivered in its snapshot), everything behind it. When the
--- holder commits, the head and the events it delivered behind it become delivered at once, so
+-- UPDATE SKIP LOCKED. The head's row lock is the aggregate's mutex: while one relay holds it, any
+-- other relay skips the head and, through the head test (the head is still undelivered in its
+-- snapshot), everything behind it. When the holder commits, the head and the events it delivered behind it become delivered at once, so
 -- another relay can only ever start after them. SKIP LOCKED rather than waiting: relays share the
 -- aggregates instead of queueing behind each other, and a slow or poisoned aggregate holds up only
 -- itself. (Advisory locks on hashed aggregates would do as well, but the row lock needs no slot

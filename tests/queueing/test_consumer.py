@@ -128,14 +128,21 @@ def test_a_silent_member_loses_its_partitions_after_the_session_timeout(db, topi
         groups.heartbeat(silent.assignment.group_id, silent.member_id)
 
 
-def test_a_reset_fences_a_live_member_which_resumes_from_the_new_offsets(db, topic, make):
+def read_three_then_reset_to_one(group, topic, make):
+    """A live member that read and committed a, b, c on partition 0; then the group is reset to
+    offset 1 under it. Returns the member and the reset plan."""
     producer.send_batch(topic.name, [b"a", b"b", b"c"], partition=0)
-    member = make("live", [topic.name], auto_offset_reset="earliest", enable_auto_commit=False)
+    member = make(group, [topic.name], auto_offset_reset="earliest", enable_auto_commit=False)
     drain(member, 3)
     member.commit()
-    plan = offsets.plan_reset("live", topic_specs=[f"{topic.name}:0"], scenario="to_offset", value=1)
-    assert [(r.partition, r.current_offset, r.new_offset) for r in plan] == [(0, 3, 1)]
+    plan = offsets.plan_reset(group, topic_specs=[f"{topic.name}:0"], scenario="to_offset", value=1)
     offsets.execute_reset(plan, actor="tester", scenario="to_offset 1")
+    return member, plan
+
+
+def test_a_reset_fences_a_live_member_which_resumes_from_the_new_offsets(db, topic, make):
+    member, plan = read_three_then_reset_to_one("live", topic, make)
+    assert [(r.partition, r.current_offset, r.new_offset) for r in plan] == [(0, 3, 1)]
     with pytest.raises(exceptions.CommitFailed):
         member.commit({tp(topic.name, 0): 3})
     assert [r.value for r in drain(member, 2)] == [b"b", b"c"]
@@ -247,12 +254,7 @@ def test_commit_async_is_stored_by_the_next_poll_in_its_round_trip(db, topic, ma
 
 
 def test_a_fenced_commit_async_hands_out_nothing_stale_and_stores_nothing(db, topic, make):
-    producer.send_batch(topic.name, [b"a", b"b", b"c"], partition=0)
-    member = make("afence", [topic.name], auto_offset_reset="earliest", enable_auto_commit=False)
-    drain(member, 3)
-    member.commit()
-    plan = offsets.plan_reset("afence", topic_specs=[f"{topic.name}:0"], scenario="to_offset", value=1)
-    offsets.execute_reset(plan, actor="tester", scenario="to_offset 1")
+    member, _ = read_three_then_reset_to_one("afence", topic, make)
     member.commit_async({tp(topic.name, 0): 3})
     # The commit is refused with the fetch; the member re-syncs and reads from the reset offset.
     assert [r.value for r in drain(member, 2)] == [b"b", b"c"]

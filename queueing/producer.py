@@ -67,9 +67,27 @@ class Producer:
         if self.producer_id is None:
             self.producer_id = models.Producer.objects.create(client_id=self.client_id).id
 
-    def send(self, topic, value=None, *, key=None, headers=None, partition=None, acks=None, **when):
+    def send(self, topic, value=None, *, key=None, headers=None, partition=None, acks=None,
+             delay=None, deliver_at=None, delay_level=None):
         """Append one record and return its RecordMetadata (DelayedMetadata when delayed)."""
-        return self.send_batch(topic, [value], key=key, headers=headers, partition=partition, acks=acks, **when)[0]
+        if delay is not None or deliver_at is not None or delay_level is not None:
+            return self.send_batch(topic, [value], key=key, headers=headers, partition=partition, acks=acks,
+                                   delay=delay, deliver_at=deliver_at, delay_level=delay_level)[0]
+        # The path of send_batch for one record, without its lists: a single send is short enough for
+        # them to show.
+        try:
+            return self._send_one(topics.cached_topic(topic), value, key, headers, partition, acks)
+        except exceptions.PartitionNotFound:
+            topics.forget_topic(topic)  # as in send_batch
+            return self._send_one(topics.cached_topic(topic), value, key, headers, partition, acks)
+
+    def _send_one(self, info, value, key, headers, partition, acks):
+        if partition is not None:
+            self._choose(info, partition, None, 0)
+        target, record = self._encode(info, value, encode_key(key), encode_headers(headers), partition)
+        self._sticky.new_batch(info.name)
+        base, duplicate = self._append(info, target, [record], acks)
+        return types.RecordMetadata(info.name, target, base, duplicate)
 
     def send_batch(self, topic, values, *, key=None, keys=None, headers=None, partition=None, acks=None,
                    delay=None, deliver_at=None, delay_level=None):
@@ -104,21 +122,12 @@ class Producer:
         encoded_headers = encode_headers(headers)
         if partition is not None:
             self._choose(info, partition, None, 0)  # validates the partition once for the batch
-        limit, make, by_partition = info.max_message_bytes, types.OutgoingRecord, {}
+        by_partition, encode = {}, self._encode
         fixed_key = encode_key(key) if keys is None else None
         for index, value in enumerate(values):
             record_key = fixed_key if keys is None else encode_key(keys[index])
-            if type(value) is bytes:  # the common case, without a call
-                data, value_format = value, types.ValueFormat.BYTES
-            else:
-                data, value_format = encode_value(value)
-            size = (len(data) if data else 0) + (len(record_key) if record_key else 0)
-            if size > limit:
-                raise exceptions.MessageTooLarge(topic=topic, size=size, limit=limit)
-            if record_key is None and info.cleanup_policy == "compact":
-                raise exceptions.InvalidArgument(reason=f"topic {topic!r} is compacted: every record needs a key")
-            target = partition if partition is not None else self._choose(info, None, record_key, size)
-            by_partition.setdefault(target, []).append((index, make(record_key, data, value_format, encoded_headers)))
+            target, record = encode(info, value, record_key, encoded_headers, partition)
+            by_partition.setdefault(target, []).append((index, record))
         self._sticky.new_batch(topic)
         if due is not None:
             return self._schedule(info, by_partition, partition, len(values), due)
@@ -129,6 +138,21 @@ class Producer:
             for position, (index, _) in enumerate(batch):
                 results[index] = metadata(topic, target, base + position, duplicate)
         return results
+
+    def _encode(self, info, value, key, headers, partition):
+        """Return (partition, OutgoingRecord) for one value with its encoded key and headers, checked
+        against the topic's limits; partition None picks one by key, or the sticky one."""
+        if type(value) is bytes:  # the common case, without a call
+            data, value_format = value, types.ValueFormat.BYTES
+        else:
+            data, value_format = encode_value(value)
+        size = (len(data) if data else 0) + (len(key) if key else 0)
+        if size > info.max_message_bytes:
+            raise exceptions.MessageTooLarge(topic=info.name, size=size, limit=info.max_message_bytes)
+        if key is None and info.cleanup_policy == "compact":
+            raise exceptions.InvalidArgument(reason=f"topic {info.name!r} is compacted: every record needs a key")
+        target = partition if partition is not None else self._choose(info, None, key, size)
+        return target, types.OutgoingRecord(key, data, value_format, headers)
 
     def _schedule(self, info, by_partition, partition, count, due):
         """Store delayed records; a keyed record's partition is chosen by its key when it is due."""

@@ -1,7 +1,7 @@
 """Raw SQL of the log: appends, fetches, offset commits."""
 import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from psycopg.types.json import Jsonb, JsonbBinaryLoader, JsonbLoader
 
 from queueing import exceptions, types
@@ -14,8 +14,13 @@ def cursor():
     Django's own cursors interpolate parameters on the client; binding on the server sends bytea
     arrays in binary, which is what makes batched appends cheap.
     """
-    connection.ensure_connection()
-    raw = connection.connection
+    # Looked up once: every attribute read through django.db.connection is a thread-local lookup,
+    # and a single send is short enough for those to show.
+    db = connections[DEFAULT_DB_ALIAS]
+    raw = db.connection
+    if raw is None:
+        db.ensure_connection()
+        raw = db.connection
     cached = getattr(raw, "_sluice_cursor", None)
     if cached is None or cached.closed:
         # One per connection: building a cursor copies the adapters map, which costs on a hot path.
@@ -39,17 +44,18 @@ def run(cur, name, params, *, binary=False):
 
     binary=True asks for results in binary: bytea then arrives without hex decoding.
     """
-    with connection.wrap_database_errors:
+    with connections[DEFAULT_DB_ALIAS].wrap_database_errors:
         return cur.execute(queries[name], params, binary=binary)
 
 
 def _commit_level(cur):
     """Return this connection's synchronous_commit, read once per connection."""
-    level = getattr(connection.connection, "_sluice_synchronous_commit", None)
+    raw = cur.connection
+    level = getattr(raw, "_sluice_synchronous_commit", None)
     if level is None:
         with connection.wrap_database_errors:
             level = cur.execute("SELECT current_setting('synchronous_commit')").fetchone()[0]
-        connection.connection._sluice_synchronous_commit = level
+        raw._sluice_synchronous_commit = level
     return level
 
 
@@ -89,7 +95,8 @@ def append_records(*, topic_id, partition, records, producer_id=None, base_seque
     cur = cursor()
     level = _needs_commit_level(cur, acks)
     copying = len(records) >= COPY_FROM
-    if producer_id is None and level is None and not copying and connection.get_autocommit():
+    # cursor() connected, so autocommit can be read as it is (get_autocommit() would check again).
+    if producer_id is None and level is None and not copying and connections[DEFAULT_DB_ALIAS].autocommit:
         # One statement in autocommit is its own transaction: one round trip per send.
         return _append(cur, params, records), False
     with transaction.atomic():

@@ -24,21 +24,23 @@ WITH slot AS (
 SELECT base_offset, pg_notify('sluice_t' || %(topic_id)s::text, %(partition)s::text) FROM slot
 
 -- name: append_record --
--- append_records for a single record, with plain parameters (no arrays to build and unpack). The
--- same lock and the same NOTIFY.
+-- append_records for a single record, with plain parameters (no arrays to build and unpack), each
+-- named once: the insert takes topic and partition from the updated row, and the NOTIFY rides in
+-- its RETURNING, so the reply is the base offset alone. The same lock and the same NOTIFY.
 WITH slot AS (
     UPDATE queueing_partition
        SET next_offset = next_offset + 1, size_bytes = size_bytes + %(bytes)s
      WHERE topic_id = %(topic_id)s AND number = %(partition)s
- RETURNING next_offset - 1 AS base_offset
+ RETURNING topic_id, number, next_offset - 1 AS base_offset,
+           pg_notify('sluice_t' || topic_id::text, number::text)
 ), stored AS (
     INSERT INTO queueing_record
            (topic_id, partition, "offset", key, value, value_format, headers, timestamp, producer_id, sequence)
-    SELECT %(topic_id)s, %(partition)s, slot.base_offset, %(key)s::bytea, %(value)s::bytea, %(value_format)s,
-           %(header)s::jsonb, now(), %(producer_id)s::bigint, %(base_sequence)s::int
+    SELECT slot.topic_id, slot.number, slot.base_offset, %(key)s::bytea, %(value)s::bytea,
+           %(value_format)s::smallint, %(header)s::jsonb, now(), %(producer_id)s::bigint, %(base_sequence)s::int
       FROM slot
 )
-SELECT base_offset, pg_notify('sluice_t' || %(topic_id)s::text, %(partition)s::text) FROM slot
+SELECT base_offset FROM slot
 
 -- name: reserve_offsets --
 -- Take the partition's append lock and count offsets for a batch that COPY then writes in the same

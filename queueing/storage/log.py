@@ -36,15 +36,17 @@ def cursor():
         cached.adapters.register_loader("jsonb", JsonbLoader)
         cached.adapters.register_loader("jsonb", JsonbBinaryLoader)
         raw._sluice_cursor = cached
+        raw._sluice_errors = db.wrap_database_errors  # for run(), without looking the wrapper up again
     return cached
 
 
 def run(cur, name, params, *, binary=False):
     """Execute a named query; driver errors become Django's, so the connection is marked as failed.
 
-    binary=True asks for results in binary: bytea then arrives without hex decoding.
+    binary=True asks for results in binary: bytea then arrives without hex decoding. cur is a
+    cursor() of this thread's connection.
     """
-    with connections[DEFAULT_DB_ALIAS].wrap_database_errors:
+    with cur.connection._sluice_errors:
         return cur.execute(queries[name], params, binary=binary)
 
 
@@ -84,21 +86,16 @@ def append_records(*, topic_id, partition, records, producer_id=None, base_seque
     the return is then (base_offset, True). Raises PartitionNotFound, OutOfOrderSequence and
     DuplicateSequence.
     """
-    params = {
-        "topic_id": topic_id,
-        "partition": partition,
-        "count": len(records),
-        "bytes": sum(len(r.value or b"") + len(r.key or b"") for r in records),
-        "producer_id": producer_id,
-        "base_sequence": base_sequence,
-    }
     cur = cursor()
     level = _needs_commit_level(cur, acks)
     copying = len(records) >= COPY_FROM
-    # cursor() connected, so autocommit can be read as it is (get_autocommit() would check again).
-    if producer_id is None and level is None and not copying and connections[DEFAULT_DB_ALIAS].autocommit:
-        # One statement in autocommit is its own transaction: one round trip per send.
-        return _append(cur, params, records), False
+    if producer_id is None and level is None and not copying and cur.connection.autocommit:
+        # One statement in autocommit is its own transaction: one round trip per send. (The psycopg
+        # connection's autocommit is Django's: Django sets one from the other.)
+        if len(records) == 1:
+            return _append_one(cur, topic_id, partition, records[0], None, None), False
+        return _append(cur, _params(topic_id, partition, records, None, None), records), False
+    params = _params(topic_id, partition, records, producer_id, base_sequence)
     with transaction.atomic():
         if level is not None:
             cur.execute(f"SET LOCAL synchronous_commit = {level}")
@@ -114,23 +111,42 @@ def append_records(*, topic_id, partition, records, producer_id=None, base_seque
         return base_offset, False
 
 
+def _params(topic_id, partition, records, producer_id, base_sequence):
+    return {
+        "topic_id": topic_id,
+        "partition": partition,
+        "count": len(records),
+        "bytes": sum(len(r.value or b"") + len(r.key or b"") for r in records),
+        "producer_id": producer_id,
+        "base_sequence": base_sequence,
+    }
+
+
 def _append(cur, params, records):
     if len(records) == 1:
-        record = records[0]
-        row = run(cur, "append_record", {
-            **params, "key": record.key, "value": record.value, "value_format": record.value_format,
-            "header": Jsonb(record.headers) if record.headers else None,
-        }).fetchone()
-    else:
-        row = run(cur, "append_records", {
-            **params,
-            "keys": [r.key for r in records],
-            "values": [r.value for r in records],
-            "value_formats": [r.value_format for r in records],
-            "headers": [Jsonb(r.headers) if r.headers else None for r in records],
-        }).fetchone()
+        return _append_one(cur, params["topic_id"], params["partition"], records[0], params["producer_id"],
+                           params["base_sequence"])
+    row = run(cur, "append_records", {
+        **params,
+        "keys": [r.key for r in records],
+        "values": [r.value for r in records],
+        "value_formats": [r.value_format for r in records],
+        "headers": [Jsonb(r.headers) if r.headers else None for r in records],
+    }).fetchone()
     if row is None:
         raise exceptions.PartitionNotFound(topic=params["topic_id"], partition=params["partition"])
+    return row[0]
+
+
+def _append_one(cur, topic_id, partition, record, producer_id, base_sequence):
+    row = run(cur, "append_record", {
+        "topic_id": topic_id, "partition": partition, "bytes": len(record.value or b"") + len(record.key or b""),
+        "key": record.key, "value": record.value, "value_format": record.value_format,
+        "header": Jsonb(record.headers) if record.headers else None,
+        "producer_id": producer_id, "base_sequence": base_sequence,
+    }).fetchone()
+    if row is None:
+        raise exceptions.PartitionNotFound(topic=topic_id, partition=partition)
     return row[0]
 
 

@@ -144,7 +144,7 @@ def _append_one(cur, topic_id, partition, record, producer_id, base_sequence):
         "key": record.key, "value": record.value, "value_format": record.value_format,
         "header": Jsonb(record.headers) if record.headers else None,
         "producer_id": producer_id, "base_sequence": base_sequence,
-    }).fetchone()
+    }, binary=True).fetchone()
     if row is None:
         raise exceptions.PartitionNotFound(topic=topic_id, partition=partition)
     return row[0]

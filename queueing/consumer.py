@@ -15,6 +15,7 @@ from queueing import exceptions, groups, models, storage, types
 logger = logging.getLogger("sluice.consumer")
 
 _LISTEN_PARAMS = ("dbname", "user", "password", "host", "port", "sslmode", "application_name", "options")
+ASK_AGAIN_S = 0.005  # an append that missed a consumer's ask to NOTIFY is usually committed by then
 
 
 def listen_connection(channels):
@@ -24,6 +25,31 @@ def listen_connection(channels):
     for channel in channels:
         conn.execute(f'LISTEN "{channel}"')
     return conn
+
+
+def ask_for_wakeups(listener, slots):
+    """Before a consumer sleeps: have the appends of slots {(topic_id, partition)} NOTIFY it.
+
+    Appends stay silent while nobody waits (the protocol is at the top of queueing/sql/log.sql), so
+    a consumer asks before it sleeps and fetches once more after: what was appended before the ask
+    is visible by then. Returns True once asked, False if an append that missed the ask is still in
+    flight (ask again after ASK_AGAIN_S), None if the connection failed (it is closed).
+    """
+    try:
+        return storage.wait_for_appends(listener, slots)
+    except psycopg.Error as error:
+        logger.warning("LISTEN connection lost (%s)", error)
+        listener.close()
+        return None
+
+
+def stop_asking(listener):
+    """The consumer is busy again, or its partitions changed: appends need not NOTIFY it."""
+    try:
+        storage.stop_waiting(listener)
+    except psycopg.Error as error:
+        logger.warning("LISTEN connection lost (%s)", error)
+        listener.close()
 
 
 def _runs(rows):
@@ -84,6 +110,8 @@ class Consumer:
         self._names = {}
         self._compacted = set()
         self._listener = None
+        self._listening = set()  # topic ids whose channels the listener LISTENs on
+        self._asked = False  # whether appends to the assigned partitions NOTIFY us (ask_for_wakeups)
         self._heartbeat_thread = None
         self._stop_heartbeat = threading.Event()
         self._resync = threading.Event()
@@ -136,6 +164,7 @@ class Consumer:
         self._fix_positions()
         self.assignment = assignment
         self._ensure_listener()
+        self._stop_asking()  # the ask named the old partitions
         logger.info(
             "member %s of %s: generation %d, partitions %s",
             self.member_id, self.group, assignment.generation,
@@ -196,12 +225,19 @@ class Consumer:
             self._drain_notifications()
             records = self._fetch(max_records or self.max_poll_records)
             if records:
+                self._stop_asking()
                 return records
             if self._resync.is_set():
                 continue  # fenced: re-sync now rather than after a wait
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
+            if not self._asked and self._listener is not None and not self._listener.closed:
+                asked = ask_for_wakeups(self._listener, self._positions)
+                self._asked = bool(asked)
+                if asked is False:
+                    self._wait(min(remaining, ASK_AGAIN_S))
+                continue  # fetch once more: appends before the ask did not notify
             self._wait(min(remaining, self.fallback_interval))
 
     def _fetch(self, limit):
@@ -264,17 +300,24 @@ class Consumer:
         return self._positions[slot] < start
 
     def _ensure_listener(self):
+        topic_ids = {t for t, _ in self._positions}
         if self._listener is not None and not self._listener.closed:
-            return
+            if topic_ids <= self._listening:
+                return
+            self._listener.close()  # partitions of another topic now: listen on its channel too
         try:
-            channels = [f"sluice_t{t}" for t in {t for t, _ in self._positions}] + [
-                f"sluice_g{self.assignment.group_id}"
-            ]
+            channels = [f"sluice_t{t}" for t in topic_ids] + [f"sluice_g{self.assignment.group_id}"]
             self._listener = listen_connection(channels)
+            self._listening, self._asked = topic_ids, False
         except psycopg.Error as error:
             # Without notifications the consumer still polls at the fallback interval.
             logger.warning("LISTEN connection failed (%s); polling every %.1fs", error, self.fallback_interval)
             self._listener = None
+
+    def _stop_asking(self):
+        if self._asked and self._listener is not None and not self._listener.closed:
+            stop_asking(self._listener)
+        self._asked = False
 
     def _drain_notifications(self):
         self._wait(0)

@@ -71,6 +71,7 @@ class ShareConsumer:
         self._accepts = {}  # (topic_id, partition) -> {offset: record}
         self._accepts_since = {}  # (topic_id, partition) -> when its oldest unsent acceptance was made
         self._listener = None
+        self._asked = False
         self._last_seen = 0.0
         self.refused = []  # records whose acknowledgement was refused (lock lost), until flush() reports them
         self.closed = False
@@ -104,6 +105,7 @@ class ShareConsumer:
         )
         self._last_seen = time.monotonic()
         try:
+            self._asked = False  # whether appends to our partitions NOTIFY us (consumer.ask_for_wakeups)
             self._listener = consumer.listen_connection([f"sluice_t{t}" for t in self._topics])
         except psycopg.Error as error:
             logger.warning("LISTEN connection failed (%s); polling every %.1fs", error, self.fallback_interval)
@@ -133,8 +135,19 @@ class ShareConsumer:
             self._heartbeat()
             self._drain()
             records = self._acquire(limit)
-            if records or time.monotonic() >= deadline:
+            if records:
+                if self._asked and not self._listener.closed:
+                    consumer.stop_asking(self._listener)
+                self._asked = False
                 return records
+            if time.monotonic() >= deadline:
+                return records
+            if not self._asked and self._listener is not None and not self._listener.closed:
+                asked = consumer.ask_for_wakeups(self._listener, self._slots)
+                self._asked = bool(asked)
+                if asked is False:
+                    self._wait(min(deadline - time.monotonic(), consumer.ASK_AGAIN_S))
+                continue  # acquire once more: appends before the ask did not notify
             self._wait(min(deadline - time.monotonic(), self.fallback_interval))
 
     def _acquire(self, limit):

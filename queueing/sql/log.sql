@@ -1,4 +1,15 @@
 -- The log's hot-path queries. Each section is run by the storage function of the same name.
+--
+-- Wake-ups: an append NOTIFYs only while some consumer of its partition waits. NOTIFY is not free:
+-- from the NOTIFY to the end of its commit a transaction holds a database-wide lock, so notifying
+-- appends commit one at a time (on the CI machine concurrent single sends stopped at about 6,000 a
+-- second however many processes sent; without it they scale like plain INSERTs). A consumer about
+-- to sleep takes a shared session advisory lock per partition on its LISTEN connection
+-- (wait_for_appends); an append tries the same lock exclusively, for its transaction: if it gets it,
+-- nobody waits and it stays silent; if not, it notifies. The waiter's shared lock can only be
+-- granted once no silent append is still in flight, so the fetch it makes after taking it sees
+-- every append that did not notify. Lock key: (1397511936, (topic_id * 65536 + partition) mod
+-- 2^31 - 1); two partitions sharing a key only cost an unneeded NOTIFY.
 
 -- name: append_records --
 -- Append a batch to one partition; returns its base offset, or no row if the partition is missing.
@@ -21,18 +32,22 @@ WITH slot AS (
            unnest(%(keys)s::bytea[], %(values)s::bytea[], %(value_formats)s::smallint[], %(headers)s::jsonb[])
            WITH ORDINALITY AS r(key, value, value_format, headers, ordinality)
 )
-SELECT base_offset, pg_notify('sluice_t' || %(topic_id)s::text, %(partition)s::text) FROM slot
+SELECT base_offset,
+       CASE WHEN pg_try_advisory_xact_lock(1397511936, ((%(topic_id)s::bigint * 65536 + %(partition)s) %% 2147483647)::int)
+            THEN NULL ELSE pg_notify('sluice_t' || %(topic_id)s::text, %(partition)s::text) END
+  FROM slot
 
 -- name: append_record --
 -- append_records for a single record, with plain parameters (no arrays to build and unpack), each
--- named once: the insert takes topic and partition from the updated row, and the NOTIFY rides in
--- its RETURNING, so the reply is the base offset alone. The same lock and the same NOTIFY.
+-- named once: the insert takes topic and partition from the updated row, and the wake-up rides in
+-- its RETURNING, so the reply is the base offset alone. The same lock and the same wake-up.
 WITH slot AS (
     UPDATE queueing_partition
        SET next_offset = next_offset + 1, size_bytes = size_bytes + %(bytes)s
      WHERE topic_id = %(topic_id)s AND number = %(partition)s
  RETURNING topic_id, number, next_offset - 1 AS base_offset,
-           pg_notify('sluice_t' || topic_id::text, number::text)
+           CASE WHEN pg_try_advisory_xact_lock(1397511936, ((topic_id * 65536 + number) %% 2147483647)::int)
+                THEN NULL ELSE pg_notify('sluice_t' || topic_id::text, number::text) END
 ), stored AS (
     INSERT INTO queueing_record
            (topic_id, partition, "offset", key, value, value_format, headers, timestamp, producer_id, sequence)
@@ -48,7 +63,9 @@ SELECT base_offset FROM slot
 UPDATE queueing_partition
    SET next_offset = next_offset + %(count)s, size_bytes = size_bytes + %(bytes)s
  WHERE topic_id = %(topic_id)s AND number = %(partition)s
-RETURNING next_offset - %(count)s, now(), pg_notify('sluice_t' || %(topic_id)s::text, %(partition)s::text)
+RETURNING next_offset - %(count)s, now(),
+          CASE WHEN pg_try_advisory_xact_lock(1397511936, ((topic_id * 65536 + number) %% 2147483647)::int)
+               THEN NULL ELSE pg_notify('sluice_t' || topic_id::text, number::text) END
 
 -- name: lock_partition --
 -- Take the partition's append lock before an idempotent producer's sequence check, so a retried
@@ -124,6 +141,18 @@ SELECT r.topic_id, r.partition, r."offset", r.key, r.value, r.value_format, r.he
                  ORDER BY r."offset"
                  LIMIT %(per_partition)s) r
        ) r ON true
+
+-- name: wait_for_appends --
+-- On a consumer's LISTEN connection, before it sleeps: ask the appends of these partitions to
+-- NOTIFY (see the top of this file). True if every lock was granted; false if an append that did
+-- not see the ask is still in flight (then release them all and ask again shortly).
+SELECT coalesce(bool_and(pg_try_advisory_lock_shared(1397511936, ((topic_id * 65536 + number) %% 2147483647)::int)),
+                true)
+  FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[]) AS s(topic_id, number)
+
+-- name: stop_waiting --
+-- The consumer is busy again (or its partitions changed): appends need not NOTIFY it.
+SELECT pg_advisory_unlock_all()
 
 -- name: offset_for_timestamp --
 -- The first offset at or after a moment, for resets by time (the BRIN index narrows the scan).

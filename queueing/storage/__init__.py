@@ -8,4 +8,6 @@ from queueing.storage.log import (  # noqa: F401
     fetch_records,
     offset_for_timestamp,
     run,
+    stop_waiting,
+    wait_for_appends,
 )

@@ -144,10 +144,10 @@ class Engine:
         self.topics = topics
         self.round = 0
 
-    def _topic(self):
+    def _topic(self, partitions=1):
         self.round += 1
         name = f"bench.{self.round}"
-        self.topics.create_topic(name, partitions=1)
+        self.topics.create_topic(name, partitions=partitions)
         return name
 
     def send_batch(self, count):
@@ -195,6 +195,57 @@ class Engine:
 
     def ordered_consume_sync(self, count):
         return self.ordered_consume(count, commit="commit")
+
+
+def _sending_process(url, topic, partition, count, ready, go, results):
+    """One of the concurrent producers: single sends, acks=all, to a partition of its own."""
+    import share
+
+    share.setup_django(url)
+    from queueing import producer
+
+    producer.send(topic, VALUE, partition=partition)  # connected and prepared before the clock starts
+    ready.wait()
+    go.wait()
+    for _ in range(count):
+        producer.send(topic, VALUE, partition=partition, acks="all")
+    results.put((count, time.time()))
+
+
+def _inserting_process(url, topic_id, partition, count, ready, go, results):
+    """Its raw counterpart: INSERT + COMMIT of the same rows, one cursor, a partition of its own."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.cursor()
+        insert = ('INSERT INTO raw_record (topic_id, partition, "offset", value, value_format, timestamp) '
+                  "VALUES (%s, %s, %s, %s, 0, now())")
+        cursor.execute(insert, [topic_id, partition, -1, VALUE])
+        ready.wait()
+        go.wait()
+        for offset in range(count):
+            cursor.execute(insert, [topic_id, partition, offset, VALUE])
+    results.put((count, time.time()))
+
+
+def concurrent_sends(engine, url, processes, count, repeat):
+    """Single sends from several processes at once against as many raw INSERT loops; one row."""
+    import share
+
+    ours, theirs = [], []
+    for index in range(repeat):
+        topic = engine._topic(partitions=processes)
+        sides = [
+            (ours, lambda: share.timed(processes, _sending_process, lambda i: (url, topic, i, count))),
+            (theirs, lambda: share.timed(processes, _inserting_process, lambda i: (url, 1000 + index, i, count))),
+        ]
+        for results, measure in sides[::-1] if index % 2 else sides:  # ABBA, as paired() does
+            total, took = measure()
+            results.append(rate(total, took))
+    return {"operation": f"produce, single send acks=all, {processes} processes", "records": processes * count,
+            "sluice_per_s": round(statistics.median(ours)), "baseline": f"INSERT + COMMIT, {processes} processes",
+            "raw_per_s": round(statistics.median(theirs)),
+            "ratio": round(statistics.median(a / b for a, b in zip(ours, theirs)), 2), "goal": None}
 
 
 def delayed_pending(engine, url, records, repeat, pending):
@@ -287,6 +338,7 @@ def run(records, repeat, pending=1_000_000):
         # (the median of 5 rounds moved 0.68-0.82 between runs): at least 11 rounds keep its median steady.
         compare("produce, single send acks=all", engine.single_send, "INSERT + COMMIT", raw.single_insert, 0.8,
                 singles, rounds=max(repeat, 11))
+        rows.append(concurrent_sends(engine, url, 4, singles, max(repeat, 5)))
         compare("ordered consume + commit per poll", engine.ordered_consume, "indexed range read",
                 raw.range_read, 0.5, records)
         compare("ordered consume + synchronous commit per poll", engine.ordered_consume_sync, "indexed range read",

@@ -8,8 +8,10 @@
 -- (wait_for_appends); an append tries the same lock exclusively, for its transaction: if it gets it,
 -- nobody waits and it stays silent; if not, it notifies. The waiter's shared lock can only be
 -- granted once no silent append is still in flight, so the fetch it makes after taking it sees
--- every append that did not notify. Lock key: (1397511936, (topic_id * 65536 + partition) mod
--- 2^31 - 1); two partitions sharing a key only cost an unneeded NOTIFY.
+-- every append that did not notify. Lock key: (1397511936, (topic_id mod 2^25) * 64 + partition
+-- mod 64), so a waiting consumer holds at most 64 locks a topic (advisory locks take room in the
+-- server's lock table, sized by max_locks_per_transaction); partitions that share a key only
+-- cost an unneeded NOTIFY when their appends overlap.
 
 -- name: append_records --
 -- Append a batch to one partition; returns its base offset, or no row if the partition is missing.
@@ -33,7 +35,7 @@ WITH slot AS (
            WITH ORDINALITY AS r(key, value, value_format, headers, ordinality)
 )
 SELECT base_offset,
-       CASE WHEN pg_try_advisory_xact_lock(1397511936, ((%(topic_id)s::bigint * 65536 + %(partition)s) %% 2147483647)::int)
+       CASE WHEN pg_try_advisory_xact_lock(1397511936, ((%(topic_id)s::bigint %% 33554432) * 64 + %(partition)s %% 64)::int)
             THEN NULL ELSE pg_notify('sluice_t' || %(topic_id)s::text, %(partition)s::text) END
   FROM slot
 
@@ -46,7 +48,7 @@ WITH slot AS (
        SET next_offset = next_offset + 1, size_bytes = size_bytes + %(bytes)s
      WHERE topic_id = %(topic_id)s AND number = %(partition)s
  RETURNING topic_id, number, next_offset - 1 AS base_offset,
-           CASE WHEN pg_try_advisory_xact_lock(1397511936, ((topic_id * 65536 + number) %% 2147483647)::int)
+           CASE WHEN pg_try_advisory_xact_lock(1397511936, ((topic_id %% 33554432) * 64 + number %% 64)::int)
                 THEN NULL ELSE pg_notify('sluice_t' || topic_id::text, number::text) END
 ), stored AS (
     INSERT INTO queueing_record
@@ -64,7 +66,7 @@ UPDATE queueing_partition
    SET next_offset = next_offset + %(count)s, size_bytes = size_bytes + %(bytes)s
  WHERE topic_id = %(topic_id)s AND number = %(partition)s
 RETURNING next_offset - %(count)s, now(),
-          CASE WHEN pg_try_advisory_xact_lock(1397511936, ((topic_id * 65536 + number) %% 2147483647)::int)
+          CASE WHEN pg_try_advisory_xact_lock(1397511936, ((topic_id %% 33554432) * 64 + number %% 64)::int)
                THEN NULL ELSE pg_notify('sluice_t' || topic_id::text, number::text) END
 
 -- name: lock_partition --
@@ -146,9 +148,9 @@ SELECT r.topic_id, r.partition, r."offset", r.key, r.value, r.value_format, r.he
 -- On a consumer's LISTEN connection, before it sleeps: ask the appends of these partitions to
 -- NOTIFY (see the top of this file). True if every lock was granted; false if an append that did
 -- not see the ask is still in flight (then release them all and ask again shortly).
-SELECT coalesce(bool_and(pg_try_advisory_lock_shared(1397511936, ((topic_id * 65536 + number) %% 2147483647)::int)),
-                true)
-  FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[]) AS s(topic_id, number)
+SELECT coalesce(bool_and(pg_try_advisory_lock_shared(1397511936, key)), true)
+  FROM (SELECT DISTINCT ((topic_id %% 33554432) * 64 + number %% 64)::int AS key
+          FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[]) AS s(topic_id, number)) keys
 
 -- name: stop_waiting --
 -- The consumer is busy again (or its partitions changed): appends need not NOTIFY it.

@@ -253,6 +253,26 @@ def test_an_ask_waits_out_an_append_that_missed_it():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_an_ask_takes_at_most_64_locks_a_topic():
+    # Advisory locks take room in the server's lock table: partitions 64 apart share a key.
+    from queueing import storage
+
+    info = topics.create_topic("wide", partitions=150)
+    with consumer.listen_connection([f"sluice_t{info.id}"]) as listener:
+        assert storage.wait_for_appends(listener, {(info.id, p) for p in range(150)}) is True
+        held = connection.cursor()
+        held.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s AND classid = 1397511936",
+                     [listener.info.backend_pid])
+        assert held.fetchone()[0] == 64
+        storage.stop_waiting(listener)
+        held.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
+                     [listener.info.backend_pid])
+        assert held.fetchone()[0] == 0
+        producer.send("wide", b"x", partition=130)  # 130 and 2 share a key with nobody waiting: silent
+        assert _notified(listener) == []
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_waiting_consumer_stops_asking_once_records_come(settings):
     settings.SLUICE = {**settings.SLUICE, "POLL_FALLBACK_MS": 60_000}
     info = topics.create_topic("busy", partitions=1)

@@ -18,6 +18,12 @@ _LISTEN_PARAMS = ("dbname", "user", "password", "host", "port", "sslmode", "appl
 ASK_AGAIN_S = 0.005  # an append that missed a consumer's ask to NOTIFY is usually committed by then
 
 
+def ask_again_after(failures, fallback):
+    """How long to wait before asking again after failures refused asks in a row: an append inside a
+    long transaction can keep refusing, so back off, up to the fallback poll interval."""
+    return min(fallback, ASK_AGAIN_S * 2 ** min(failures, 16))
+
+
 def listen_connection(channels):
     """Open an autocommit psycopg connection LISTENing on channels (its own, beside Django's)."""
     params = {k: v for k, v in connection.get_connection_params().items() if k in _LISTEN_PARAMS and v}
@@ -112,6 +118,7 @@ class Consumer:
         self._listener = None
         self._listening = set()  # topic ids whose channels the listener LISTENs on
         self._asked = False  # whether appends to the assigned partitions NOTIFY us (ask_for_wakeups)
+        self._refused = 0  # asks refused in a row
         self._heartbeat_thread = None
         self._stop_heartbeat = threading.Event()
         self._resync = threading.Event()
@@ -235,8 +242,9 @@ class Consumer:
             if not self._asked and self._listener is not None and not self._listener.closed:
                 asked = ask_for_wakeups(self._listener, self._positions)
                 self._asked = bool(asked)
+                self._refused = 0 if asked else self._refused + 1
                 if asked is False:
-                    self._wait(min(remaining, ASK_AGAIN_S))
+                    self._wait(min(remaining, ask_again_after(self._refused - 1, self.fallback_interval)))
                 continue  # fetch once more: appends before the ask did not notify
             self._wait(min(remaining, self.fallback_interval))
 

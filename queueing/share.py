@@ -71,7 +71,8 @@ class ShareConsumer:
         self._accepts = {}  # (topic_id, partition) -> {offset: record}
         self._accepts_since = {}  # (topic_id, partition) -> when its oldest unsent acceptance was made
         self._listener = None
-        self._asked = False
+        self._asked = False  # whether appends to our partitions NOTIFY us (consumer.ask_for_wakeups)
+        self._refused = 0  # asks refused in a row
         self._last_seen = 0.0
         self.refused = []  # records whose acknowledgement was refused (lock lost), until flush() reports them
         self.closed = False
@@ -105,7 +106,7 @@ class ShareConsumer:
         )
         self._last_seen = time.monotonic()
         try:
-            self._asked = False  # whether appends to our partitions NOTIFY us (consumer.ask_for_wakeups)
+            self._asked = False
             self._listener = consumer.listen_connection([f"sluice_t{t}" for t in self._topics])
         except psycopg.Error as error:
             logger.warning("LISTEN connection failed (%s); polling every %.1fs", error, self.fallback_interval)
@@ -145,8 +146,10 @@ class ShareConsumer:
             if not self._asked and self._listener is not None and not self._listener.closed:
                 asked = consumer.ask_for_wakeups(self._listener, self._slots)
                 self._asked = bool(asked)
+                self._refused = 0 if asked else self._refused + 1
                 if asked is False:
-                    self._wait(min(deadline - time.monotonic(), consumer.ASK_AGAIN_S))
+                    pause = consumer.ask_again_after(self._refused - 1, self.fallback_interval)
+                    self._wait(min(deadline - time.monotonic(), pause))
                 continue  # acquire once more: appends before the ask did not notify
             self._wait(min(deadline - time.monotonic(), self.fallback_interval))
 

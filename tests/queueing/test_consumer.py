@@ -379,3 +379,7 @@ def test_offsets_left_by_commit_async_survive_a_cut_connection():
         assert committed("cutasync") == {0: 2}
     finally:
         member.close(commit=False)
+
+
+def test_refused_asks_back_off_up_to_the_fallback_interval():
+    assert [consumer.ask_again_after(n, 0.5) for n in (0, 1, 3, 7, 100)] == [0.005, 0.01, 0.04, 0.5, 0.5]

@@ -33,29 +33,43 @@ def listen_connection(channels):
     return conn
 
 
-def ask_for_wakeups(listener, slots):
-    """Before a consumer sleeps: have the appends of slots {(topic_id, partition)} NOTIFY it.
+class Asking:
+    """Whether a consumer has asked the appends of its partitions to NOTIFY it.
 
     Appends stay silent while nobody waits (the protocol is at the top of queueing/sql/log.sql), so
     a consumer asks before it sleeps and fetches once more after: what was appended before the ask
-    is visible by then. Returns True once asked, False if an append that missed the ask is still in
-    flight (ask again after ASK_AGAIN_S), None if the connection failed (it is closed).
+    is visible by then. A busy consumer stops asking, so that appends commit without a NOTIFY.
     """
-    try:
-        return storage.wait_for_appends(listener, slots)
-    except psycopg.Error as error:
-        logger.warning("LISTEN connection lost (%s)", error)
-        listener.close()
-        return None
 
+    def __init__(self):
+        self.asked = False
+        self.refused = 0  # asks refused in a row
 
-def stop_asking(listener):
-    """The consumer is busy again, or its partitions changed: appends need not NOTIFY it."""
-    try:
-        storage.stop_waiting(listener)
-    except psycopg.Error as error:
-        logger.warning("LISTEN connection lost (%s)", error)
-        listener.close()
+    def ask(self, listener, slots, fallback):
+        """Ask on the LISTEN connection for slots {(topic_id, partition)}, unless asked already or the
+        connection is gone (then return None: wait as usual). Otherwise return how long to wait
+        before fetching again: 0 once asked; a back-off while an append that missed the ask is still
+        in flight. A failed connection is closed and logged."""
+        if self.asked or listener is None or listener.closed:
+            return None
+        try:
+            self.asked = storage.wait_for_appends(listener, slots)
+        except psycopg.Error as error:
+            logger.warning("LISTEN connection lost (%s)", error)
+            listener.close()
+            return 0
+        self.refused = 0 if self.asked else self.refused + 1
+        return 0 if self.asked else ask_again_after(self.refused - 1, fallback)
+
+    def stop(self, listener):
+        """The consumer is busy again, or its partitions or connection changed."""
+        if self.asked and listener is not None and not listener.closed:
+            try:
+                storage.stop_waiting(listener)
+            except psycopg.Error as error:
+                logger.warning("LISTEN connection lost (%s)", error)
+                listener.close()
+        self.asked = False
 
 
 def _runs(rows):
@@ -117,8 +131,7 @@ class Consumer:
         self._compacted = set()
         self._listener = None
         self._listening = set()  # topic ids whose channels the listener LISTENs on
-        self._asked = False  # whether appends to the assigned partitions NOTIFY us (ask_for_wakeups)
-        self._refused = 0  # asks refused in a row
+        self._asking = Asking()
         self._heartbeat_thread = None
         self._stop_heartbeat = threading.Event()
         self._resync = threading.Event()
@@ -171,7 +184,7 @@ class Consumer:
         self._fix_positions()
         self.assignment = assignment
         self._ensure_listener()
-        self._stop_asking()  # the ask named the old partitions
+        self._asking.stop(self._listener)  # the ask named the old partitions
         logger.info(
             "member %s of %s: generation %d, partitions %s",
             self.member_id, self.group, assignment.generation,
@@ -232,19 +245,17 @@ class Consumer:
             self._drain_notifications()
             records = self._fetch(max_records or self.max_poll_records)
             if records:
-                self._stop_asking()
+                self._asking.stop(self._listener)
                 return records
             if self._resync.is_set():
                 continue  # fenced: re-sync now rather than after a wait
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            if not self._asked and self._listener is not None and not self._listener.closed:
-                asked = ask_for_wakeups(self._listener, self._positions)
-                self._asked = bool(asked)
-                self._refused = 0 if asked else self._refused + 1
-                if asked is False:
-                    self._wait(min(remaining, ask_again_after(self._refused - 1, self.fallback_interval)))
+            pause = self._asking.ask(self._listener, self._positions, self.fallback_interval)
+            if pause is not None:
+                if pause:
+                    self._wait(min(remaining, pause))
                 continue  # fetch once more: appends before the ask did not notify
             self._wait(min(remaining, self.fallback_interval))
 
@@ -316,16 +327,11 @@ class Consumer:
         try:
             channels = [f"sluice_t{t}" for t in topic_ids] + [f"sluice_g{self.assignment.group_id}"]
             self._listener = listen_connection(channels)
-            self._listening, self._asked = topic_ids, False
+            self._listening, self._asking = topic_ids, Asking()
         except psycopg.Error as error:
             # Without notifications the consumer still polls at the fallback interval.
             logger.warning("LISTEN connection failed (%s); polling every %.1fs", error, self.fallback_interval)
             self._listener = None
-
-    def _stop_asking(self):
-        if self._asked and self._listener is not None and not self._listener.closed:
-            stop_asking(self._listener)
-        self._asked = False
 
     def _drain_notifications(self):
         self._wait(0)

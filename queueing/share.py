@@ -71,8 +71,7 @@ class ShareConsumer:
         self._accepts = {}  # (topic_id, partition) -> {offset: record}
         self._accepts_since = {}  # (topic_id, partition) -> when its oldest unsent acceptance was made
         self._listener = None
-        self._asked = False  # whether appends to our partitions NOTIFY us (consumer.ask_for_wakeups)
-        self._refused = 0  # asks refused in a row
+        self._asking = consumer.Asking()
         self._last_seen = 0.0
         self.refused = []  # records whose acknowledgement was refused (lock lost), until flush() reports them
         self.closed = False
@@ -106,7 +105,7 @@ class ShareConsumer:
         )
         self._last_seen = time.monotonic()
         try:
-            self._asked = False
+            self._asking = consumer.Asking()
             self._listener = consumer.listen_connection([f"sluice_t{t}" for t in self._topics])
         except psycopg.Error as error:
             logger.warning("LISTEN connection failed (%s); polling every %.1fs", error, self.fallback_interval)
@@ -137,18 +136,13 @@ class ShareConsumer:
             self._drain()
             records = self._acquire(limit)
             if records:
-                if self._asked and not self._listener.closed:
-                    consumer.stop_asking(self._listener)
-                self._asked = False
+                self._asking.stop(self._listener)
                 return records
             if time.monotonic() >= deadline:
                 return records
-            if not self._asked and self._listener is not None and not self._listener.closed:
-                asked = consumer.ask_for_wakeups(self._listener, self._slots)
-                self._asked = bool(asked)
-                self._refused = 0 if asked else self._refused + 1
-                if asked is False:
-                    pause = consumer.ask_again_after(self._refused - 1, self.fallback_interval)
+            pause = self._asking.ask(self._listener, self._slots, self.fallback_interval)
+            if pause is not None:
+                if pause:
                     self._wait(min(deadline - time.monotonic(), pause))
                 continue  # acquire once more: appends before the ask did not notify
             self._wait(min(deadline - time.monotonic(), self.fallback_interval))

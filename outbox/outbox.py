@@ -46,7 +46,7 @@ def publish(*, aggregate_type, aggregate_id, event_type, payload, destination, h
     InvalidEvent or InvalidDestination, writing nothing.
     """
     body, header_text = _encode(aggregate_type, aggregate_id, event_type, payload, destination, headers, key)
-    # One statement: the INSERT and the NOTIFY that wakes a waiting relay (delivered at commit only).
+    # One statement: the INSERT and the wake-up of a waiting relay (a NOTIFY, delivered at commit only).
     seq, event_id, created_at = storage.insert_event(
         aggregate_type=aggregate_type, aggregate_id=aggregate_id, event_type=event_type, payload=body,
         headers=header_text, destination=destination, key=key or "",
@@ -74,8 +74,7 @@ def publish_many(events):
     if not rows:
         return []
     created = models.OutboxEvent.objects.bulk_create(rows)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_notify(%s, '')", [CHANNEL])
+    storage.wake_relays()
     return created
 
 

@@ -43,6 +43,7 @@ class Relay(loops.Loop):
         super().__init__()
         self.publisher = publisher or brokers.Publisher()
         self.listener = None
+        self._asking = consumer.Asking(storage.wait_for_events, storage.stop_waiting_for_events)
         self.delivered = self.failed = self.deferred = 0
         self._next_prune = 0.0
 
@@ -72,6 +73,7 @@ class Relay(loops.Loop):
                     storage.defer_events(seqs=[event.seq], error=error, delay_ms=delay)
         if result is not None:
             self._count(result)
+            self._asking.stop(self.listener)  # busy: publishers need not notify
         self.prune()
         # A claim holds at most one run per aggregate; what it left out is worth another claim at once.
         return bool(events)
@@ -109,7 +111,16 @@ class Relay(loops.Loop):
 
     def wait(self):
         """Wait for a NOTIFY from publish, at most the fallback interval (a lost notification only
-        delays a delivery), in short slices so that stop() takes effect at once."""
+        delays a delivery), in short slices so that stop() takes effect at once.
+
+        Publishers notify only while a relay waits: the first wait after a busy spell asks them and
+        returns, so that the loop claims once more before sleeping (see wake_relays in events.sql).
+        """
+        if self._listening():
+            pause = self._asking.ask(self.listener, self.fallback)
+            if pause is not None:
+                self.stop_event.wait(pause)
+                return
         deadline = time.monotonic() + self.fallback
         while not self.stop_event.is_set():
             remaining = deadline - time.monotonic()
@@ -132,6 +143,7 @@ class Relay(loops.Loop):
         if self.listener is not None and not self.listener.closed:
             return True
         try:
+            self._asking.stop(self.listener)  # the ask went with the old connection
             self.listener = consumer.listen_connection([outbox.CHANNEL])
         except psycopg.Error as error:
             logger.warning("LISTEN failed (%s); polling every %.1fs", error, self.fallback)

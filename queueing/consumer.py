@@ -38,22 +38,24 @@ class Asking:
 
     Appends stay silent while nobody waits (the protocol is at the top of queueing/sql/log.sql), so
     a consumer asks before it sleeps and fetches once more after: what was appended before the ask
-    is visible by then. A busy consumer stops asking, so that appends commit without a NOTIFY.
+    is visible by then. A busy consumer stops asking, so that appends commit without a NOTIFY. The
+    outbox relay asks the same way for published events, with its own start and stop.
     """
 
-    def __init__(self):
+    def __init__(self, start=storage.wait_for_appends, stop=storage.stop_waiting):
         self.asked = False
         self.refused = 0  # asks refused in a row
+        self._start, self._stop = start, stop
 
-    def ask(self, listener, slots, fallback):
-        """Ask on the LISTEN connection for slots {(topic_id, partition)}, unless asked already or the
-        connection is gone (then return None: wait as usual). Otherwise return how long to wait
-        before fetching again: 0 once asked; a back-off while an append that missed the ask is still
-        in flight. A failed connection is closed and logged."""
+    def ask(self, listener, fallback, *what):
+        """Ask on the LISTEN connection (for what: the consumer's {(topic_id, partition)}), unless
+        asked already or the connection is gone (then return None: wait as usual). Otherwise return
+        how long to wait before fetching again: 0 once asked; a back-off while a write that missed
+        the ask is still in flight. A failed connection is closed and logged."""
         if self.asked or listener is None or listener.closed:
             return None
         try:
-            self.asked = storage.wait_for_appends(listener, slots)
+            self.asked = self._start(listener, *what)
         except psycopg.Error as error:
             logger.warning("LISTEN connection lost (%s)", error)
             listener.close()
@@ -65,7 +67,7 @@ class Asking:
         """The consumer is busy again, or its partitions or connection changed."""
         if self.asked and listener is not None and not listener.closed:
             try:
-                storage.stop_waiting(listener)
+                self._stop(listener)
             except psycopg.Error as error:
                 logger.warning("LISTEN connection lost (%s)", error)
                 listener.close()
@@ -252,7 +254,7 @@ class Consumer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            pause = self._asking.ask(self._listener, self._positions, self.fallback_interval)
+            pause = self._asking.ask(self._listener, self.fallback_interval, self._positions)
             if pause is not None:
                 if pause:
                     self._wait(min(remaining, pause))

@@ -140,7 +140,7 @@ class ShareConsumer:
                 return records
             if time.monotonic() >= deadline:
                 return records
-            pause = self._asking.ask(self._listener, self._slots, self.fallback_interval)
+            pause = self._asking.ask(self._listener, self.fallback_interval, self._slots)
             if pause is not None:
                 if pause:
                     self._wait(min(deadline - time.monotonic(), pause))

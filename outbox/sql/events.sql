@@ -2,9 +2,9 @@
 -- outbox/storage/events.py.
 
 -- name: insert_event --
--- Write one event in the caller's transaction. The NOTIFY rides in the same statement (one round
--- trip) and is delivered at commit only, so a relay wakes for committed events and never for a
--- rolled-back one.
+-- Write one event in the caller's transaction. The wake-up rides in the same statement (one round
+-- trip); a NOTIFY is delivered at commit only, so a relay wakes for committed events and never for a
+-- rolled-back one. It is sent only while a relay waits (wake_relays).
 WITH stored AS (
     INSERT INTO outbox_outboxevent
            (id, aggregate_type, aggregate_id, event_type, payload, headers, destination, key, created_at,
@@ -13,7 +13,30 @@ WITH stored AS (
             %(headers)s::jsonb, %(destination)s, %(key)s, now(), 0, '')
  RETURNING seq, id, created_at
 )
-SELECT seq, id, created_at, pg_notify('sluice_outbox', '') FROM stored
+SELECT seq, id, created_at,
+       CASE WHEN pg_try_advisory_xact_lock(1397511937, pg_backend_pid() & 63) THEN NULL
+            ELSE pg_notify('sluice_outbox', '') END
+  FROM stored
+
+-- name: wake_relays --
+-- The wake-up of a publish that wrote its events otherwise (bulk_create). NOTIFY holds a
+-- database-wide lock from the NOTIFY to the end of its commit, so notifying transactions commit one
+-- at a time; business transactions that publish would all queue behind it. So a transaction
+-- notifies only while a relay waits, as the log's appends do (queueing/sql/log.sql): a relay about
+-- to sleep takes a shared session advisory lock on each of 64 stripes (wait_for_events); a
+-- publishing transaction tries its stripe (its backend's pid mod 64) exclusively and notifies only
+-- if that fails. Two publishers on one stripe at once only cost one of them a NOTIFY.
+SELECT CASE WHEN pg_try_advisory_xact_lock(1397511937, pg_backend_pid() & 63) THEN NULL
+            ELSE pg_notify('sluice_outbox', '') END
+
+-- name: wait_for_events --
+-- On a relay's LISTEN connection, before it sleeps: ask publishers to NOTIFY (see wake_relays).
+-- False if a publish that missed the ask is still in flight: release them all, ask again shortly.
+SELECT bool_and(pg_try_advisory_lock_shared(1397511937, stripe)) FROM generate_series(0, 63) AS stripe
+
+-- name: stop_waiting_for_events --
+-- The relay is busy: publishers need not NOTIFY it.
+SELECT pg_advisory_unlock_all()
 
 -- name: claim_events --
 -- Claim a batch: the oldest deliverable event of up to `limit` aggregates (the heads), and behind

@@ -52,6 +52,29 @@ def insert_event(*, aggregate_type, aggregate_id, event_type, payload, headers, 
     return _run("insert_event", params, fetch="one")[:3]
 
 
+def wake_relays():
+    """Notify waiting relays at commit (caller's transaction), if any relay waits."""
+    _run("wake_relays", None)
+
+
+def wait_for_events(listener):
+    """Ask publishers to NOTIFY, on a relay's own autocommit LISTEN connection, before it sleeps.
+
+    True once the ask holds: a claim made after it sees every event that will not notify. False
+    if a publish that missed it is still in flight: the ask is withdrawn, try again shortly.
+    Driver errors are psycopg's: the caller owns the connection.
+    """
+    if listener.execute(queries["wait_for_events"]).fetchone()[0]:
+        return True
+    stop_waiting_for_events(listener)
+    return False
+
+
+def stop_waiting_for_events(listener):
+    """Withdraw wait_for_events: the relay is busy."""
+    listener.execute(queries["stop_waiting_for_events"])
+
+
 CLAIM_WINDOW = 8  # times the batch: how many of the oldest undelivered events a claim looks at first
 
 

@@ -54,9 +54,14 @@ def test_outside_a_transaction_an_event_commits_at_once():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_publish_wakes_relays_at_commit_and_not_before():
+def test_publish_wakes_waiting_relays_at_commit_and_not_before():
+    from outbox.storage import events
+
     listener = consumer.listen_connection([outbox.CHANNEL])
     try:
+        publish()
+        assert list(listener.notifies(timeout=0.3, stop_after=1)) == []  # no relay waits: silent
+        assert events.wait_for_events(listener) is True
         with transaction.atomic():
             publish()
             assert list(listener.notifies(timeout=0.3, stop_after=1)) == []
@@ -65,6 +70,26 @@ def test_publish_wakes_relays_at_commit_and_not_before():
             publish()
             raise RuntimeError
         assert list(listener.notifies(timeout=0.3, stop_after=1)) == []
+        outbox.publish_many([{"aggregate_type": "order", "aggregate_id": "9", "event_type": "order.paid",
+                              "payload": {}, "destination": "sluice:orders"}])
+        assert [n.channel for n in listener.notifies(timeout=5, stop_after=1)] == [outbox.CHANNEL]
+        events.stop_waiting_for_events(listener)
+        publish()
+        assert list(listener.notifies(timeout=0.3, stop_after=1)) == []
+    finally:
+        listener.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_relay_ask_waits_out_a_publish_that_missed_it():
+    from outbox.storage import events
+
+    listener = consumer.listen_connection([outbox.CHANNEL])
+    try:
+        with transaction.atomic():
+            publish()
+            assert events.wait_for_events(listener) is False  # that publish holds its stripe
+        assert events.wait_for_events(listener) is True
     finally:
         listener.close()
 

@@ -84,14 +84,16 @@ def start_relays(count, batch=500):
 
 
 def wait_for_listeners(count, timeout=60):
-    """Wait until count relays are idle and LISTENing (their loops run), so start-up is not timed."""
+    """Wait until count relays are idle and waiting (they hold the shared advisory locks that ask
+    publishers to NOTIFY them: wait_for_events in outbox/sql/events.sql), so start-up is not timed."""
     from django.db import connection
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                           "AND query = 'LISTEN \"sluice_outbox\"'")
+            cursor.execute("SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' "
+                           "AND classid = 1397511937 AND mode = 'ShareLock' AND database = "
+                           "(SELECT oid FROM pg_database WHERE datname = current_database())")
             if cursor.fetchone()[0] >= count:
                 return
         time.sleep(0.1)

@@ -43,7 +43,7 @@ class Relay(loops.Loop):
         super().__init__()
         self.publisher = publisher or brokers.Publisher()
         self.listener = None
-        self._asking = consumer.Asking(storage.wait_for_events, storage.stop_waiting_for_events)
+        self._asking = consumer.Asking(storage.wait_for_events)
         self.delivered = self.failed = self.deferred = 0
         self._next_prune = 0.0
 

@@ -39,7 +39,7 @@ class Asking:
     Appends stay silent while nobody waits (the protocol is at the top of queueing/sql/log.sql), so
     a consumer asks before it sleeps and fetches once more after: what was appended before the ask
     is visible by then. A busy consumer stops asking, so that appends commit without a NOTIFY. The
-    outbox relay asks the same way for published events, with its own start and stop.
+    outbox relay asks the same way for published events, with its own start.
     """
 
     def __init__(self, start=storage.wait_for_appends, stop=storage.stop_waiting):

@@ -31,12 +31,9 @@ SELECT CASE WHEN pg_try_advisory_xact_lock(1397511937, pg_backend_pid() & 63) TH
 
 -- name: wait_for_events --
 -- On a relay's LISTEN connection, before it sleeps: ask publishers to NOTIFY (see wake_relays).
--- False if a publish that missed the ask is still in flight: release them all, ask again shortly.
+-- False if a publish that missed the ask is still in flight: release them all (queueing's
+-- stop_waiting, which also withdraws the ask when the relay is busy) and ask again shortly.
 SELECT bool_and(pg_try_advisory_lock_shared(1397511937, stripe)) FROM generate_series(0, 63) AS stripe
-
--- name: stop_waiting_for_events --
--- The relay is busy: publishers need not NOTIFY it.
-SELECT pg_advisory_unlock_all()
 
 -- name: claim_events --
 -- Claim a batch: the oldest deliverable event of up to `limit` aggregates (the heads), and behind

@@ -7,6 +7,7 @@ import uuid
 from django.db import connection
 
 from outbox.sql import queries
+from queueing import storage as log
 
 
 class ClaimedEvent(typing.NamedTuple):
@@ -66,13 +67,8 @@ def wait_for_events(listener):
     """
     if listener.execute(queries["wait_for_events"]).fetchone()[0]:
         return True
-    stop_waiting_for_events(listener)
+    log.stop_waiting(listener)
     return False
-
-
-def stop_waiting_for_events(listener):
-    """Withdraw wait_for_events: the relay is busy."""
-    listener.execute(queries["stop_waiting_for_events"])
 
 
 CLAIM_WINDOW = 8  # times the batch: how many of the oldest undelivered events a claim looks at first

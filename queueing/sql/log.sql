@@ -153,7 +153,8 @@ SELECT coalesce(bool_and(pg_try_advisory_lock_shared(1397511936, key)), true)
           FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[]) AS s(topic_id, number)) keys
 
 -- name: stop_waiting --
--- The consumer is busy again (or its partitions changed): appends need not NOTIFY it.
+-- Withdraw an ask on this LISTEN connection (a consumer's, or an outbox relay's: every wake-up lock
+-- it holds goes): it is busy again, or what it waits for changed.
 SELECT pg_advisory_unlock_all()
 
 -- name: offset_for_timestamp --

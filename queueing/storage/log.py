@@ -259,7 +259,8 @@ def wait_for_appends(listener, slots):
 
 
 def stop_waiting(listener):
-    """Withdraw wait_for_appends: the consumer is busy, or its partitions changed."""
+    """Withdraw an ask on this LISTEN connection, a consumer's (wait_for_appends) or an outbox
+    relay's: it is busy again, or what it waits for changed."""
     listener.execute(queries["stop_waiting"])
 
 

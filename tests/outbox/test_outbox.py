@@ -56,6 +56,7 @@ def test_outside_a_transaction_an_event_commits_at_once():
 @pytest.mark.django_db(transaction=True)
 def test_publish_wakes_waiting_relays_at_commit_and_not_before():
     from outbox.storage import events
+    from queueing import storage as queueing_storage
 
     listener = consumer.listen_connection([outbox.CHANNEL])
     try:
@@ -73,7 +74,7 @@ def test_publish_wakes_waiting_relays_at_commit_and_not_before():
         outbox.publish_many([{"aggregate_type": "order", "aggregate_id": "9", "event_type": "order.paid",
                               "payload": {}, "destination": "sluice:orders"}])
         assert [n.channel for n in listener.notifies(timeout=5, stop_after=1)] == [outbox.CHANNEL]
-        events.stop_waiting_for_events(listener)
+        queueing_storage.stop_waiting(listener)
         publish()
         assert list(listener.notifies(timeout=0.3, stop_after=1)) == []
     finally:

@@ -385,8 +385,8 @@ def main():
     print_table(rows)
     for row in rows:
         if "extra_us" in row:
-            # The append's extra work is about the same on any day; the commit's WAL flush is not. Both
-            # sides wait for one flush a send, so the ratio is R / (R + extra) for a raw send of R µs.
+            # Both sides wait for one WAL flush a send, and the flush's time moves with the machine's disk
+            # more than the append's extra work does: the ratio is R / (R + extra) for a raw send of R µs.
             print(f"\nSingle send: {row['extra_us']} µs a send beyond the raw INSERT + COMMIT ({row['raw_us']} µs), "
                   f"for the partition row's update (the lock that keeps offsets dense and in commit order) and "
                   f"the client's work; the ratio reaches 0.8 where a raw INSERT + COMMIT takes "

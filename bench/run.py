@@ -9,7 +9,9 @@ import datetime
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -374,6 +376,9 @@ def main():
     parser.add_argument("--share-records", type=int, default=20_000, help="records per share-group run (0: skip)")
     parser.add_argument("--delayed-pending", type=int, default=1_000_000,
                         help="delayed records waiting for the last figures (0: skip)")
+    parser.add_argument("--latency-seconds", type=float, default=3.0,
+                        help="timed sending per cell of bench/latency.py, the delivery latency (0: skip)")
+    parser.add_argument("--no-latency", action="store_true", help="skip the delivery latency (bench/latency.py)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     if args.records < 1000 or args.repeat < 1:
@@ -394,18 +399,33 @@ def main():
     share_rows = []
     if args.share_records:
         # Its own process: it sets up Django on a database of its own.
-        import subprocess
-        import tempfile
-
         print("\nShare groups: per-record accept, members in separate processes, against raw SKIP LOCKED "
-              "(claim and delete 100 rows a statement)")
+              "(claim and delete 100 rows a statement)", flush=True)  # before the child's output
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             subprocess.run([sys.executable, str(ROOT / "bench" / "share.py"), "--records", str(args.share_records),
                             "--repeat", str(max(3, args.repeat // 2 + 1)),
                             "--json", out.name], check=True, env={**os.environ, "DATABASE_URL": admin})
             share_rows = json.loads(Path(out.name).read_text())
+    latency_rows, failed = latency(admin, 0 if args.no_latency else args.latency_seconds)
     if args.json:
-        Path(args.json).write_text(json.dumps({"log": rows, "share": share_rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"log": rows, "share": share_rows, "latency": latency_rows}, indent=2))
+    if failed:
+        sys.exit("bench: the delivery latency part failed")
+
+
+def latency(admin, seconds):
+    """Run bench/latency.py (its own process and database), which prints its table; return its rows
+    and whether it failed. A failure there does not lose the figures above."""
+    if seconds <= 0:
+        return [], False
+    print("\nDelivery latency, send to receipt (bench/latency.py): senders, consumers, workers, the relay and "
+          "the mover each in a process of their own", flush=True)
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        done = subprocess.run([sys.executable, str(ROOT / "bench" / "latency.py"), "--seconds", f"{seconds:g}",
+                               "--json", out.name], env={**os.environ, "DATABASE_URL": admin})
+        if done.returncode:
+            return [], True
+        return json.loads(Path(out.name).read_text()), False
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ from django.utils import timezone
 
 from outbox import brokers, delivery, models, outbox, retention
 from outbox.storage import events as storage
-from queueing import consumer, loops
+from queueing import loops, wakeups
 
 logger = logging.getLogger("sluice.relay")
 PRUNE_INTERVAL_S = 60.0
 _WAIT_SLICE_S = 0.25
+STRIPES = frozenset(range(64))  # the publishers' wake-up keys (wake_relays in outbox/sql/events.sql)
 _UNSET = object()
 
 
@@ -43,12 +44,13 @@ class Relay(loops.Loop):
         super().__init__()
         self.publisher = publisher or brokers.Publisher()
         self.listener = None
-        self._asking = consumer.Asking(storage.wait_for_events)
+        self._waiter = wakeups.Waiter(wakeups.PUBLISHES, "outbox relay")
         self.delivered = self.failed = self.deferred = 0
         self._next_prune = 0.0
 
     def run_once(self):
         """Deliver one batch; return True if more events are likely waiting."""
+        self._waiter.drain(self._listen)
         try:
             return self._deliver_batch()
         except OperationalError as error:
@@ -73,7 +75,8 @@ class Relay(loops.Loop):
                     storage.defer_events(seqs=[event.seq], error=error, delay_ms=delay)
         if result is not None:
             self._count(result)
-            self._asking.stop(self.listener)  # busy: publishers need not notify
+        # Busy: publishers need not notify. Events coming due after a failure are not wake-ups.
+        self._waiter.found(self.listener, len(events), new=sum(1 for e in events if not e.attempts))
         self.prune()
         # A claim holds at most one run per aggregate; what it left out is worth another claim at once.
         return bool(events)
@@ -110,41 +113,47 @@ class Relay(loops.Loop):
         return removed
 
     def wait(self):
-        """Wait for a NOTIFY from publish, at most the fallback interval (a lost notification only
-        delays a delivery), in short slices so that stop() takes effect at once.
+        """Sleep until a publish may have committed an event, at most the fallback interval (a lost
+        notification only delays a delivery); stop() ends it at once.
 
-        Publishers notify only while a relay waits: the first wait after a busy spell asks them and
-        returns, so that the loop claims once more before sleeping (see wake_relays in events.sql).
+        Publishers notify only while a relay waits (see wake_relays in events.sql): the relay asks
+        them first, and claims once more before it sleeps.
         """
-        if self._listening():
-            pause = self._asking.ask(self.listener, self.fallback)
-            if pause is not None:
-                self.stop_event.wait(pause)
-                return
-        deadline = time.monotonic() + self.fallback
-        while not self.stop_event.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            if not self._listening():
-                self.stop_event.wait(remaining)
-                return
+        if not self._listening():
+            self.stop_event.wait(self.fallback)
+            return
+        self._waiter.sleep(self.listener, STRIPES, self.fallback, self._listen)
+
+    @property
+    def late_wakeups(self):
+        """Waits that ended without a NOTIFY while events were committed."""
+        return self._waiter.late_wakeups
+
+    def _listen(self, seconds):
+        """Wait for a NOTIFY up to seconds (0: take those already here), in short slices so that
+        stop() takes effect at once; return whether one came, having taken all that came (one
+        claim answers them all)."""
+        deadline = time.monotonic() + seconds
+        while self.listener is not None and not self.listener.closed:
             try:
-                if any(True for _ in self.listener.notifies(timeout=min(remaining, _WAIT_SLICE_S), stop_after=1)):
-                    for _ in self.listener.notifies(timeout=0):  # one claim answers them all
+                slice_s = max(0.0, min(deadline - time.monotonic(), _WAIT_SLICE_S))
+                if any(True for _ in self.listener.notifies(timeout=slice_s, stop_after=1)):
+                    for _ in self.listener.notifies(timeout=0):
                         pass
-                    return
+                    return True
             except psycopg.Error as error:
                 logger.warning("LISTEN connection lost (%s); reconnecting", error)
                 self.listener.close()
-                return
+                return False
+            if self.stop_event.is_set() or time.monotonic() >= deadline:
+                return False
+        return False
 
     def _listening(self):
         if self.listener is not None and not self.listener.closed:
             return True
         try:
-            self._asking.stop(self.listener)  # the ask went with the old connection
-            self.listener = consumer.listen_connection([outbox.CHANNEL])
+            self.listener = wakeups.listen_connection([outbox.CHANNEL])
         except psycopg.Error as error:
             logger.warning("LISTEN failed (%s); polling every %.1fs", error, self.fallback)
             self.listener = None

@@ -10,69 +10,9 @@ import psycopg
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
-from queueing import exceptions, groups, models, storage, types
+from queueing import exceptions, groups, models, storage, types, wakeups
 
 logger = logging.getLogger("sluice.consumer")
-
-_LISTEN_PARAMS = ("dbname", "user", "password", "host", "port", "sslmode", "application_name", "options")
-ASK_AGAIN_S = 0.005  # an append that missed a consumer's ask to NOTIFY is usually committed by then
-
-
-def ask_again_after(failures, fallback):
-    """How long to wait before asking again after failures refused asks in a row: an append inside a
-    long transaction can keep refusing, so back off, up to the fallback poll interval."""
-    return min(fallback, ASK_AGAIN_S * 2 ** min(failures, 16))
-
-
-def listen_connection(channels):
-    """Open an autocommit psycopg connection LISTENing on channels (its own, beside Django's)."""
-    params = {k: v for k, v in connection.get_connection_params().items() if k in _LISTEN_PARAMS and v}
-    conn = psycopg.connect(**params, autocommit=True)
-    for channel in channels:
-        conn.execute(f'LISTEN "{channel}"')
-    return conn
-
-
-class Asking:
-    """Whether a consumer has asked the appends of its partitions to NOTIFY it.
-
-    Appends stay silent while nobody waits (the protocol is at the top of queueing/sql/log.sql), so
-    a consumer asks before it sleeps and fetches once more after: what was appended before the ask
-    is visible by then. A busy consumer stops asking, so that appends commit without a NOTIFY. The
-    outbox relay asks the same way for published events, with its own start.
-    """
-
-    def __init__(self, start=storage.wait_for_appends, stop=storage.stop_waiting):
-        self.asked = False
-        self.refused = 0  # asks refused in a row
-        self._start, self._stop = start, stop
-
-    def ask(self, listener, fallback, *what):
-        """Ask on the LISTEN connection (for what: the consumer's {(topic_id, partition)}), unless
-        asked already or the connection is gone (then return None: wait as usual). Otherwise return
-        how long to wait before fetching again: 0 once asked; a back-off while a write that missed
-        the ask is still in flight. A failed connection is closed and logged."""
-        if self.asked or listener is None or listener.closed:
-            return None
-        try:
-            self.asked = self._start(listener, *what)
-        except psycopg.Error as error:
-            logger.warning("LISTEN connection lost (%s)", error)
-            listener.close()
-            return 0
-        self.refused = 0 if self.asked else self.refused + 1
-        return 0 if self.asked else ask_again_after(self.refused - 1, fallback)
-
-    def stop(self, listener):
-        """The consumer is busy again, or its partitions or connection changed."""
-        if self.asked and listener is not None and not listener.closed:
-            try:
-                self._stop(listener)
-            except psycopg.Error as error:
-                logger.warning("LISTEN connection lost (%s)", error)
-                listener.close()
-        self.asked = False
-
 
 def _runs(rows):
     """Split fetched rows, which come partition by partition, into ((topic_id, partition), rows)."""
@@ -133,7 +73,8 @@ class Consumer:
         self._compacted = set()
         self._listener = None
         self._listening = set()  # topic ids whose channels the listener LISTENs on
-        self._asking = Asking()
+        self._waiter = wakeups.Waiter(wakeups.APPENDS, f"member {self.member_id} of {group}")
+        self._keys = frozenset()  # the wake-up keys of the assigned partitions
         self._heartbeat_thread = None
         self._stop_heartbeat = threading.Event()
         self._resync = threading.Event()
@@ -185,8 +126,9 @@ class Consumer:
         self._consumed = {}
         self._fix_positions()
         self.assignment = assignment
+        self._keys = wakeups.partition_keys(slots)
         self._ensure_listener()
-        self._asking.stop(self._listener)  # the ask named the old partitions
+        self._waiter.stop(self._listener)  # the ask named the old partitions
         logger.info(
             "member %s of %s: generation %d, partitions %s",
             self.member_id, self.group, assignment.generation,
@@ -244,22 +186,22 @@ class Consumer:
                 self._sync()
             if self.enable_auto_commit and time.monotonic() - self._last_commit >= self.auto_commit_interval:
                 self._auto_commit()
-            self._drain_notifications()
+            self._waiter.drain(self._wait)
             records = self._fetch(max_records or self.max_poll_records)
+            self._waiter.found(self._listener, len(records))
             if records:
-                self._asking.stop(self._listener)
                 return records
             if self._resync.is_set():
                 continue  # fenced: re-sync now rather than after a wait
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            pause = self._asking.ask(self._listener, self.fallback_interval, self._positions)
-            if pause is not None:
-                if pause:
-                    self._wait(min(remaining, pause))
-                continue  # fetch once more: appends before the ask did not notify
-            self._wait(min(remaining, self.fallback_interval))
+            self._waiter.sleep(self._listener, self._keys, min(remaining, self.fallback_interval), self._wait)
+
+    @property
+    def late_wakeups(self):
+        """Waits that ended without a NOTIFY while records were committed for this member."""
+        return self._waiter.late_wakeups
 
     def _fetch(self, limit):
         if not self._positions:
@@ -328,31 +270,32 @@ class Consumer:
             self._listener.close()  # partitions of another topic now: listen on its channel too
         try:
             channels = [f"sluice_t{t}" for t in topic_ids] + [f"sluice_g{self.assignment.group_id}"]
-            self._listener = listen_connection(channels)
-            self._listening, self._asking = topic_ids, Asking()
+            self._listener = wakeups.listen_connection(channels)
+            self._listening = topic_ids
         except psycopg.Error as error:
             # Without notifications the consumer still polls at the fallback interval.
             logger.warning("LISTEN connection failed (%s); polling every %.1fs", error, self.fallback_interval)
             self._listener = None
 
-    def _drain_notifications(self):
-        self._wait(0)
-
     def _wait(self, seconds):
-        """Wait for a NOTIFY up to seconds (at once with 0); a group notice asks for a re-sync."""
+        """Wait for a NOTIFY up to seconds (0: take those already here); return whether one came. A
+        group notice asks for a re-sync."""
         if self._listener is None or self._listener.closed:
             self._ensure_listener()
             if self._listener is None:
                 time.sleep(seconds)
-                return
+                return False
+        came = False
         try:
             for notice in self._listener.notifies(timeout=seconds, stop_after=1 if seconds else None):
+                came = True
                 if notice.channel.startswith("sluice_g"):
                     self._resync.set()
         except psycopg.Error as error:
             logger.warning("LISTEN connection lost (%s); reconnecting", error)
             self._listener.close()
             self._listener = None
+        return came
 
     def rewind(self):
         """Go back to the committed offsets at the next poll (after a lost connection, say)."""

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from queueing import consumer, exceptions, loops, models, partitioner, storage, types
+from queueing import exceptions, loops, models, partitioner, storage, types, wakeups
 from queueing.storage import delayed as delayed_storage
 
 logger = logging.getLogger("sluice.delayed")
@@ -104,6 +104,9 @@ def move_due(limit=500):
         return len(rows)
 
 
+FALLBACK_SLACK_S = 0.1  # a record due this close after the fallback is not a late wake-up
+
+
 class Mover(loops.Loop):
     """The loop that moves delayed records into the log when due; several may run.
 
@@ -119,11 +122,18 @@ class Mover(loops.Loop):
         self.fallback = fallback if fallback is not None else max(settings.SLUICE["POLL_FALLBACK_MS"] / 1000, 0.05)
         self.listener = None
         self.moved = 0
+        self.late_wakeups = 0  # sleeps the fallback ended while a record scheduled meanwhile was due
+        self._slept_out = False
 
     def run_once(self):
         """Move what is due; return True if more is due at once."""
         moved = move_due(self.batch)
         self.moved += moved
+        if moved and self._slept_out:
+            self.late_wakeups += 1
+            logger.debug("late wake-up: %d delayed record(s) came due with no NOTIFY to say so", moved,
+                         extra={"late_wakeups": self.late_wakeups})
+        self._slept_out = False
         return moved == self.batch
 
     def wait(self):
@@ -134,16 +144,22 @@ class Mover(loops.Loop):
             return
         if self.listener is None or self.listener.closed:
             try:
-                self.listener = consumer.listen_connection([CHANNEL])
+                self.listener = wakeups.listen_connection([CHANNEL])
             except psycopg.Error as error:
                 logger.warning("LISTEN failed (%s); polling every %.2fs", error, self.fallback)
                 self.stop_event.wait(timeout)
                 return
         try:
-            for _ in self.listener.notifies(timeout=timeout, stop_after=1):
-                pass
+            came = any(True for _ in self.listener.notifies(timeout=timeout, stop_after=1))
+            if came:
+                for _ in self.listener.notifies(timeout=0):  # one look at the table answers them all
+                    pass
         except psycopg.Error:
             self.listener.close()
+            return
+        # Slept the whole fallback with nothing due before it that it knew of: whatever it moves
+        # now was scheduled sooner without the NOTIFY that should have woken it.
+        self._slept_out = not came and (seconds is None or seconds > self.fallback + FALLBACK_SLACK_S)
 
     def close(self):
         if self.listener is not None:

@@ -11,7 +11,7 @@ import psycopg
 from django.conf import settings
 from django.db import transaction
 
-from queueing import consumer, exceptions, groups, models, retries, types
+from queueing import exceptions, groups, models, retries, types, wakeups
 from queueing.storage import share as storage
 
 logger = logging.getLogger("sluice.share")
@@ -71,7 +71,8 @@ class ShareConsumer:
         self._accepts = {}  # (topic_id, partition) -> {offset: record}
         self._accepts_since = {}  # (topic_id, partition) -> when its oldest unsent acceptance was made
         self._listener = None
-        self._asking = consumer.Asking()
+        self._waiter = wakeups.Waiter(wakeups.APPENDS, f"share member {self.member_id} of {group}")
+        self._keys = frozenset()
         self._last_seen = 0.0
         self.refused = []  # records whose acknowledgement was refused (lock lost), until flush() reports them
         self.closed = False
@@ -104,9 +105,9 @@ class ShareConsumer:
                       "topics": self.topics, "joined_at": now, "last_heartbeat": now},
         )
         self._last_seen = time.monotonic()
+        self._keys = wakeups.partition_keys(self._slots)
         try:
-            self._asking = consumer.Asking()
-            self._listener = consumer.listen_connection([f"sluice_t{t}" for t in self._topics])
+            self._listener = wakeups.listen_connection([f"sluice_t{t}" for t in self._topics])
         except psycopg.Error as error:
             logger.warning("LISTEN connection failed (%s); polling every %.1fs", error, self.fallback_interval)
 
@@ -133,19 +134,20 @@ class ShareConsumer:
         limit = max_records or self.max_records
         while True:
             self._heartbeat()
-            self._drain()
+            self._waiter.drain(self._wait)
             records = self._acquire(limit)
+            self._waiter.found(self._listener, len(records))
             if records:
-                self._asking.stop(self._listener)
                 return records
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return records
-            pause = self._asking.ask(self._listener, self.fallback_interval, self._slots)
-            if pause is not None:
-                if pause:
-                    self._wait(min(deadline - time.monotonic(), pause))
-                continue  # acquire once more: appends before the ask did not notify
-            self._wait(min(deadline - time.monotonic(), self.fallback_interval))
+            self._waiter.sleep(self._listener, self._keys, min(remaining, self.fallback_interval), self._wait)
+
+    @property
+    def late_wakeups(self):
+        """Waits that ended without a NOTIFY while records were committed for this member."""
+        return self._waiter.late_wakeups
 
     def _acquire(self, limit):
         records = []
@@ -205,20 +207,20 @@ class ShareConsumer:
         offset, key, value, value_format, headers, timestamp, count = row
         return types.Record(topic.name, partition, offset, key, value, value_format, headers or {}, timestamp, count)
 
-    def _drain(self):
-        self._wait(0)
-
     def _wait(self, seconds):
+        """Wait for a NOTIFY up to seconds (0: take those already here); return whether one came."""
         if self._listener is None or self._listener.closed:
             if seconds > 0:
                 time.sleep(seconds)
-            return
+            return False
+        came = False
         try:
             for _ in self._listener.notifies(timeout=max(0.0, seconds), stop_after=1 if seconds else None):
-                pass
+                came = True
         except psycopg.Error as error:
             logger.warning("LISTEN connection lost (%s); polling until the next join", error)
             self._listener.close()
+        return came
 
     # Acknowledging ------------------------------------------------------------------------
 

@@ -51,6 +51,11 @@ class GroupLoop(loops.Loop):
     def wait(self):
         """The poll already waited for records."""
 
+    @property
+    def late_wakeups(self):
+        """Waits of this worker's consumer that ended without a NOTIFY while records were committed."""
+        return self.consumer.late_wakeups if self.consumer is not None else 0
+
     def recover(self, error):
         if isinstance(error, exceptions.TopicNotFound):
             # A worker may start before its topics exist: wait for them rather than exit.

@@ -22,18 +22,13 @@ SELECT seq, id, created_at,
 -- The wake-up of a publish that wrote its events otherwise (bulk_create). NOTIFY holds a
 -- database-wide lock from the NOTIFY to the end of its commit, so notifying transactions commit one
 -- at a time; business transactions that publish would all queue behind it. So a transaction
--- notifies only while a relay waits, as the log's appends do (queueing/sql/log.sql): a relay about
--- to sleep takes a shared session advisory lock on each of 64 stripes (wait_for_events); a
--- publishing transaction tries its stripe (its backend's pid mod 64) exclusively and notifies only
--- if that fails. Two publishers on one stripe at once only cost one of them a NOTIFY.
+-- notifies only while a relay waits, as the log's appends do (the protocol is at the top of
+-- queueing/sql/wakeups.sql): a relay about to sleep takes a shared session advisory lock on each of
+-- 64 stripes (lock space 1397511937); a publishing transaction tries its stripe (its backend's pid
+-- mod 64) exclusively and notifies only if that fails. Two publishers on one stripe at once only
+-- cost one of them a NOTIFY.
 SELECT CASE WHEN pg_try_advisory_xact_lock(1397511937, pg_backend_pid() & 63) THEN NULL
             ELSE pg_notify('sluice_outbox', '') END
-
--- name: wait_for_events --
--- On a relay's LISTEN connection, before it sleeps: ask publishers to NOTIFY (see wake_relays).
--- False if a publish that missed the ask is still in flight: release them all (queueing's
--- stop_waiting, which also withdraws the ask when the relay is busy) and ask again shortly.
-SELECT bool_and(pg_try_advisory_lock_shared(1397511937, stripe)) FROM generate_series(0, 63) AS stripe
 
 -- name: claim_events --
 -- Claim a batch: the oldest deliverable event of up to `limit` aggregates (the heads), and behind

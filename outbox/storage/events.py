@@ -7,7 +7,6 @@ import uuid
 from django.db import connection
 
 from outbox.sql import queries
-from queueing import storage as log
 
 
 class ClaimedEvent(typing.NamedTuple):
@@ -56,19 +55,6 @@ def insert_event(*, aggregate_type, aggregate_id, event_type, payload, headers, 
 def wake_relays():
     """Notify waiting relays at commit (caller's transaction), if any relay waits."""
     _run("wake_relays", None)
-
-
-def wait_for_events(listener):
-    """Ask publishers to NOTIFY, on a relay's own autocommit LISTEN connection, before it sleeps.
-
-    True once the ask holds: a claim made after it sees every event that will not notify. False
-    if a publish that missed it is still in flight: the ask is withdrawn, try again shortly.
-    Driver errors are psycopg's: the caller owns the connection.
-    """
-    if listener.execute(queries["wait_for_events"]).fetchone()[0]:
-        return True
-    log.stop_waiting(listener)
-    return False
 
 
 CLAIM_WINDOW = 8  # times the batch: how many of the oldest undelivered events a claim looks at first

@@ -1,17 +1,8 @@
 -- The log's hot-path queries. Each section is run by the storage function of the same name.
 --
--- Wake-ups: an append NOTIFYs only while some consumer of its partition waits. NOTIFY is not free:
--- from the NOTIFY to the end of its commit a transaction holds a database-wide lock, so notifying
--- appends commit one at a time (on the CI machine concurrent single sends stopped at about 6,000 a
--- second however many processes sent; without it they scale like plain INSERTs). A consumer about
--- to sleep takes a shared session advisory lock per partition on its LISTEN connection
--- (wait_for_appends); an append tries the same lock exclusively, for its transaction: if it gets it,
--- nobody waits and it stays silent; if not, it notifies. The waiter's shared lock can only be
--- granted once no silent append is still in flight, so the fetch it makes after taking it sees
--- every append that did not notify. Lock key: (1397511936, (topic_id mod 2^25) * 64 + partition
--- mod 64), so a waiting consumer holds at most 64 locks a topic (advisory locks take room in the
--- server's lock table, sized by max_locks_per_transaction); partitions that share a key only
--- cost an unneeded NOTIFY when their appends overlap.
+-- Wake-ups: an append NOTIFYs only while some consumer of its partition waits; it tries the
+-- partition's wake-up lock (space 1397511936, one key per partition mod 64) exclusively for its
+-- transaction and stays silent when it gets it. The protocol is at the top of sql/wakeups.sql.
 
 -- name: append_records --
 -- Append a batch to one partition; returns its base offset, or no row if the partition is missing.
@@ -143,19 +134,6 @@ SELECT r.topic_id, r.partition, r."offset", r.key, r.value, r.value_format, r.he
                  ORDER BY r."offset"
                  LIMIT %(per_partition)s) r
        ) r ON true
-
--- name: wait_for_appends --
--- On a consumer's LISTEN connection, before it sleeps: ask the appends of these partitions to
--- NOTIFY (see the top of this file). True if every lock was granted; false if an append that did
--- not see the ask is still in flight (then release them all and ask again shortly).
-SELECT coalesce(bool_and(pg_try_advisory_lock_shared(1397511936, key)), true)
-  FROM (SELECT DISTINCT ((topic_id %% 33554432) * 64 + number %% 64)::int AS key
-          FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[]) AS s(topic_id, number)) keys
-
--- name: stop_waiting --
--- Withdraw an ask on this LISTEN connection (a consumer's, or an outbox relay's: every wake-up lock
--- it holds goes): it is busy again, or what it waits for changed.
-SELECT pg_advisory_unlock_all()
 
 -- name: offset_for_timestamp --
 -- The first offset at or after a moment, for resets by time (the BRIN index narrows the scan).

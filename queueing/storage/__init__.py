@@ -8,6 +8,5 @@ from queueing.storage.log import (  # noqa: F401
     fetch_records,
     offset_for_timestamp,
     run,
-    stop_waiting,
-    wait_for_appends,
 )
+from queueing.storage.wakeups import ask_for_wakeups, stop_waiting, wait_for_writers  # noqa: F401,E402

@@ -242,28 +242,6 @@ def commit_offsets(*, group_id, member_id, generation, offsets):
     return commit_and_fetch(commit=commit)[0]
 
 
-def wait_for_appends(listener, slots):
-    """Ask the appends of slots {(topic_id, partition)} to NOTIFY, on a consumer's own autocommit
-    LISTEN connection, before it sleeps (the protocol is at the top of sql/log.sql).
-
-    Returns True once the ask holds: a fetch made after it sees every append that will not notify.
-    False if an append that missed the ask is still in flight: the ask is withdrawn, try again
-    shortly. Driver errors are psycopg's: the caller owns the connection.
-    """
-    slots = list(slots)
-    params = {"topic_ids": [t for t, _ in slots], "partitions": [p for _, p in slots]}
-    if listener.execute(queries["wait_for_appends"], params).fetchone()[0]:
-        return True
-    stop_waiting(listener)
-    return False
-
-
-def stop_waiting(listener):
-    """Withdraw an ask on this LISTEN connection, a consumer's (wait_for_appends) or an outbox
-    relay's: it is busy again, or what it waits for changed."""
-    listener.execute(queries["stop_waiting"])
-
-
 def offset_for_timestamp(*, topic_id, partition, timestamp):
     """Return the first offset stamped at or after timestamp, or None if there is none."""
     row = run(

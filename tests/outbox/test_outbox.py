@@ -6,7 +6,14 @@ import pytest
 from django.db import connection, transaction
 
 from outbox import destinations, exceptions, models, outbox
-from queueing import consumer
+from outbox import relay
+from queueing import storage as queueing_storage
+from queueing import wakeups
+
+
+def ask_relays(listener):
+    """Ask publishers to notify, as a relay about to sleep does; return the stripes refused."""
+    return queueing_storage.ask_for_wakeups(listener, space=wakeups.PUBLISHES, keys=relay.STRIPES)
 
 
 def publish(aggregate="17", n=1, destination="sluice:events", **extra):
@@ -55,14 +62,11 @@ def test_outside_a_transaction_an_event_commits_at_once():
 
 @pytest.mark.django_db(transaction=True)
 def test_publish_wakes_waiting_relays_at_commit_and_not_before():
-    from outbox.storage import events
-    from queueing import storage as queueing_storage
-
-    listener = consumer.listen_connection([outbox.CHANNEL])
+    listener = wakeups.listen_connection([outbox.CHANNEL])
     try:
         publish()
         assert list(listener.notifies(timeout=0.3, stop_after=1)) == []  # no relay waits: silent
-        assert events.wait_for_events(listener) is True
+        assert ask_relays(listener) == set()
         with transaction.atomic():
             publish()
             assert list(listener.notifies(timeout=0.3, stop_after=1)) == []
@@ -83,14 +87,12 @@ def test_publish_wakes_waiting_relays_at_commit_and_not_before():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_relay_ask_waits_out_a_publish_that_missed_it():
-    from outbox.storage import events
-
-    listener = consumer.listen_connection([outbox.CHANNEL])
+    listener = wakeups.listen_connection([outbox.CHANNEL])
     try:
         with transaction.atomic():
             publish()
-            assert events.wait_for_events(listener) is False  # that publish holds its stripe
-        assert events.wait_for_events(listener) is True
+            assert len(ask_relays(listener)) == 1  # that publish holds its stripe
+        assert ask_relays(listener) == set()
     finally:
         listener.close()
 

@@ -337,3 +337,26 @@ def test_the_relay_command_delivers_what_is_waiting_and_reports(manage):
     assert status.returncode == 0 and "Undelivered: 1 (1 backing off)" in status.stdout
     bad = manage("relay", "--once", "--prune-after", "soon")
     assert bad.returncode == 2 and "'soon' is not an age" in bad.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_relay_behind_a_long_publishing_transaction_wakes_at_its_commit():
+    """Guards issue 10 for the relay: the publish was made before the relay asked, so it stays
+    silent; the relay waits for its stripe instead of sleeping out its fallback interval."""
+    topics.create_topic("events")
+    loop = relay.Relay(fallback=60.0)
+    thread = threading.Thread(target=loop.run)
+    thread.start()
+    try:
+        began = time.monotonic()
+        with transaction.atomic():
+            publish("a", 1)
+            time.sleep(0.5)  # business work after the publish: the relay asks meanwhile
+        while not by_aggregate("events") and time.monotonic() - began < 30:
+            time.sleep(0.02)
+        assert by_aggregate("events") == {"a": [1]}
+        assert loop.late_wakeups == 0
+    finally:
+        loop.stop()
+        thread.join(10)
+    assert not thread.is_alive()

@@ -4,8 +4,9 @@ import psycopg
 import pytest
 from django.db import InterfaceError, OperationalError, connection, transaction
 
-from queueing import consumer, exceptions, groups, models, offsets, producer, topics, types
+from queueing import consumer, exceptions, groups, models, offsets, producer, topics, types, wakeups
 from tests.conftest import cut_connection
+from tests.queueing.test_wakeups import notified as _notified
 
 
 def tp(topic, partition):
@@ -199,7 +200,7 @@ def test_without_notifications_it_falls_back_to_polling(settings, monkeypatch):
     def refuse(channels):
         raise psycopg.OperationalError("LISTEN refused for the test")
 
-    monkeypatch.setattr(consumer, "listen_connection", refuse)
+    monkeypatch.setattr(wakeups, "listen_connection", refuse)
     topics.create_topic("fallback", partitions=1)
     with consumer.Consumer("fallback", ["fallback"], auto_offset_reset="earliest") as member:
         member.poll(timeout=0)
@@ -209,76 +210,13 @@ def test_without_notifications_it_falls_back_to_polling(settings, monkeypatch):
     assert [r.value for r in records] == [b"wake"]
 
 
-def _notified(listener, seconds=0.3):
-    return [n.payload for n in listener.notifies(timeout=seconds, stop_after=1)]
-
-
-@pytest.mark.django_db(transaction=True)
-def test_appends_notify_only_while_a_consumer_waits():
-    from queueing import storage
-
-    info = topics.create_topic("asked", partitions=2)
-    with consumer.listen_connection([f"sluice_t{info.id}"]) as listener:
-        producer.send("asked", b"a", partition=0)
-        assert _notified(listener) == []  # nobody asked: the append stayed silent
-        assert storage.wait_for_appends(listener, {(info.id, 0)}) is True
-        producer.send("asked", b"b", partition=0)  # the single-record statement
-        assert _notified(listener, 5) == ["0"]
-        producer.send("asked", b"c", partition=1)  # not asked for
-        assert _notified(listener) == []
-        producer.send_batch("asked", [b"d"] * 3, partition=0)  # the batch statement
-        assert _notified(listener, 5) == ["0"]
-        producer.send_batch("asked", [b"e"] * 200, partition=0)  # reserve_offsets, then COPY
-        assert _notified(listener, 5) == ["0"]
-        storage.stop_waiting(listener)
-        producer.send("asked", b"f", partition=0)
-        assert _notified(listener) == []
-
-
-@pytest.mark.django_db(transaction=True)
-def test_an_ask_waits_out_an_append_that_missed_it():
-    # A silent append holds its partition's wake-up lock until it commits, so the ask fails until
-    # then; once it holds, a fetch sees that append.
-    from queueing import storage
-
-    info = topics.create_topic("in-flight", partitions=1)
-    with consumer.listen_connection([f"sluice_t{info.id}"]) as listener:
-        with transaction.atomic():
-            producer.send("in-flight", b"late", partition=0)
-            assert storage.wait_for_appends(listener, {(info.id, 0)}) is False
-        assert storage.wait_for_appends(listener, {(info.id, 0)}) is True
-        assert [r[4] for r in storage.fetch_records(positions={(info.id, 0): 0}, per_partition=10)] == [b"late"]
-        producer.send("in-flight", b"next", partition=0)
-        assert _notified(listener, 5) == ["0"]
-
-
-@pytest.mark.django_db(transaction=True)
-def test_an_ask_takes_at_most_64_locks_a_topic():
-    # Advisory locks take room in the server's lock table: partitions 64 apart share a key.
-    from queueing import storage
-
-    info = topics.create_topic("wide", partitions=150)
-    with consumer.listen_connection([f"sluice_t{info.id}"]) as listener:
-        assert storage.wait_for_appends(listener, {(info.id, p) for p in range(150)}) is True
-        held = connection.cursor()
-        held.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s AND classid = 1397511936",
-                     [listener.info.backend_pid])
-        assert held.fetchone()[0] == 64
-        storage.stop_waiting(listener)
-        held.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
-                     [listener.info.backend_pid])
-        assert held.fetchone()[0] == 0
-        producer.send("wide", b"x", partition=130)  # 130 and 2 share a key with nobody waiting: silent
-        assert _notified(listener) == []
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_waiting_consumer_stops_asking_once_records_come(settings):
     settings.SLUICE = {**settings.SLUICE, "POLL_FALLBACK_MS": 60_000}
     info = topics.create_topic("busy", partitions=1)
     with consumer.Consumer("busy", ["busy"], auto_offset_reset="earliest") as member:
         assert member.poll(timeout=0.05) == []
-        with consumer.listen_connection([f"sluice_t{info.id}"]) as listener:
+        with wakeups.listen_connection([f"sluice_t{info.id}"]) as listener:
             producer.send("busy", b"x", partition=0)  # the member asked: this append notifies
             assert _notified(listener, 5) == ["0"]
             assert [r.value for r in member.poll(timeout=5)] == [b"x"]
@@ -379,7 +317,3 @@ def test_offsets_left_by_commit_async_survive_a_cut_connection():
         assert committed("cutasync") == {0: 2}
     finally:
         member.close(commit=False)
-
-
-def test_refused_asks_back_off_up_to_the_fallback_interval():
-    assert [consumer.ask_again_after(n, 0.5) for n in (0, 1, 3, 7, 100)] == [0.005, 0.01, 0.04, 0.5, 0.5]

@@ -5,7 +5,7 @@ import time
 import pytest
 from django.db import connection
 
-from queueing import consumer, exceptions, groups, models, producer, retention, topics
+from queueing import consumer, exceptions, groups, models, producer, retention, topics, wakeups
 from queueing.storage import retention as storage
 
 DAY = datetime.timedelta(days=1)
@@ -280,7 +280,7 @@ def test_segments_are_made_ahead_and_never_overlap(db, settings):
 
 
 def test_only_one_pass_runs_at_a_time(db):
-    holder = consumer.listen_connection([])
+    holder = wakeups.listen_connection([])
     try:
         holder.execute("SELECT pg_advisory_lock(hashtext('sluice.retention'))")
         assert retention.run_pass().skipped

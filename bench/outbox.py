@@ -85,7 +85,7 @@ def start_relays(count, batch=500):
 
 def wait_for_listeners(count, timeout=60):
     """Wait until count relays are idle and waiting (they hold the shared advisory locks that ask
-    publishers to NOTIFY them: wait_for_events in outbox/sql/events.sql), so start-up is not timed."""
+    publishers to NOTIFY them: ask_for_wakeups in queueing/sql/wakeups.sql), so start-up is not timed."""
     from django.db import connection
 
     deadline = time.monotonic() + timeout

@@ -1,6 +1,7 @@
 """Delayed records: schedule, cancel and reschedule; the mover that appends them to the log when due."""
 import datetime
 import logging
+import time
 
 import psycopg
 from django.conf import settings
@@ -107,6 +108,14 @@ def move_due(limit=500):
 FALLBACK_SLACK_S = 0.1  # a record due this close after the fallback is not a late wake-up
 
 
+def _deliver_at(payload):
+    """The deliver_at a NOTIFY names; the earliest possible one if it cannot be read, so it wakes."""
+    try:
+        return datetime.datetime.fromisoformat(payload)
+    except ValueError:
+        return datetime.datetime.min.replace(tzinfo=datetime.UTC)
+
+
 class Mover(loops.Loop):
     """The loop that moves delayed records into the log when due; several may run.
 
@@ -138,7 +147,7 @@ class Mover(loops.Loop):
 
     def wait(self):
         """Sleep until the next record is due, a sooner one is scheduled, or the fallback passes."""
-        seconds = delayed_storage.next_due()
+        seconds, earliest = delayed_storage.next_due()
         timeout = self.fallback if seconds is None else max(0.0, min(seconds, self.fallback))
         if timeout <= 0:
             return
@@ -150,16 +159,28 @@ class Mover(loops.Loop):
                 self.stop_event.wait(timeout)
                 return
         try:
-            came = any(True for _ in self.listener.notifies(timeout=timeout, stop_after=1))
-            if came:
-                for _ in self.listener.notifies(timeout=0):  # one look at the table answers them all
-                    pass
+            woken = self._sooner_scheduled(earliest, time.monotonic() + timeout)
         except psycopg.Error:
             self.listener.close()
             return
         # Slept the whole fallback with nothing due before it that it knew of: whatever it moves
         # now was scheduled sooner without the NOTIFY that should have woken it.
-        self._slept_out = not came and (seconds is None or seconds > self.fallback + FALLBACK_SLACK_S)
+        self._slept_out = not woken and (seconds is None or seconds > self.fallback + FALLBACK_SLACK_S)
+
+    def _sooner_scheduled(self, earliest, deadline):
+        """Wait until a NOTIFY says a record was scheduled before earliest (the waiting records'
+        first deliver_at, None if none waits), or until deadline; return whether one did. Records
+        scheduled later do not wake the mover: it would only find them not due yet."""
+        while (remaining := deadline - time.monotonic()) > 0:
+            # Taken whole (list), so that the generator lets go of the connection's lock.
+            notices = list(self.listener.notifies(timeout=remaining, stop_after=1))
+            if not notices:
+                return False
+            if earliest is None or any(_deliver_at(n.payload) < earliest for n in notices):
+                for _ in self.listener.notifies(timeout=0):  # one look at the table answers them all
+                    pass
+                return True
+        return False
 
     def close(self):
         if self.listener is not None:

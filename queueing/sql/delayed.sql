@@ -15,5 +15,6 @@ DELETE FROM queueing_delayedrecord
 RETURNING id, topic_id, partition, key, value, value_format, headers, deliver_at
 
 -- name: next_due --
--- Seconds until the earliest waiting record is due (negative: overdue), or NULL when none waits.
-SELECT extract(epoch FROM min(deliver_at) - clock_timestamp()) FROM queueing_delayedrecord
+-- Seconds until the earliest waiting record is due (negative: overdue), and its time; NULLs when
+-- none waits.
+SELECT extract(epoch FROM min(deliver_at) - clock_timestamp()), min(deliver_at) FROM queueing_delayedrecord

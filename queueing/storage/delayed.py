@@ -8,6 +8,6 @@ def claim_due(*, limit):
 
 
 def next_due():
-    """Seconds until the earliest waiting record is due, or None."""
-    value = run(cursor(), "next_due", {}).fetchone()[0]
-    return None if value is None else float(value)
+    """Return (seconds until the earliest waiting record is due, its deliver_at), or (None, None)."""
+    seconds, deliver_at = run(cursor(), "next_due", {}).fetchone()
+    return (None, None) if seconds is None else (float(seconds), deliver_at)

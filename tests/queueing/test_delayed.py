@@ -5,6 +5,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from django.db import connection, transaction
@@ -166,3 +167,23 @@ def test_thousands_of_random_delays_are_never_early_and_arrive_promptly(settings
     print(f"\ndelayed lateness over {count} records: p50 {quantiles[49] * 1000:.0f} ms, "
           f"p99 {quantiles[98] * 1000:.0f} ms, max {max(lateness) * 1000:.0f} ms; into the log: "
           f"p50 {statistics.median(moved) * 1000:.0f} ms, p99 {statistics.quantiles(moved, n=100)[98] * 1000:.0f} ms")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_mover_is_woken_by_a_sooner_record_and_not_by_a_later_one():
+    # Every delayed send NOTIFYs; a mover woken by each would look at the table once a send.
+    from queueing import wakeups
+    from queueing.storage import delayed as delayed_storage
+
+    topics.create_topic("wake-up", partitions=1)
+    mover = delayed.Mover(fallback=60)
+    mover.listener = wakeups.listen_connection([delayed.CHANNEL])
+    try:
+        producer.send("wake-up", b"first", delay=30)
+        _, earliest = delayed_storage.next_due()
+        producer.send("wake-up", b"later", delay=60)
+        assert mover._sooner_scheduled(earliest, time.monotonic() + 0.3) is False  # both notices seen
+        producer.send("wake-up", b"sooner", delay=10)
+        assert mover._sooner_scheduled(earliest, time.monotonic() + 30) is True
+    finally:
+        mover.listener.close()

@@ -89,9 +89,11 @@ def append_records(*, topic_id, partition, records, producer_id=None, base_seque
     cur = cursor()
     level = _needs_commit_level(cur, acks)
     copying = len(records) >= COPY_FROM
-    if producer_id is None and level is None and not copying and cur.connection.autocommit:
-        # One statement in autocommit is its own transaction: one round trip per send. (The psycopg
-        # connection's autocommit is Django's: Django sets one from the other.)
+    if producer_id is None and level is None and not copying:
+        # One statement: in autocommit it is its own transaction, one round trip per send (the
+        # psycopg connection's autocommit is Django's: Django sets one from the other). In the
+        # caller's transaction it needs no savepoint (two more round trips): it appends all or
+        # nothing, and a failure leaves that transaction to the caller, as any ORM statement does.
         if len(records) == 1:
             return _append_one(cur, topic_id, partition, records[0], None, None), False
         return _append(cur, _params(topic_id, partition, records, None, None), records), False

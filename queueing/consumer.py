@@ -278,24 +278,39 @@ class Consumer:
             self._listener = None
 
     def _wait(self, seconds):
-        """Wait for a NOTIFY up to seconds (0: take those already here); return whether one came. A
-        group notice asks for a re-sync."""
+        """Wait for a NOTIFY up to seconds (0: take those already here); return whether one came for
+        this member: an append to one of its partitions, or a group notice (which asks for a
+        re-sync). Appends to the topic's other partitions, which other members wait for, are passed
+        over: every member of the group LISTENs on the topic's channel."""
         if self._listener is None or self._listener.closed:
             self._ensure_listener()
             if self._listener is None:
                 time.sleep(seconds)
                 return False
-        came = False
+        deadline = time.monotonic() + seconds
         try:
-            for notice in self._listener.notifies(timeout=seconds, stop_after=1 if seconds else None):
-                came = True
-                if notice.channel.startswith("sluice_g"):
-                    self._resync.set()
+            while True:
+                # Taken whole (list), so that the generator lets go of the connection's lock.
+                notices = list(self._listener.notifies(timeout=max(0.0, deadline - time.monotonic()),
+                                                       stop_after=1 if seconds else None))
+                if any([self._concerns(n) for n in notices]):  # each looked at: group notices count
+                    return True
+                if not notices or time.monotonic() >= deadline:
+                    return False
         except psycopg.Error as error:
             logger.warning("LISTEN connection lost (%s); reconnecting", error)
             self._listener.close()
             self._listener = None
-        return came
+        return False
+
+    def _concerns(self, notice):
+        if notice.channel.startswith("sluice_g"):
+            self._resync.set()
+            return True
+        try:
+            return (int(notice.channel[len("sluice_t"):]), int(notice.payload)) in self._positions
+        except ValueError:
+            return True
 
     def rewind(self):
         """Go back to the committed offsets at the next poll (after a lost connection, say)."""

@@ -184,3 +184,24 @@ def test_a_lost_notification_is_counted_as_a_late_wakeup(settings):
         member.accept(got[0])
     finally:
         member.close()
+
+
+def test_a_member_is_not_woken_by_appends_for_another_member():
+    # Every member LISTENs on the topic's channel; an append's NOTIFY names its partition, and only
+    # the member that owns it fetches.
+    topics.create_topic("halves", partitions=2)
+    with consumer.Consumer("halves", ["halves"]) as first, consumer.Consumer("halves", ["halves"]) as second:
+        first.poll(timeout=0)
+        second.poll(timeout=0)
+        deadline = time.monotonic() + 10
+        while len(first.assigned()) != 1 and time.monotonic() < deadline:
+            first.poll(timeout=0.1)  # re-syncs to the generation the second member's join made
+        (mine,), (theirs,) = first.assigned(), second.assigned()
+        for member in (first, second):
+            assert member.poll(timeout=0.05) == []  # both asked
+        producer.send("halves", b"theirs", partition=theirs.partition)
+        assert first._wait(0.3) is False
+        producer.send("halves", b"mine", partition=mine.partition)
+        assert first._wait(5) is True
+        assert [r.value for r in first.poll(timeout=5)] == [b"mine"]
+        assert [r.value for r in second.poll(timeout=5)] == [b"theirs"]

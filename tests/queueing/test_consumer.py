@@ -7,6 +7,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from queueing import consumer, exceptions, groups, models, offsets, producer, topics, types, wakeups
 from tests.conftest import cut_connection
 from tests.queueing.test_wakeups import notified as _notified
+from tests.queueing.test_wakeups import wait_until_asked
 
 
 def tp(topic, partition):
@@ -215,7 +216,7 @@ def test_a_waiting_consumer_stops_asking_once_records_come(settings):
     settings.SLUICE = {**settings.SLUICE, "POLL_FALLBACK_MS": 60_000}
     info = topics.create_topic("busy", partitions=1)
     with consumer.Consumer("busy", ["busy"], auto_offset_reset="earliest") as member:
-        assert member.poll(timeout=0.05) == []
+        wait_until_asked(member)
         with wakeups.listen_connection([f"sluice_t{info.id}"]) as listener:
             producer.send("busy", b"x", partition=0)  # the member asked: this append notifies
             assert _notified(listener, 5) == ["0"]

@@ -16,6 +16,20 @@ def notified(listener, seconds=0.3):
     return [n.payload for n in listener.notifies(timeout=seconds, stop_after=1)]
 
 
+def wait_until_asked(member):
+    """Poll until the member holds its ask (a short poll on a loaded machine may time out before it
+    asks); bounded."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        assert member.poll(timeout=0.05) == []
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
+                           [member._listener.info.backend_pid])
+            if cursor.fetchone()[0]:
+                return
+    raise AssertionError("the member never asked to be woken")
+
+
 def ask(listener, slots):
     """Ask for the appends of slots; return the refused keys."""
     return storage.ask_for_wakeups(listener, space=wakeups.APPENDS, keys=wakeups.partition_keys(slots))
@@ -198,7 +212,7 @@ def test_a_member_is_not_woken_by_appends_for_another_member():
             first.poll(timeout=0.1)  # re-syncs to the generation the second member's join made
         (mine,), (theirs,) = first.assigned(), second.assigned()
         for member in (first, second):
-            assert member.poll(timeout=0.05) == []  # both asked
+            wait_until_asked(member)
         producer.send("halves", b"theirs", partition=theirs.partition)
         assert first._wait(0.3) is False
         producer.send("halves", b"mine", partition=mine.partition)

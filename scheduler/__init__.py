@@ -1,0 +1,8 @@
+"""The task layer: tasks on the engine's topics and share groups, their results, and workers."""
+
+
+def task(function=None, **options):
+    """Register a task; see scheduler.tasks.task."""
+    from scheduler import tasks
+
+    return tasks.task(function, **options)

@@ -1,0 +1,90 @@
+"""Tables of the task layer: a row per task (its state, result and progress) and one per attempt."""
+import uuid
+
+from django.db import models
+from django.db.models.functions import Now
+
+
+class State(models.TextChoices):
+    QUEUED = "queued", "queued"
+    SCHEDULED = "scheduled", "scheduled (waiting for its ETA)"
+    RUNNING = "running", "running"
+    RETRYING = "retrying", "retrying (waiting for its back-off)"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+
+
+# A task in one of these has a record in the log (or waiting to enter it) that a worker will acquire.
+ACTIVE = (State.QUEUED, State.SCHEDULED, State.RETRYING, State.RUNNING)
+FINISHED = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+
+
+class TaskResult(models.Model):
+    """One task: what to run, where it is in its life, and what came of it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    task_name = models.CharField(max_length=255)
+    queue = models.CharField(max_length=200)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    state = models.CharField(max_length=16, choices=State.choices)
+    unique_key = models.CharField(max_length=255, null=True, blank=True)
+    enqueued_at = models.DateTimeField(db_default=Now())
+    eta = models.DateTimeField(null=True, blank=True, help_text="when a scheduled or retrying task is due")
+    delayed_id = models.BigIntegerField(null=True, blank=True, help_text="its delayed record while scheduled")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.IntegerField(default=0, help_text="runs started")
+    failures = models.IntegerField(default=0, help_text="runs that failed, since it was enqueued or retried by hand")
+    lost = models.IntegerField(default=0, help_text="runs lost with their worker (killed), counted apart")
+    worker = models.CharField(max_length=255, blank=True)
+    return_value = models.JSONField(null=True, blank=True)
+    error_class = models.CharField(max_length=255, blank=True)
+    error_message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    progress_current = models.BigIntegerField(null=True, blank=True)
+    progress_total = models.BigIntegerField(null=True, blank=True)
+    progress_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-enqueued_at"]
+        indexes = [
+            models.Index(fields=["queue", "state"], name="task_queue_state"),
+            models.Index(fields=["enqueued_at"], name="task_enqueued"),
+            # Pruning reads finished tasks oldest first.
+            models.Index(fields=["finished_at"], name="task_finished", condition=models.Q(finished_at__isnull=False)),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["unique_key"], name="task_unique_key_active",
+                condition=models.Q(unique_key__isnull=False, state__in=[s.value for s in ACTIVE]),
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.task_name}[{self.id}]"
+
+
+class TaskAttempt(models.Model):
+    """One run of a task by a worker: when, where, and how it ended."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        LOST = "lost", "lost (its worker died)"
+        INTERRUPTED = "interrupted", "interrupted (handed back at shutdown)"
+
+    task = models.ForeignKey(TaskResult, on_delete=models.CASCADE, related_name="attempt_rows")
+    number = models.IntegerField()
+    worker = models.CharField(max_length=255)
+    started_at = models.DateTimeField(db_default=Now())
+    ended_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    error_class = models.CharField(max_length=255, blank=True)
+    error_message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["task", "number", "id"]

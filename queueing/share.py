@@ -368,3 +368,9 @@ class ShareConsumer:
                                        outcome=models.DeliveryAttempt.Outcome.DEAD_LETTERED, error=reason,
                                        traceback=traceback)
             return bool(done)
+
+    def heartbeat(self):
+        """Tell the group this member is alive. poll() does it; a member busy for long between
+        polls (a task worker whose processes are all running) calls it to stay listed."""
+        if self.group_row is not None and not self.closed:
+            self._heartbeat()

@@ -1,4 +1,5 @@
 """The task layer: tasks on the engine's topics and share groups, their results, and workers."""
+from scheduler.exceptions import Retry, SoftTimeLimitExceeded  # noqa: F401
 
 
 def task(function=None, **options):

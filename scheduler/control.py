@@ -39,13 +39,17 @@ def retry(task_id):
         if row.state not in (models.State.FAILED, models.State.CANCELLED):
             raise exceptions.NotRetryable(id=task_id, state=row.state)
         info = tasks.ensure_queue(row.queue)
+        # A new generation: a record of the task still in the log (a cancelled task's, not yet
+        # skipped) is then skipped by the worker, so the task cannot run twice at once.
+        row.generation += 1
         try:
             with transaction.atomic():
                 models.TaskResult.objects.filter(id=row.id).update(
-                    state=models.State.QUEUED, failures=0, lost=0, finished_at=None, eta=None)
+                    state=models.State.QUEUED, generation=row.generation, failures=0, lost=0, finished_at=None,
+                    eta=None)
         except IntegrityError:
             raise exceptions.AlreadyEnqueued(unique_key=row.unique_key) from None
-        tasks._send(info, [row], None)
+        tasks.send_records(info, [row], None)
     return results.get(task_id)
 
 

@@ -29,11 +29,11 @@ class AlreadyEnqueued(SchedulerError):
 
 
 class NotCancellable(SchedulerError):
-    """Task {id} is {state}: only a queued, scheduled or retrying task can be cancelled."""
+    """Task {id} is in state {state}: only a queued, scheduled or retrying task can be cancelled."""
 
 
 class NotRetryable(SchedulerError):
-    """Task {id} is {state}: only a failed or cancelled task can be retried."""
+    """Task {id} is in state {state}: only a failed or cancelled task can be retried."""
 
 
 class ResultTimeout(SchedulerError):

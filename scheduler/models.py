@@ -35,6 +35,9 @@ class TaskResult(models.Model):
     delayed_id = models.BigIntegerField(null=True, blank=True, help_text="its delayed record while scheduled")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    generation = models.IntegerField(
+        default=1, help_text="which enqueue of the task its record belongs to (a retry by hand sends a new one)"
+    )
     attempts = models.IntegerField(default=0, help_text="runs started")
     failures = models.IntegerField(default=0, help_text="runs that failed, since it was enqueued or retried by hand")
     lost = models.IntegerField(default=0, help_text="runs lost with their worker (killed), counted apart")

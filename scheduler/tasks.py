@@ -3,6 +3,7 @@
 import dataclasses
 import datetime
 import math
+import re
 import uuid
 
 from django.conf import settings
@@ -11,7 +12,7 @@ from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 
 from queueing import delayed, exceptions as engine_exceptions, producer, retries, topics
-from scheduler import exceptions, models
+from scheduler import exceptions, models, storage
 
 TOPIC_PREFIX = "tasks."
 MAX_ATTEMPTS_LIMIT = 1000  # the engine's largest delivery limit: a task group's own limit is set to it
@@ -119,12 +120,14 @@ class Task:
         info = ensure_queue(self.queue)
         try:
             with transaction.atomic():
-                models.TaskResult.objects.bulk_create(rows)
-                _send(info, rows, due)
+                if len(rows) >= storage.COPY_FROM:
+                    storage.copy_results(rows)
+                else:
+                    models.TaskResult.objects.bulk_create(rows)
+                send_records(info, rows, due)
         except IntegrityError as error:
             if "task_unique_key_active" in str(error):
-                keys = [r.unique_key for r in rows if r.unique_key]
-                raise exceptions.AlreadyEnqueued(unique_key=keys[0] if len(keys) == 1 else keys) from None
+                raise exceptions.AlreadyEnqueued(unique_key=_taken_key(error, rows)) from None
             raise
         return [results.Result(row) for row in rows]
 
@@ -149,9 +152,18 @@ class Task:
         return key
 
 
-def _send(info, rows, due):
+def _taken_key(error, rows):
+    """The unique key PostgreSQL found taken ("Key (unique_key)=(k) already exists.")."""
+    detail = getattr(getattr(error.__cause__, "diag", None), "message_detail", None) or ""
+    match = re.match(r"Key \(unique_key\)=\((?P<key>.*)\) already exists", detail)
+    if match:
+        return match["key"]
+    return next((r.unique_key for r in rows if r.unique_key), None)
+
+
+def send_records(info, rows, due):
     """Append one record per task (its id) to the queue's topic, or schedule it for its due time."""
-    values = [{"id": str(row.id), "task": row.task_name} for row in rows]
+    values = [{"id": str(row.id), "task": row.task_name, "generation": row.generation} for row in rows]
     if due is None:
         producer.send_batch(info.name, values)
         return

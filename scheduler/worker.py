@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from queueing import loops, models as engine_models, share
+from queueing import loops, share
 from scheduler import control, exceptions, execution, models, tasks
 
 logger = logging.getLogger("sluice.tasks")
@@ -90,7 +90,7 @@ class TaskWorker(loops.Loop):
         self.name = f"task worker of queue {queue} ({concurrency} process(es))"
         self.consumer = None
         self.slots = []
-        self.finished = 0
+        self.recorded = 0
         self._renewed = time.monotonic()
         self._pruned = time.monotonic()
         self._context = multiprocessing.get_context("spawn")
@@ -107,6 +107,7 @@ class TaskWorker(loops.Loop):
         self._enforce_limits()
         self._renew()
         self._prune()
+        self.consumer.heartbeat()
         busy = any(s.running for s in self.slots)
         free = [s for s in self.slots if s.free]
         if free and not self.stop_event.is_set():
@@ -122,10 +123,9 @@ class TaskWorker(loops.Loop):
 
     def _start(self):
         info = tasks.ensure_queue(self.queue)
-        if not engine_models.ShareGroup.objects.filter(name=self.group).exists():
-            # The task layer counts attempts itself (max_attempts per task); the engine's limit
-            # stays out of its way.
-            share.configure_group(self.group, delivery_limit=tasks.MAX_ATTEMPTS_LIMIT)
+        # The task layer counts attempts itself (max_attempts per task): the engine's delivery
+        # limit must stay out of its way, or it would dead-letter a record whose task is retrying.
+        share.configure_group(self.group, delivery_limit=tasks.MAX_ATTEMPTS_LIMIT)
         self.consumer = share.ShareConsumer(self.group, [info.name], auto_offset_reset="earliest",
                                             max_records=self.concurrency, client_id="task-worker")
         modules = sorted({t.module for t in tasks.registered().values()})
@@ -142,12 +142,16 @@ class TaskWorker(loops.Loop):
 
     def _dispatch(self, record, slot):
         """Mark the record's task running and hand it to slot; settle records that must not run."""
-        task_id = (record.data or {}).get("id") if isinstance(record.data, dict) else None
+        data = record.data if isinstance(record.data, dict) else {}
+        task_id = data.get("id")
         with transaction.atomic():
             row = models.TaskResult.objects.select_for_update().filter(id=task_id).first() if task_id else None
-            if row is None or row.state not in models.ACTIVE:
-                # Cancelled, finished, pruned, or not a task: it never starts.
-                logger.info("skipping %s: %s", task_id, row.state if row else "no such task")
+            stale = row is not None and data.get("generation", 1) != row.generation
+            if row is None or row.state not in models.ACTIVE or stale:
+                # Cancelled, finished, pruned, sent again by a retry (this record is the old one), or
+                # not a task: it does not start from this record.
+                why = "no such task" if row is None else ("an older record" if stale else row.state)
+                logger.info("skipping %s: %s", task_id, why)
                 self.consumer.settle(record, share.ACCEPT)
                 return
             lost = models.TaskAttempt.objects.filter(task=row, outcome=models.TaskAttempt.Outcome.RUNNING).update(
@@ -246,7 +250,7 @@ class TaskWorker(loops.Loop):
                     self._succeed(running, outcome[1])
                 else:
                     self._fail(running, *outcome[1:])
-            self.finished += 1
+            self.recorded += 1
         except LockLost:
             logger.warning("task %s: lock lost before its outcome was recorded; it runs again elsewhere",
                            running.job.task_id)
@@ -326,7 +330,7 @@ class TaskWorker(loops.Loop):
         for slot in self.slots:
             slot.stop()
         self.consumer.close()
-        logger.info("%s: %d task(s) finished", self.name, self.finished)
+        logger.info("%s: %d outcome(s) recorded", self.name, self.recorded)
 
     def _hand_back(self, running):
         """Release an unfinished task's record at once for another worker; its attempt is interrupted."""

@@ -15,3 +15,16 @@ WITH doomed AS (
     DELETE FROM scheduler_taskattempt a USING doomed WHERE a.task_id = doomed.id
 )
 DELETE FROM scheduler_taskresult t USING doomed WHERE t.id = doomed.id
+
+-- name: copy_results --
+-- Write many tasks in one COPY (enqueue_many past COPY_FROM tasks): Django's bulk INSERT spends most
+-- of a big batch building its statement. Every NOT NULL column is given: the model's Python
+-- defaults are not column defaults.
+COPY scheduler_taskresult (id, task_name, queue, args, kwargs, state, unique_key, enqueued_at, eta,
+                           generation, attempts, failures, lost, worker, error_class, error_message,
+                           traceback, progress_message)
+FROM STDIN
+
+-- name: transaction_now --
+-- The transaction's start time, the enqueued_at of tasks written together.
+SELECT now()

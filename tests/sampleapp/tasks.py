@@ -24,6 +24,14 @@ def flaky(context, succeed_on):
     return context.attempt
 
 
+@task(queue="sample", max_attempts=2, retry_on=(), takes_context=True)
+def asks_again(context):
+    """Ask for a second run with Retry, whatever retry_on says."""
+    if context.attempt == 1:
+        raise exceptions.Retry(countdown=0.01, reason="not yet")
+    return "second run"
+
+
 @task(queue="sample", max_attempts=3, retry_on=(ConnectionError,))
 def broken(reason):
     raise ValueError(reason)

@@ -34,7 +34,7 @@ def test_tasks_cancel_retry_and_prune(transactional_db, manage):
     assert (cancelled.returncode, cancelled.stdout.strip()) == (0, f"Cancelled task {result.id}.")
     again = manage("tasks", "cancel", str(result.id))
     assert again.returncode == 2 and again.stderr.strip().endswith(
-        f"Task {result.id} is cancelled: only a queued, scheduled or retrying task can be cancelled.")
+        f"Task {result.id} is in state cancelled: only a queued, scheduled or retrying task can be cancelled.")
     retried = manage("tasks", "retry", str(result.id))
     assert retried.returncode == 0 and result.refresh().state == "queued"
     control_old = sample.add.enqueue(2, 2)
@@ -49,7 +49,6 @@ def test_wrong_arguments_get_a_clear_error_and_exit_code_2(transactional_db, man
         (("tasks", "show", "nope"), "Task nope does not exist"),
         (("tasks", "list", "--state", "odd"), "invalid choice: 'odd'"),
         (("tasks", "prune", "--older-than", "x"), "is not an age"),
-        (("worker", "--queue", "nothing-here"), "no tasks are registered for queue 'nothing-here' (queues with tasks: sample)"),
         (("worker", "--queue", "sample", "--group", "g"), "give --group or --queue, not both"),
         (("worker", "--queue", "bad name"), "invalid queue name 'bad name'"),
         (("worker", "--queue", "sample", "--concurrency", "0"), "must be at least 1"),
@@ -57,3 +56,5 @@ def test_wrong_arguments_get_a_clear_error_and_exit_code_2(transactional_db, man
     ]:
         done = manage(*args, env=SAMPLE)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+    bare = manage("worker", "--queue", "sample")  # no app with tasks installed
+    assert bare.returncode == 2 and "no tasks are registered" in bare.stderr

@@ -1,4 +1,5 @@
 import datetime
+import json
 
 import pytest
 from django.db import transaction
@@ -29,7 +30,7 @@ def test_enqueue_stores_the_task_and_appends_its_record(db):
         "tests.sampleapp.tasks.add", "sample", [2], {"b": 3}, "queued")
     assert row.enqueued_at is not None
     [record] = records()
-    assert record.value and bytes(record.value) == f'{{"id":"{result.id}","task":"tests.sampleapp.tasks.add"}}'.encode()
+    assert json.loads(bytes(record.value)) == {"id": str(result.id), "task": "tests.sampleapp.tasks.add", "generation": 1}
 
 
 def test_an_enqueue_rolls_back_with_the_callers_transaction(db):
@@ -117,6 +118,18 @@ def test_enqueue_many_stores_thousands_in_one_call(db):
     assert models.TaskResult.objects.filter(state="queued").count() == 5000
     info = topics.get_topic(tasks.topic_for("sample"))
     assert engine_models.Record.objects.filter(topic_id=info.id).count() == 5000
+    row = models.TaskResult.objects.get(id=results[4321].id)
+    assert (row.args, row.kwargs, row.attempts, row.enqueued_at) == ([4321, 4321], {}, 0, results[4321].row.enqueued_at)
+
+
+def test_enqueue_many_refuses_a_batch_with_a_unique_key_taken(db):
+    sample.add.using(unique_key="k-70").enqueue(0, 0)
+    keyed = tasks.task(sample.add.func, name="keyed_many", queue="sample",
+                       unique_key=lambda args, kwargs: f"k-{args[0]}")
+    with pytest.raises(exceptions.AlreadyEnqueued) as taken:
+        keyed.enqueue_many(((i, 0), {}) for i in range(100))
+    assert str(taken.value) == "A task with unique key 'k-70' is already queued, scheduled or running."
+    assert models.TaskResult.objects.count() == 1
 
 
 @pytest.mark.parametrize("options", [

@@ -85,6 +85,14 @@ def test_an_error_outside_retry_on_fails_at_once(make_worker):
     assert result.error[:2] == ("builtins.ValueError", "bad input")
 
 
+def test_a_task_may_ask_for_another_run_with_retry(make_worker):
+    result = sample.asks_again.enqueue()
+    run_until(make_worker(), finished(result))
+    assert (result.state, result.return_value) == ("succeeded", "second run")
+    assert [(a.outcome, a.error_class, a.error_message) for a in result.attempts()] == [
+        ("failed", "scheduler.exceptions.Retry", "not yet"), ("succeeded", "", "")]
+
+
 def test_a_return_value_that_is_not_json_fails_the_task(make_worker):
     result = sample.not_json.enqueue()
     run_until(make_worker(), finished(result))
@@ -137,6 +145,19 @@ def test_a_cancelled_task_never_starts(make_worker):
     assert cancelled.refresh().state == "cancelled"
     assert cancelled.attempts() == [] and cancelled.row.started_at is None
     assert not engine_models.ShareDelivery.objects.exists()  # its record was settled without running
+
+
+def test_a_task_retried_by_hand_before_its_old_record_was_skipped_runs_once(make_worker):
+    """Guards: after cancel and retry, the log holds two records of one task; only the new one runs it."""
+    result = sample.add.enqueue(1, 2)
+    control.cancel(result.id)
+    control.retry(result.id)
+    loop = make_worker(concurrency=2)
+    run_until(loop, finished(result))
+    run_until(loop, lambda: not engine_models.ShareDelivery.objects.exists()
+              and engine_models.SharePartition.objects.filter(acquire_offset=2).exists())
+    assert (result.refresh().return_value, result.row.attempts, result.row.generation) == (3, 1, 2)
+    assert len(result.attempts()) == 1
 
 
 def test_a_stopped_worker_hands_back_what_did_not_finish_within_the_grace_period(make_worker, tmp_path):
@@ -193,3 +214,24 @@ def test_a_task_lost_with_its_worker_too_often_fails(make_worker, settings):
     models.TaskAttempt.objects.create(task_id=result.id, number=2, worker="gone/2")
     run_until(make_worker(), finished(result))
     assert (result.state, result.row.lost, result.error[0]) == ("failed", 2, "scheduler.exceptions.WorkerLost")
+
+
+def test_a_task_sent_to_another_queue_is_run_by_that_queues_worker(make_worker):
+    result = sample.add.using(queue="urgent").enqueue(4, 4)
+    loop = worker.TaskWorker("urgent", poll_timeout=0.1)
+    try:
+        run_until(loop, finished(result))
+    finally:
+        loop.stop()
+        loop.close()
+    assert (result.row.queue, result.return_value) == ("urgent", 8)
+
+
+def test_the_worker_keeps_the_engines_delivery_limit_out_of_the_way(make_worker):
+    """Guards: a group configured by hand (delivery limit 5 by default) must not dead-letter the
+    record of a task that is still retrying."""
+    share.configure_group("tasks.sample", lock_duration_ms=5000)
+    loop = make_worker()
+    loop.run_once()
+    group = share.models.ShareGroup.objects.get(name="tasks.sample")
+    assert (group.delivery_limit, group.lock_duration_ms) == (tasks.MAX_ATTEMPTS_LIMIT, 5000)

@@ -45,9 +45,13 @@ class Command(engine_worker.Command):
             tasks.check_queue(queue)
         except exceptions.InvalidTask as error:
             raise CommandError(str(error), returncode=2) from None
+        if not tasks.registered():
+            raise CommandError("no tasks are registered (define them with @scheduler.task in an installed app's "
+                               "tasks.py)", returncode=2)
         if not tasks.registered(queue):
-            queues = ", ".join(sorted({t.queue for t in tasks.registered().values()})) or "none"
-            raise CommandError(f"no tasks are registered for queue {queue!r} (queues with tasks: {queues})",
-                               returncode=2)
+            # Tasks may be sent here with task.using(queue=...): say so, but run.
+            queues = ", ".join(sorted({t.queue for t in tasks.registered().values()}))
+            self.stderr.write(f"No task defaults to queue {queue!r} (queues with tasks: {queues}); running what "
+                              "is enqueued to it with using(queue=...).")
         logging.getLogger("sluice").setLevel(logging.INFO)
         worker.TaskWorker(queue, concurrency=concurrency, grace=grace).run()

@@ -126,3 +126,32 @@ def test_a_runaway_task_is_killed_at_its_hard_time_limit_and_the_worker_goes_on(
     assert runaway.refresh().state == "failed"
     assert runaway.error[0] == "scheduler.exceptions.HardTimeLimitExceeded"
     assert worker.poll() is None
+
+
+def test_under_fire_every_task_succeeds_once_and_its_effect_happens_once(start, effects):
+    """Two workers of two processes each run 300 short tasks; one is killed with SIGKILL halfway
+    and a third takes its place. No task is lost, none is recorded twice, no effect happens twice."""
+    configure(lock_ms=1500)
+    tags = [f"t{i}" for i in range(300)]
+    results = sample.slow_effect.enqueue_many(((0.1, tag), {}) for tag in tags)
+    victim = start("--concurrency", "2")
+    start("--concurrency", "2")
+    wait_for(lambda: sum(1 for r in results if r.refresh().finished) >= 100, timeout=120)
+    running = models.TaskResult.objects.filter(state="running", worker__endswith=f"/{victim.pid}")
+    wait_for(running.exists, timeout=30)  # kill it with tasks in its hands
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    in_flight = set(running.values_list("id", flat=True))
+    start("--concurrency", "2")
+    wait_for(lambda: all(r.refresh().finished for r in results), timeout=180)
+
+    assert {r.state for r in results} == {"succeeded"}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tag, count(*) FROM task_effects GROUP BY tag")
+        counts = dict(cursor.fetchall())
+    assert counts == {tag: 1 for tag in tags}
+    rows = models.TaskResult.objects.filter(id__in=[r.id for r in results])
+    assert all(row.attempts == row.lost + 1 for row in rows)  # a run again only after a lost one
+    assert in_flight and all(row.lost >= 1 for row in rows if row.id in in_flight)
+    assert not models.TaskAttempt.objects.filter(outcome__in=["running", "failed"]).exists()
+    assert not share.models.ShareDelivery.objects.exists()

@@ -59,3 +59,15 @@ class HardTimeLimitExceeded(Exception):
 
 class WorkerLost(Exception):
     """The process running the task exited before the task returned."""
+
+
+class InvalidSchedule(SchedulerError):
+    """Invalid schedule: {reason}"""
+
+
+class ScheduleNotFound(SchedulerError):
+    """No schedule named {name!r}."""
+
+
+class ScheduleExists(SchedulerError):
+    """A schedule named {name!r} exists already."""

@@ -91,3 +91,75 @@ class TaskAttempt(models.Model):
 
     class Meta:
         ordering = ["task", "number", "id"]
+
+
+# Periodic schedules (scheduler/schedules.py): what fires when, and one row per fired tick.
+
+
+class Schedule(models.Model):
+    """A task to enqueue periodically: by a cron expression, every fixed interval, or once, in a time zone."""
+
+    class Kind(models.TextChoices):
+        CRON = "cron", "cron expression"
+        INTERVAL = "interval", "fixed interval"
+        ONCE = "once", "once, at a time"
+
+    class CatchUp(models.TextChoices):
+        SKIP = "skip", "skip missed ticks"
+        ONCE = "once", "run once for all missed ticks"
+        ALL = "all", "run each missed tick (the latest catch_up_limit)"
+
+    class Source(models.TextChoices):
+        CODE = "code", "declared in code"
+        DATABASE = "database", "created in the database"
+
+    name = models.CharField(max_length=200, unique=True)
+    task_name = models.CharField(max_length=255)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    cron = models.CharField(max_length=200, blank=True, help_text="five fields, or six with seconds first")
+    interval = models.DurationField(null=True, blank=True)
+    at = models.DateTimeField(null=True, blank=True, help_text="a one-off schedule's time; an interval's first tick")
+    timezone = models.CharField(max_length=64, default="UTC", help_text="an IANA time zone")
+    enabled = models.BooleanField(default=True)
+    catch_up = models.CharField(max_length=8, choices=CatchUp.choices, default=CatchUp.ONCE)
+    catch_up_limit = models.IntegerField(default=10, help_text="with catch_up=all: at most this many missed ticks run")
+    next_run_at = models.DateTimeField(null=True, blank=True, help_text="the next tick, in UTC; none when done")
+    last_tick_at = models.DateTimeField(null=True, blank=True)
+    last_task_id = models.UUIDField(null=True, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.DATABASE)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [
+            # The scheduler claims due schedules by next_run_at among the enabled ones.
+            models.Index(fields=["next_run_at"], name="schedule_due", condition=models.Q(enabled=True)),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class ScheduleTick(models.Model):
+    """One fired tick of a schedule and the task it enqueued; unique per (schedule, tick time), so
+    a tick can never be fired twice whatever the number of schedulers."""
+
+    class Trigger(models.TextChoices):
+        SCHEDULED = "scheduled", "on time"
+        CATCH_UP = "catch-up", "caught up after downtime"
+        MANUAL = "manual", "run now, by hand"
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="ticks")
+    tick_at = models.DateTimeField()
+    fired_at = models.DateTimeField(db_default=Now())
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    missed = models.IntegerField(default=0, help_text="earlier missed ticks this one stands for (or skipped)")
+    task_id = models.UUIDField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text="why no task was enqueued")
+
+    class Meta:
+        ordering = ["schedule", "-tick_at"]
+        constraints = [models.UniqueConstraint(fields=["schedule", "tick_at"], name="schedule_tick_once")]

@@ -25,3 +25,34 @@ def copy_results(rows):
                 row.enqueued_at = now
                 copy.write_row((row.id, row.task_name, row.queue, Jsonb(row.args), Jsonb(row.kwargs), row.state,
                                 row.unique_key, now, row.eta, row.generation, 0, 0, 0, "", "", "", "", ""))
+
+
+def claim_due_schedules(*, limit):
+    """Lock up to limit due schedules in the caller's transaction; return (their ids, its now())."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries["claim_due_schedules"], {"limit": limit})
+        rows = cursor.fetchall()
+    return [r[0] for r in rows], (rows[0][1] if rows else None)
+
+
+def insert_tick(*, schedule_id, tick_at, trigger, missed):
+    """Record a tick in the caller's transaction; return its id, or None if it was fired already."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries["insert_tick"], {"schedule_id": schedule_id, "tick_at": tick_at, "trigger": trigger,
+                                                "missed": missed})
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def seconds_to_next_tick():
+    """Seconds until the earliest enabled schedule is due (negative: overdue); None if none is."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries["seconds_to_next_tick"])
+        return cursor.fetchone()[0]
+
+
+def prune_ticks(*, keep_s, limit):
+    """Delete up to limit old tick records (each schedule keeps its last); return how many went."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries["prune_ticks"], {"keep_s": keep_s, "limit": limit})
+        return cursor.rowcount

@@ -35,7 +35,7 @@ class Scheduler(loops.Loop):
         if self.sync:
             created, updated, deleted = schedules.sync()
             logger.info("declared schedules synced: %d created, %d updated, %d deleted", len(created), len(updated),
-                        len(deleted), extra={"created": created, "updated": updated, "deleted": deleted})
+                        len(deleted), extra={"synced_created": created, "synced_updated": updated, "synced_deleted": deleted})
         super().run()
 
     def run_once(self):

@@ -18,6 +18,7 @@ LOOPS = [
     ("delayed", ["run"]),
     ("retention", ["run"]),
     ("halfmessages", ["checkback"]),
+    ("scheduler", []),
 ]
 
 

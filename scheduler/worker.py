@@ -44,7 +44,8 @@ class Slot:
         self.process.start()
         child.close()
         self.ready = False
-        self.running = None
+        self.running = None  # the Running task, until its outcome is recorded
+        self.outcome = None  # what came of it, until recorded (kept across a lost database connection)
 
     @property
     def free(self):
@@ -103,6 +104,7 @@ class TaskWorker(loops.Loop):
     def run_once(self):
         if self.consumer is None:
             self._start()
+        self._record_outcomes()  # any left by a lost database connection
         self._collect(0)
         self._enforce_limits()
         self._renew()
@@ -137,6 +139,7 @@ class TaskWorker(loops.Loop):
     def _replace(self, slot):
         index = self.slots.index(slot)
         self.slots[index] = Slot(*self._slot_args, index)
+        return self.slots[index]
 
     # Starting a task ---------------------------------------------------------------------
 
@@ -210,36 +213,48 @@ class TaskWorker(loops.Loop):
                 continue
             if message[0] == "ready":
                 slot.ready = True
-                continue
-            running, slot.running = slot.running, None
-            if running is not None:
-                self._finish(running, message)
+            elif slot.running is not None:
+                slot.outcome = message
+        self._record_outcomes()
+
+    def _record_outcomes(self):
+        """Record the outcomes that came. A lost database connection raises out of here with the
+        outcome kept (and its lock renewed), to be recorded once the loop reconnected: a blip must
+        not make a finished task run again."""
+        for slot in self.slots:
+            if slot.outcome is not None:
+                self._finish(slot.running, slot.outcome)
+                slot.running = slot.outcome = None
+
+    def _failed_here(self, slot, error):
+        """Replace a killed or dead process; its task's outcome is the error."""
+        running = slot.running
+        slot.kill()
+        fresh = self._replace(slot)
+        if running is not None:
+            fresh.running = running
+            fresh.outcome = (execution.ERROR, execution.error_class_path(error), str(error), "",
+                             running.definition.retry.retries(error), None)
+        return running
 
     def _lost_process(self, slot):
         code = slot.process.exitcode
-        running = slot.running
-        slot.kill()
-        self._replace(slot)
-        if running is None:
-            logger.warning("a task process exited (code %s) while idle; started another", code)
-            return
         error = exceptions.WorkerLost(f"the process running the task exited with code {code}")
-        self._finish(running, (execution.ERROR, execution.error_class_path(error), str(error), "",
-                               running.definition.retry.retries(error), None))
+        if self._failed_here(slot, error) is None:
+            logger.warning("a task process exited (code %s) while idle; started another", code)
+        self._record_outcomes()
 
     def _enforce_limits(self):
         now = time.monotonic()
         for slot in list(self.slots):
             running = slot.running
-            if running is None or running.hard_deadline is None or now < running.hard_deadline:
+            if running is None or slot.outcome is not None or running.hard_deadline is None \
+                    or now < running.hard_deadline:
                 continue
-            slot.kill()
-            self._replace(slot)
             limit = running.definition.hard_time_limit
-            error = exceptions.HardTimeLimitExceeded(f"killed after its hard time limit of {limit} s")
             logger.warning("task %s passed its hard time limit (%s s): process killed", running.job.task_id, limit)
-            self._finish(running, (execution.ERROR, execution.error_class_path(error), str(error), "",
-                                   running.definition.retry.retries(error), None))
+            self._failed_here(slot, exceptions.HardTimeLimitExceeded(f"killed after its hard time limit of {limit} s"))
+        self._record_outcomes()
 
     def _finish(self, running, outcome):
         """Write the outcome and acknowledge the record in one transaction; discard both if the lock
@@ -301,7 +316,7 @@ class TaskWorker(loops.Loop):
         for slot in running:
             if id(slot.running.record) in lost:
                 logger.warning("task %s: lock lost while running; stopping it here", slot.running.job.task_id)
-                slot.running = None
+                slot.running = slot.outcome = None
                 slot.kill()
                 self._replace(slot)
 
@@ -323,10 +338,15 @@ class TaskWorker(loops.Loop):
             self._enforce_limits()
             self._renew()
         for slot in self.slots:
-            if slot.running is not None:
+            if slot.running is not None and slot.outcome is None:
                 running, slot.running = slot.running, None
                 slot.kill()
                 self._hand_back(running)
+        try:
+            self._record_outcomes()
+        except loops.CONNECTION_ERRORS as error:
+            logger.warning("%s: outcomes not recorded (%s); their tasks run again once their locks lapse",
+                           self.name, error)
         for slot in self.slots:
             slot.stop()
         self.consumer.close()

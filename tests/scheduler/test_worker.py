@@ -235,3 +235,28 @@ def test_the_worker_keeps_the_engines_delivery_limit_out_of_the_way(make_worker)
     loop.run_once()
     group = share.models.ShareGroup.objects.get(name="tasks.sample")
     assert (group.delivery_limit, group.lock_duration_ms) == (tasks.MAX_ATTEMPTS_LIMIT, 5000)
+
+
+def test_an_outcome_that_met_a_lost_connection_is_recorded_after_the_reconnection(make_worker, tmp_path):
+    """Guards: a database blip between a task's end and its outcome must not make it run again."""
+    from django.db import connection as db
+
+    from queueing import loops
+    from tests.conftest import cut_connection
+
+    gate = tmp_path / "gate"
+    result = sample.counts_to.enqueue(1, str(gate))
+    loop = make_worker()
+    run_until(loop, lambda: result.refresh().state == "running")
+    cut_connection()
+    gate.touch()
+    errors = 0
+    deadline = time.monotonic() + 60
+    while errors == 0 or not result.refresh().finished:  # what Loop.run does on a lost connection
+        assert time.monotonic() < deadline, "condition not reached"
+        try:
+            loop.run_once()
+        except loops.CONNECTION_ERRORS:
+            errors += 1
+            db.close()
+    assert (result.state, result.return_value, result.row.attempts, result.row.lost) == ("succeeded", 1, 1, 0)

@@ -45,3 +45,6 @@ class TaskResultAdmin(admin.ModelAdmin):
                 self.message_user(request, str(error), messages.WARNING)
         if count:
             self.message_user(request, f"{count} task(s) {done}.", messages.SUCCESS)
+
+
+from scheduler import schedules_admin  # noqa: E402,F401  (periodic schedules' admin)

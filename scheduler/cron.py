@@ -78,10 +78,10 @@ def instant(wall, tz):
 def next_cron(expression, tz, after):
     """The first tick of a cron expression strictly after the instant after."""
     wall = after.astimezone(tz).replace(tzinfo=None, fold=0)
-    # Start a little before: in a repeated hour's second pass the wall clock reads earlier than
-    # times already fired; those map to their first occurrence (<= after) and are passed over.
-    walker = croniter(expression, wall - datetime.timedelta(hours=3), second_at_beginning=True,
-                      max_years_between_matches=MAX_YEARS)
+    # A wall-clock time before after's cannot fire after it. In a repeated hour's second pass the
+    # wall clock reads earlier than times already fired: those map to their first occurrence
+    # (<= after) and are passed over.
+    walker = croniter(expression, wall, second_at_beginning=True, max_years_between_matches=MAX_YEARS)
     while True:
         try:
             candidate = walker.get_next(datetime.datetime)

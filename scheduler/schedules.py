@@ -9,11 +9,13 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone as django_timezone
 
+from queueing.loops import CONNECTION_ERRORS
 from scheduler import cron as timing, exceptions, models, storage, tasks
 
 logger = logging.getLogger("sluice.schedules")
 
 CHANNEL = "sluice_schedules"  # NOTIFYed by a trigger on every change to the schedules (migration 0003)
+RETRY_BROKEN = datetime.timedelta(minutes=1)
 MAX_TICKS = 10_000  # due ticks looked at in one firing; beyond, the rest count as missed
 TIMING = ("kind", "cron", "interval", "at", "timezone")
 DEFINITION = ("task_name", "args", "kwargs", *TIMING, "catch_up", "catch_up_limit")
@@ -175,7 +177,17 @@ def fire_due(*, limit=100):
     with transaction.atomic():
         ids, now = storage.claim_due_schedules(limit=limit)
         for row in models.Schedule.objects.filter(id__in=ids).order_by("next_run_at", "id"):
-            fired += _fire(row, now)
+            try:
+                with transaction.atomic():
+                    fired += _fire(row, now)
+            except CONNECTION_ERRORS:
+                raise
+            except Exception:
+                # One broken schedule (a timing edited into nonsense by hand) must not stop the
+                # others, nor be claimed again at once: it is retried a minute later.
+                logger.exception("schedule %s could not fire; retrying at %s", row.name,
+                                 (now + RETRY_BROKEN).isoformat(), extra={"schedule": row.name})
+                models.Schedule.objects.filter(id=row.id).update(next_run_at=now + RETRY_BROKEN)
     return fired, len(ids) == limit
 
 

@@ -129,3 +129,20 @@ def test_a_local_one_off_time_in_a_gap_is_read_by_the_same_rule():
     assert cron.local_wall_time("2026-03-29T02:30", tz).isoformat() == "2026-03-29T01:00:00+00:00"
     assert cron.local_wall_time("2026-10-25T02:30", tz).isoformat() == "2026-10-25T00:30:00+00:00"
     assert cron.local_wall_time("2026-10-25T02:30+01:00", tz).isoformat() == "2026-10-25T01:30:00+00:00"
+
+
+def test_a_scheduler_in_the_second_pass_of_lord_howes_repeated_half_hour_fires_what_is_new():
+    # 01:35 +10:30 is the second pass of 01:30-02:00: 01:45 fired at 01:45 +11:00 already.
+    tz = cron.zone("Australia/Lord_Howe")
+    after = datetime.datetime(2026, 4, 5, 1, 35, fold=1, tzinfo=tz)
+    assert after.utcoffset() == datetime.timedelta(hours=10, minutes=30)
+    every_quarter = types.SimpleNamespace(kind="cron", cron="*/15 * * * *", timezone="Australia/Lord_Howe")
+    assert cron.next_tick(every_quarter, after).astimezone(tz).isoformat() == "2026-04-05T02:00:00+10:30"
+
+
+def test_a_per_second_schedule_is_quick_to_walk():
+    every_second = types.SimpleNamespace(kind="cron", cron="* * * * * *", timezone="Europe/Berlin")
+    start = datetime.datetime(2026, 10, 25, 0, 59, 50, tzinfo=UTC)  # 02:59:50 CEST, ten seconds before the fall back
+    walked = cron.next_ticks(every_second, start, 20)
+    # 03:00 CEST becomes 02:00 CET: the repeated hour's second pass does not fire, 03:00 CET does.
+    assert [t.isoformat() for t in walked[8:10]] == ["2026-10-25T00:59:59+00:00", "2026-10-25T02:00:00+00:00"]

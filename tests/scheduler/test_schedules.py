@@ -226,3 +226,16 @@ def test_the_scheduler_loop_wakes_for_a_new_schedule_and_stops_at_once(transacti
         loop.stop()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_a_broken_schedule_is_retried_later_and_does_not_stop_the_others(db):
+    """Guards against one schedule crash-looping a scheduler: its timing was edited into nonsense."""
+    broken, fine = every_minute("broken"), every_minute("fine")
+    now = db_now()
+    for row in (broken, fine):
+        due_since(row, now - datetime.timedelta(seconds=5))
+    models.Schedule.objects.filter(id=broken.id).update(kind="cron", cron="not a cron")
+    assert schedules.fire_due()[0] == 1
+    assert list(models.ScheduleTick.objects.values_list("schedule__name", flat=True)) == ["fine"]
+    broken.refresh_from_db()
+    assert broken.next_run_at == now + schedules.RETRY_BROKEN

@@ -119,6 +119,10 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {"TITLE": "Sluice", "DESCRIPTION": "Topics, records and half messages.", "VERSION": "0.1.0"}
 DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 
+# Django's tasks framework (django.tasks) runs on Sluice: a Django task is a Sluice task, run by
+# `manage.py worker --queue <queue_name>`. QUEUES empty: any queue name.
+TASKS = {"default": {"BACKEND": "scheduler.backends.SluiceBackend", "QUEUES": []}}
+
 # Engine defaults; each can be overridden per topic or per consumer.
 SLUICE = {
     "DEFAULT_PARTITIONS": int(os.environ.get("SLUICE_DEFAULT_PARTITIONS", "1")),

@@ -52,7 +52,7 @@ def run(job, *, soft_time_limit=None):
         definition = tasks.get(job.name)
     except exceptions.TaskNotRegistered as error:
         return ERROR, error_class_path(error), str(error), "", False, None
-    args = ([TaskContext(job.task_id, job.attempt)] if definition.takes_context else []) + list(job.args)
+    args = ([_context(definition, job)] if definition.takes_context else []) + list(job.args)
     if soft_time_limit:
         signal.signal(signal.SIGALRM, _soft_limit_reached)
         signal.setitimer(signal.ITIMER_REAL, soft_time_limit)
@@ -69,6 +69,15 @@ def run(job, *, soft_time_limit=None):
     except Exception as error:  # noqa: BLE001 - any failure of a task is reported, never raised
         return (ERROR, error_class_path(error), str(error)[:10_000], traceback.format_exc()[-50_000:],
                 definition.retry.retries(error), None)
+
+
+def _context(definition, job):
+    """A Sluice TaskContext, or Django's (its task_result read back) for a django.tasks task."""
+    if definition.django_task is None:
+        return TaskContext(job.task_id, job.attempt)
+    from django.tasks.base import TaskContext as DjangoContext
+
+    return DjangoContext(task_result=definition.django_task.get_backend().get_result(job.task_id))
 
 
 def _soft_limit_reached(signum, frame):

@@ -9,7 +9,7 @@ import uuid
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django.utils.module_loading import autodiscover_modules
+from django.utils.module_loading import autodiscover_modules, import_string
 
 from queueing import delayed, exceptions as engine_exceptions, producer, retries, topics
 from scheduler import exceptions, models, storage
@@ -72,6 +72,7 @@ class Task:
     takes_context: bool = False
     countdown: float | None = None
     eta: datetime.datetime | None = None
+    django_task: object = None  # the django.tasks Task this definition was made from, if any
 
     @property
     def module(self):
@@ -260,14 +261,30 @@ def discover():
 
 
 def get(name):
-    """The registered task of that name; raise TaskNotRegistered."""
+    """The registered task of that name, or the Django task (django.tasks) at that dotted path;
+    raise TaskNotRegistered."""
     try:
         return _registry[name]
     except KeyError:
         discover()
-        if name in _registry:
-            return _registry[name]
-        raise exceptions.TaskNotRegistered(name=name) from None
+    if name not in _registry:
+        found = _django_task(name)
+        if found is None:
+            raise exceptions.TaskNotRegistered(name=name)
+        _registry[name] = Task(name=name, func=found.func, queue=found.queue_name,
+                               takes_context=found.takes_context, django_task=found)
+    return _registry[name]
+
+
+def _django_task(path):
+    """The django.tasks Task at a dotted path (a module's decorated function), or None."""
+    from django.tasks import Task as DjangoTask
+
+    try:
+        found = import_string(path)
+    except ImportError:
+        return None
+    return found if isinstance(found, DjangoTask) else None
 
 
 def registered(queue=None):

@@ -45,13 +45,11 @@ class Command(engine_worker.Command):
             tasks.check_queue(queue)
         except exceptions.InvalidTask as error:
             raise CommandError(str(error), returncode=2) from None
-        if not tasks.registered():
-            raise CommandError("no tasks are registered (define them with @scheduler.task in an installed app's "
-                               "tasks.py)", returncode=2)
         if not tasks.registered(queue):
-            # Tasks may be sent here with task.using(queue=...): say so, but run.
-            queues = ", ".join(sorted({t.queue for t in tasks.registered().values()}))
-            self.stderr.write(f"No task defaults to queue {queue!r} (queues with tasks: {queues}); running what "
-                              "is enqueued to it with using(queue=...).")
+            # Django tasks (found by their path when they come) and using(queue=...) reach queues
+            # no @scheduler.task names: say so, but run.
+            queues = ", ".join(sorted({t.queue for t in tasks.registered().values()})) or "none"
+            self.stderr.write(f"No @scheduler.task names queue {queue!r} (queues named: {queues}); running what "
+                              "is enqueued to it (Django tasks, using(queue=...)).")
         logging.getLogger("sluice").setLevel(logging.INFO)
         worker.TaskWorker(queue, concurrency=concurrency, grace=grace).run()

@@ -23,7 +23,7 @@ class Scheduler(loops.Loop):
         super().__init__()
         self.batch = batch
         self.max_sleep = max_sleep if max_sleep is not None else settings.SLUICE.get("SCHEDULER_MAX_SLEEP_S", 30.0)
-        self.sync = sync
+        self.synced = not sync
         self.listener = None
         self.fired = 0
         self.pruned_at = 0.0
@@ -31,15 +31,16 @@ class Scheduler(loops.Loop):
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_write, False)
 
-    def run(self):
-        if self.sync:
-            created, updated, deleted = schedules.sync()
-            logger.info("declared schedules synced: %d created, %d updated, %d deleted", len(created), len(updated),
-                        len(deleted), extra={"synced_created": created, "synced_updated": updated, "synced_deleted": deleted})
-        super().run()
-
     def run_once(self):
-        """Fire what is due; True if more schedules may be due at once."""
+        """Sync the declared schedules the first time, then fire what is due; True if more
+        schedules may be due at once. (The sync is a step of the loop so that SIGTERM and a lost
+        connection during it are handled as anywhere else.)"""
+        if not self.synced:
+            created, updated, deleted = schedules.sync()
+            self.synced = True
+            logger.info("declared schedules synced: %d created, %d updated, %d deleted", len(created), len(updated),
+                        len(deleted), extra={"synced_created": created, "synced_updated": updated,
+                                             "synced_deleted": deleted})
         fired, more = schedules.fire_due(limit=self.batch)
         self.fired += fired
         if time.monotonic() - self.pruned_at > 3600:

@@ -49,6 +49,7 @@ def start(process_env, tmp_path):
             env={**process_env, "SLUICE_EXTRA_APPS": "tests.schedapp", "SLUICE_APP_NAME": APP_NAME},
             stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT,
         )
+        process.log_path = tmp_path / f"scheduler-{len(started)}.log"
         started.append(process)
         return process
 
@@ -82,6 +83,10 @@ def process_of_port(port, processes):
         if any(inodes.get(link[8:-1]) == port for link in links if link.startswith("socket:[")):
             return process
     return None
+
+
+def log(process):
+    return process.log_path.read_text()
 
 
 def wait_for(condition, timeout=60):
@@ -128,6 +133,8 @@ def test_each_tick_is_enqueued_exactly_once_across_three_schedulers_killed_at_ra
         running[running.index(victim)] = start()
         restarts += 1
     time.sleep(3)  # all three run undisturbed for a while: they catch up
+    # A process still starting (Django's set-up, on a busy machine) has no SIGTERM handler yet.
+    wait_for(lambda: all("scheduler starting" in log(process) for process in running))
     for process in running:
         process.send_signal(signal.SIGTERM)
     for process in running:

@@ -125,6 +125,8 @@ class Schedule(models.Model):
     enabled = models.BooleanField(default=True)
     catch_up = models.CharField(max_length=8, choices=CatchUp.choices, default=CatchUp.ONCE)
     catch_up_limit = models.IntegerField(default=10, help_text="with catch_up=all: at most this many missed ticks run")
+    tick_kwarg = models.CharField(max_length=100, blank=True,
+                                  help_text="if set, the task gets its tick's time (ISO 8601, UTC) in this keyword argument")
     next_run_at = models.DateTimeField(null=True, blank=True, help_text="the next tick, in UTC; none when done")
     last_tick_at = models.DateTimeField(null=True, blank=True)
     last_task_id = models.UUIDField(null=True, blank=True)

@@ -18,7 +18,7 @@ CHANNEL = "sluice_schedules"  # NOTIFYed by a trigger on every change to the sch
 RETRY_BROKEN = datetime.timedelta(minutes=1)
 MAX_TICKS = 10_000  # due ticks looked at in one firing; beyond, the rest count as missed
 TIMING = ("kind", "cron", "interval", "at", "timezone")
-DEFINITION = ("task_name", "args", "kwargs", *TIMING, "catch_up", "catch_up_limit")
+DEFINITION = ("task_name", "args", "kwargs", *TIMING, "catch_up", "catch_up_limit", "tick_kwarg")
 _declared: dict[str, "Declared"] = {}
 
 
@@ -31,7 +31,7 @@ def grace():
 
 
 def build(*, name, task, cron=None, every=None, at=None, timezone="UTC", args=(), kwargs=None, catch_up="once",
-          catch_up_limit=10, enabled=True, source=models.Schedule.Source.DATABASE, now=None):
+          catch_up_limit=10, tick_kwarg="", enabled=True, source=models.Schedule.Source.DATABASE, now=None):
     """An unsaved, validated Schedule with its next_run_at; raise InvalidSchedule (or
     TaskNotRegistered, NotJSON). task is a Task or a registered task's name. Exactly one of cron (an
     expression), every (seconds or a timedelta, with at as its first tick) and at (alone: once, an
@@ -48,6 +48,9 @@ def build(*, name, task, cron=None, every=None, at=None, timezone="UTC", args=()
         raise exceptions.InvalidSchedule(reason=f"catch_up is one of {', '.join(models.Schedule.CatchUp.values)}")
     if not isinstance(catch_up_limit, int) or not 1 <= catch_up_limit <= 1000:
         raise exceptions.InvalidSchedule(reason="catch_up_limit is a whole number from 1 to 1000")
+    tick_kwarg = tick_kwarg or ""
+    if tick_kwarg and (not tick_kwarg.isidentifier() or len(tick_kwarg) > 100):
+        raise exceptions.InvalidSchedule(reason=f"tick_kwarg must be a Python identifier, not {tick_kwarg!r}")
     args, kwargs = list(args), dict(kwargs or {})
     tasks.check_json(args, what="arguments", task=task_name)
     tasks.check_json(kwargs, what="arguments", task=task_name)
@@ -57,7 +60,8 @@ def build(*, name, task, cron=None, every=None, at=None, timezone="UTC", args=()
     if at is not None and (not isinstance(at, datetime.datetime) or at.tzinfo is None):
         raise exceptions.InvalidSchedule(reason="at is an aware datetime or an ISO 8601 time")
     row = models.Schedule(name=name, task_name=task_name, args=args, kwargs=kwargs, timezone=tz.key,
-                          catch_up=catch_up, catch_up_limit=catch_up_limit, enabled=enabled, source=source)
+                          catch_up=catch_up, catch_up_limit=catch_up_limit, tick_kwarg=tick_kwarg, enabled=enabled,
+                          source=source)
     if cron is not None:
         timing.check_cron(cron)
         row.kind, row.cron = models.Schedule.Kind.CRON, cron
@@ -148,7 +152,7 @@ def run_now(name):
         now = django_timezone.now()
         tick = storage.insert_tick(schedule_id=row.id, tick_at=now, trigger=models.ScheduleTick.Trigger.MANUAL,
                                    missed=0)
-        result = tasks.get(row.task_name).enqueue(*row.args, **row.kwargs)
+        result = tasks.get(row.task_name).enqueue(*row.args, **_kwargs(row, now))
         models.ScheduleTick.objects.filter(id=tick).update(task_id=result.id)
         models.Schedule.objects.filter(id=row.id).update(last_tick_at=now, last_task_id=result.id)
     return result
@@ -220,7 +224,7 @@ def _fire(row, now):
             logger.warning("schedule %s: tick %s was fired already", row.name, tick_at.isoformat(),
                            extra={"schedule": row.name, "tick_at": tick_at})
             continue
-        task_id, error = _enqueue(row)
+        task_id, error = _enqueue(row, tick_at)
         models.ScheduleTick.objects.filter(id=tick).update(task_id=task_id, error=error)
         last_tick, last_task = tick_at, task_id or last_task
         fired += 1
@@ -247,11 +251,15 @@ def _due_ticks(row, now):
     return (due or [row.next_run_at]), (tick if tick is None or tick > now else timing.next_tick(row, now))
 
 
-def _enqueue(row):
+def _kwargs(row, tick_at):
+    return {**row.kwargs, row.tick_kwarg: tick_at.isoformat()} if row.tick_kwarg else row.kwargs
+
+
+def _enqueue(row, tick_at):
     """Enqueue the schedule's task in a savepoint; (task id, '') or (None, why not)."""
     try:
         with transaction.atomic():
-            return tasks.get(row.task_name).enqueue(*row.args, **row.kwargs).id, ""
+            return tasks.get(row.task_name).enqueue(*row.args, **_kwargs(row, tick_at)).id, ""
     except exceptions.SchedulerError as error:
         logger.error("schedule %s: no task enqueued: %s", row.name, error, extra={"schedule": row.name})
         return None, str(error)
@@ -273,7 +281,7 @@ class Declared:
 
 
 def periodic(*, cron=None, every=None, at=None, timezone="UTC", name=None, args=(), kwargs=None, catch_up="once",
-             catch_up_limit=10):
+             catch_up_limit=10, tick_kwarg=""):
     """Declare a schedule for a task, above its @task: `@periodic(cron="0 3 * * *", timezone="Europe/Paris")`.
 
     Declared schedules are created or updated in the database when a scheduler starts (sync());
@@ -283,7 +291,7 @@ def periodic(*, cron=None, every=None, at=None, timezone="UTC", name=None, args=
         if not isinstance(definition, tasks.Task):
             raise exceptions.InvalidSchedule(reason="put @periodic above @task (it schedules a task)")
         spec = dict(task=definition.name, cron=cron, every=every, at=at, timezone=timezone, args=tuple(args),
-                    kwargs=dict(kwargs or {}), catch_up=catch_up, catch_up_limit=catch_up_limit)
+                    kwargs=dict(kwargs or {}), catch_up=catch_up, catch_up_limit=catch_up_limit, tick_kwarg=tick_kwarg)
         declared = Declared(name=name or definition.name, definition=spec)
         build(name=declared.name, **spec)  # fail at import, not at sync
         known = _declared.get(declared.name)

@@ -26,7 +26,7 @@ class ScheduleForm(forms.ModelForm):
     class Meta:
         model = models.Schedule
         fields = ["name", "task_name", "args", "kwargs", "kind", "cron", "interval", "at", "timezone", "enabled",
-                  "catch_up", "catch_up_limit"]
+                  "catch_up", "catch_up_limit", "tick_kwarg"]
 
     def clean(self):
         data = super().clean()
@@ -39,7 +39,8 @@ class ScheduleForm(forms.ModelForm):
             self.built = schedules.build(
                 name=data["name"], task=data["task_name"], args=data.get("args") or [], kwargs=data.get("kwargs") or {},
                 timezone=data.get("timezone") or "UTC", catch_up=data.get("catch_up"),
-                catch_up_limit=data.get("catch_up_limit"), enabled=data.get("enabled"), **timing)
+                catch_up_limit=data.get("catch_up_limit"), tick_kwarg=data.get("tick_kwarg"),
+                enabled=data.get("enabled"), **timing)
         except exceptions.SchedulerError as error:
             raise forms.ValidationError(str(error)) from None
         return data

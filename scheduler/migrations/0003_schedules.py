@@ -44,6 +44,7 @@ class Migration(migrations.Migration):
                 ('enabled', models.BooleanField(default=True)),
                 ('catch_up', models.CharField(choices=[('skip', 'skip missed ticks'), ('once', 'run once for all missed ticks'), ('all', 'run each missed tick (the latest catch_up_limit)')], default='once', max_length=8)),
                 ('catch_up_limit', models.IntegerField(default=10, help_text='with catch_up=all: at most this many missed ticks run')),
+                ('tick_kwarg', models.CharField(blank=True, help_text="if set, the task gets its tick's time (ISO 8601, UTC) in this keyword argument", max_length=100)),
                 ('next_run_at', models.DateTimeField(blank=True, help_text='the next tick, in UTC; none when done', null=True)),
                 ('last_tick_at', models.DateTimeField(blank=True, null=True)),
                 ('last_task_id', models.UUIDField(blank=True, null=True)),

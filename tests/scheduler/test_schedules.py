@@ -239,3 +239,15 @@ def test_a_broken_schedule_is_retried_later_and_does_not_stop_the_others(db):
     assert list(models.ScheduleTick.objects.values_list("schedule__name", flat=True)) == ["fine"]
     broken.refresh_from_db()
     assert broken.next_run_at == now + schedules.RETRY_BROKEN
+
+
+def test_each_caught_up_tick_can_tell_its_task_which_tick_it_is(db):
+    row = every_minute(every=300, catch_up="all", tick_kwarg="tick_at")
+    now = db_now()
+    due_since(row, now - 10 * MINUTE - datetime.timedelta(seconds=5))
+    assert schedules.fire_due()[0] == 3
+    ticks = models.ScheduleTick.objects.filter(schedule=row).order_by("tick_at")
+    tasks = [models.TaskResult.objects.get(id=t.task_id) for t in ticks]
+    assert [t.kwargs for t in tasks] == [{"tick_at": t.tick_at.isoformat()} for t in ticks]
+    with pytest.raises(exceptions.InvalidSchedule, match="tick_kwarg must be a Python identifier"):
+        every_minute("other", tick_kwarg="tick at")

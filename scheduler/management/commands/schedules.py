@@ -54,7 +54,7 @@ class Command(EngineCommand):
         row = schedules.get(name)
         fields = [("name", row.name), ("task", row.task_name), ("args", row.args), ("kwargs", row.kwargs),
                   ("timing", timing(row)), ("timezone", row.timezone), ("enabled", "yes" if row.enabled else "no"),
-                  ("catch-up", _catch_up(row)), ("source", row.source), ("last tick", when(row.last_tick_at)),
+                  ("catch-up", _catch_up(row)), ("tick kwarg", row.tick_kwarg or None), ("source", row.source), ("last tick", when(row.last_tick_at)),
                   ("last task", row.last_task_id)]
         width = max(len(n) for n, _ in fields)
         for field, value in fields:

@@ -38,6 +38,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    # Before queueing: its `worker` command extends the engine's with --queue (the first app that
+    # provides a command wins, as staticfiles' runserver does over Django's).
+    "scheduler",
     "queueing",
     "rest_framework",
     "rest_framework.authtoken",
@@ -116,6 +119,10 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {"TITLE": "Sluice", "DESCRIPTION": "Topics, records and half messages.", "VERSION": "0.1.0"}
 DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 
+# Django's tasks framework (django.tasks) runs on Sluice: a Django task is a Sluice task, run by
+# `manage.py worker --queue <queue_name>`. QUEUES empty: any queue name.
+TASKS = {"default": {"BACKEND": "scheduler.backends.SluiceBackend", "QUEUES": []}}
+
 # Engine defaults; each can be overridden per topic or per consumer.
 SLUICE = {
     "DEFAULT_PARTITIONS": int(os.environ.get("SLUICE_DEFAULT_PARTITIONS", "1")),
@@ -135,6 +142,12 @@ SLUICE = {
     "RETENTION_CHECK_MS": int(os.environ.get("SLUICE_RETENTION_CHECK_MS", "60000")),
     "RETENTION_LOCK_TIMEOUT_MS": int(os.environ.get("SLUICE_RETENTION_LOCK_TIMEOUT_MS", "200")),
     "TOMBSTONE_RETENTION_MS": int(os.environ.get("SLUICE_TOMBSTONE_RETENTION_MS", str(24 * 3600 * 1000))),
+    # Tasks (scheduler/): partitions of a queue's topic when it is created; how long finished tasks
+    # (results, errors, attempts) are kept.
+    "TASK_PARTITIONS": int(os.environ.get("SLUICE_TASK_PARTITIONS", "1")),
+    "TASK_RESULT_TTL_S": int(os.environ.get("SLUICE_TASK_RESULT_TTL_S", str(7 * 24 * 3600))),
+    # A task whose runs were lost with their worker (killed) more often than this fails.
+    "TASK_MAX_LOST": int(os.environ.get("SLUICE_TASK_MAX_LOST", "3")),
 }
 
 # Transactional messaging (outbox/). Named destinations keep broker URLs and credentials out of the

@@ -17,6 +17,7 @@ from queueing.storage import share as storage
 logger = logging.getLogger("sluice.share")
 
 RELEASE, REJECT, FAIL = "release", "reject", "fail"
+ACCEPT = "accept"
 
 
 def configure_group(name, *, lock_duration_ms=None, **policy):
@@ -335,3 +336,43 @@ class ShareConsumer:
 
     def __exit__(self, *exc):
         self.close()
+
+    # Acknowledging inside the caller's transaction ----------------------------------------
+
+    def settle(self, record, fate, *, delay=0.0, error="", traceback=""):
+        """Acknowledge one held record now, in the caller's transaction: ACCEPT it, RELEASE it to be
+        delivered again after delay seconds, or REJECT it to the dead-letter topic.
+
+        Nothing is batched, so what the caller writes beside it (a task's result, say) commits or
+        rolls back with the acknowledgement. Returns False, writing nothing, if the member no longer
+        holds the record (its lock lapsed and it was acquired again): the caller should then roll
+        back its own writes. A release with an error is recorded as a failed attempt.
+        """
+        topic_id, partition, offset, count = item = self._item(record)
+        base = {"group_id": self.group_row.id, "member_id": self.member_id}
+        with transaction.atomic():
+            storage.split(**base, topic_id=topic_id, partition=partition, offsets=[offset])
+            if fate == RELEASE:
+                done = storage.release_deliveries(**base, items=[item], delays_ms=[int(max(0.0, delay) * 1000)])
+                if done and error:
+                    retries.record_attempt(group=self.group, record=record, attempt=count, member_id=self.member_id,
+                                           outcome=models.DeliveryAttempt.Outcome.FAILED, error=error,
+                                           traceback=traceback)
+                return bool(done)
+            if fate not in (ACCEPT, REJECT):
+                raise exceptions.InvalidArgument(reason=f"fate must be {ACCEPT!r}, {RELEASE!r} or {REJECT!r}")
+            done = storage.finish_deliveries(**base, items=[item])
+            if done and fate == REJECT:
+                policy = self._policies[topic_id]
+                reason = error or "rejected"
+                retries.dead_letter(policy=policy, group=self.group, record=record, attempts=count, error=reason)
+                retries.record_attempt(group=self.group, record=record, attempt=count, member_id=self.member_id,
+                                       outcome=models.DeliveryAttempt.Outcome.DEAD_LETTERED, error=reason,
+                                       traceback=traceback)
+            return bool(done)
+
+    def heartbeat(self):
+        """Tell the group this member is alive. poll() does it; a member busy for long between
+        polls (a task worker whose processes are all running) calls it to stay listed."""
+        if self.group_row is not None and not self.closed:
+            self._heartbeat()

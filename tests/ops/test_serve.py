@@ -9,6 +9,7 @@ import pytest
 
 from queueing import models, topics
 from tests.conftest import ROOT
+from tests.sampleapp import tasks as sample_tasks
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -18,6 +19,7 @@ def test_serve_runs_web_and_workers_and_stops_on_sigterm(process_env, manage, tm
     env = {**process_env, "SLUICE_EXTRA_APPS": "tests.sampleapp", "SAMPLE_OUT": str(out),
            "SLUICE_POLL_FALLBACK_MS": "100"}
     topics.create_topic("sample.events", partitions=1)
+    task = sample_tasks.add.enqueue(20, 22)
     serve = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "serve", "127.0.0.1:18765"],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -35,11 +37,13 @@ def test_serve_runs_web_and_workers_and_stops_on_sigterm(process_env, manage, tm
             time.sleep(0.2)
         assert page and "Sluice" in page
         assert sorted(line.split()[2] for line in out.read_text().splitlines()) == ["one", "two"]
+        assert task.wait(timeout=30).return_value == 42
         serve.send_signal(signal.SIGTERM)
         stdout, stderr = serve.communicate(timeout=40)
     finally:
         serve.kill()
     assert serve.returncode == 0, stderr
     assert "started worker sample #1" in stdout and "serve: stopped" in stdout
+    assert "started task worker sample #1" in stdout  # tests.sampleapp's tasks are in queue "sample"
     assert "restart" not in stderr
     assert not models.GroupMember.objects.exists()  # the worker left its group on the way out

@@ -1,5 +1,5 @@
-"""manage.py serve: run the web server, a worker per registered group, and every background loop,
-restarting any that dies, until SIGTERM or Ctrl-C stops them all gracefully."""
+"""manage.py serve: run the web server, a worker per registered group and per task queue, and every
+background loop, restarting any that dies, until SIGTERM or Ctrl-C stops them all gracefully."""
 import signal
 import subprocess
 import sys
@@ -10,6 +10,7 @@ from django.core.management import get_commands
 from django.core.management.base import BaseCommand
 
 from queueing import loops, registry
+from scheduler import tasks
 
 # Background loops other apps provide, started when their command exists: (command, arguments).
 LOOPS = [
@@ -17,6 +18,7 @@ LOOPS = [
     ("delayed", ["run"]),
     ("retention", ["run"]),
     ("halfmessages", ["checkback"]),
+    ("scheduler", []),
 ]
 
 
@@ -37,7 +39,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("addr", nargs="?", default="127.0.0.1:8000", help="web server address (host:port)")
-        parser.add_argument("--workers", type=int, default=1, help="worker processes per registered group")
+        parser.add_argument("--workers", type=int, default=1,
+                            help="worker processes per registered group and per task queue")
         parser.add_argument("--no-web", action="store_true")
 
     def handle(self, *args, addr, workers, no_web, **options):
@@ -48,6 +51,9 @@ class Command(BaseCommand):
         for group in registry.groups():
             for n in range(max(1, workers)):
                 children.append(Child(f"worker {group} #{n + 1}", [*manage, "worker", "--group", group]))
+        for queue in sorted({t.queue for t in tasks.registered().values()}):
+            for n in range(max(1, workers)):
+                children.append(Child(f"task worker {queue} #{n + 1}", [*manage, "worker", "--queue", queue]))
         available = get_commands()
         for command, arguments in LOOPS:
             if command in available:

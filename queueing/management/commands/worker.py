@@ -11,11 +11,14 @@ class Command(EngineCommand):
     help = "Consume for a group, running its registered handlers in offset order per partition."
 
     def add_arguments(self, parser):
-        parser.add_argument("--group", required=True)
+        # Not required by argparse: a command extending this one may offer an alternative to --group.
+        parser.add_argument("--group", help="the consumer or share group whose handlers to run")
         parser.add_argument("--topic", action="append", help="only these of the group's topics (repeatable)")
         parser.add_argument("--max-poll-records", type=positive, default=100, help="records per poll")
 
     def handle(self, *args, group, topic, max_poll_records, **options):
+        if not group:
+            raise CommandError("give --group G", returncode=2)
         logging.getLogger("sluice").setLevel(logging.INFO)
         subscriptions = registry.subscriptions(group)
         if topic:

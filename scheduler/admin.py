@@ -1,0 +1,50 @@
+"""Admin views of tasks and their attempts (read-only), with cancel and retry as actions."""
+from django.contrib import admin, messages
+
+from scheduler import control, exceptions, models
+
+
+class AttemptInline(admin.TabularInline):
+    model = models.TaskAttempt
+    fields = ["number", "worker", "started_at", "ended_at", "outcome", "error_class", "error_message"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(models.TaskResult)
+class TaskResultAdmin(admin.ModelAdmin):
+    list_display = ["id", "task_name", "queue", "state", "attempts", "enqueued_at", "finished_at"]
+    list_filter = ["state", "queue"]
+    search_fields = ["=id", "task_name", "unique_key"]
+    date_hierarchy = "enqueued_at"
+    inlines = [AttemptInline]
+    actions = ["cancel", "retry"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False  # tasks are enqueued by code
+
+    @admin.action(description="Cancel selected tasks (those not started)", permissions=["change"])
+    def cancel(self, request, queryset):
+        self._each(request, queryset, control.cancel, "cancelled")
+
+    @admin.action(description="Retry selected tasks (failed or cancelled) now", permissions=["change"])
+    def retry(self, request, queryset):
+        self._each(request, queryset, control.retry, "queued again")
+
+    def _each(self, request, queryset, action, done):
+        count = 0
+        for task_id in queryset.values_list("id", flat=True):
+            try:
+                action(task_id)
+                count += 1
+            except exceptions.SchedulerError as error:
+                self.message_user(request, str(error), messages.WARNING)
+        if count:
+            self.message_user(request, f"{count} task(s) {done}.", messages.SUCCESS)
+
+
+from scheduler import schedules_admin  # noqa: E402,F401  (periodic schedules' admin)

@@ -1,0 +1,73 @@
+"""Operators' actions on tasks: cancel one that has not started, run a failed one again, prune old results."""
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models.functions import Now
+
+from queueing import delayed, exceptions as engine_exceptions
+from scheduler import exceptions, models, results, storage, tasks
+
+PRUNE_BATCH = 1000
+
+
+def cancel(task_id):
+    """Cancel a queued, scheduled or retrying task: it will never start. Return its Result.
+
+    A worker that acquires the task's record later finds it cancelled and skips it; a scheduled
+    task's delayed record is removed too. Raises TaskNotFound, NotCancellable (running or finished).
+    """
+    with transaction.atomic():
+        row = _locked(task_id)
+        if row.state not in (models.State.QUEUED, models.State.SCHEDULED, models.State.RETRYING):
+            raise exceptions.NotCancellable(id=task_id, state=row.state)
+        if row.delayed_id is not None:
+            try:
+                delayed.cancel(row.delayed_id)
+            except engine_exceptions.DelayedRecordNotFound:
+                pass  # already in the log: the worker skips it
+        row.state, row.delayed_id = models.State.CANCELLED, None
+        row.save(update_fields=["state", "delayed_id"])
+        models.TaskResult.objects.filter(id=row.id).update(finished_at=Now())
+    return results.get(task_id)
+
+
+def retry(task_id):
+    """Enqueue a failed or cancelled task again, now, with its attempts counted afresh. Return its
+    Result. Raises TaskNotFound, NotRetryable, AlreadyEnqueued (its unique key is taken again)."""
+    with transaction.atomic():
+        row = _locked(task_id)
+        if row.state not in (models.State.FAILED, models.State.CANCELLED):
+            raise exceptions.NotRetryable(id=task_id, state=row.state)
+        info = tasks.ensure_queue(row.queue)
+        # A new generation: a record of the task still in the log (a cancelled task's, not yet
+        # skipped) is then skipped by the worker, so the task cannot run twice at once.
+        row.generation += 1
+        try:
+            with transaction.atomic():
+                models.TaskResult.objects.filter(id=row.id).update(
+                    state=models.State.QUEUED, generation=row.generation, failures=0, lost=0, finished_at=None,
+                    eta=None)
+        except IntegrityError:
+            raise exceptions.AlreadyEnqueued(unique_key=row.unique_key) from None
+        tasks.send_records(info, [row], None)
+    return results.get(task_id)
+
+
+def prune(*, keep_s=None, limit=PRUNE_BATCH):
+    """Delete tasks finished longer ago than keep_s seconds (default SLUICE["TASK_RESULT_TTL_S"]),
+    in batches of limit, each its own short transaction; return how many went."""
+    keep_s = settings.SLUICE["TASK_RESULT_TTL_S"] if keep_s is None else keep_s
+    total = 0
+    while True:
+        with transaction.atomic():
+            gone = storage.prune_results(keep_s=keep_s, limit=limit)
+        total += gone
+        if gone < limit:
+            return total
+
+
+def _locked(task_id):
+    try:
+        return models.TaskResult.objects.select_for_update().get(id=task_id)
+    except (models.TaskResult.DoesNotExist, ValidationError, ValueError):
+        raise exceptions.TaskNotFound(id=task_id) from None

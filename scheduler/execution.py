@@ -1,0 +1,133 @@
+"""The child process a worker runs tasks in, one at a time: it runs what the worker sends it and
+sends back the return value or the error. A process, so a hard time limit can kill it."""
+import ctypes
+import dataclasses
+import importlib
+import os
+import signal
+import sys
+import traceback
+
+OK, ERROR = "ok", "error"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Job:
+    """What the worker sends a child: one run of a task."""
+
+    task_id: str
+    name: str
+    args: list
+    kwargs: dict
+    attempt: int
+
+
+class TaskContext:
+    """Given first to a task defined with takes_context=True."""
+
+    def __init__(self, task_id, attempt):
+        self.task_id = task_id
+        self.attempt = attempt
+
+    def progress(self, current, total=None, message=""):
+        """Record how far the task is (readable from any process while it runs)."""
+        from scheduler import models
+
+        models.TaskResult.objects.filter(id=self.task_id, state=models.State.RUNNING).update(
+            progress_current=current, progress_total=total, progress_message=str(message)[:10_000]
+        )
+
+
+def error_class_path(error):
+    kind = type(error)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def run(job, *, soft_time_limit=None):
+    """Run one job here; return (OK, value) or (ERROR, class path, message, traceback, retryable,
+    countdown). The task's definition decides which errors are retried."""
+    from scheduler import exceptions, tasks
+
+    try:
+        definition = tasks.get(job.name)
+    except exceptions.TaskNotRegistered as error:
+        return ERROR, error_class_path(error), str(error), "", False, None
+    args = ([_context(definition, job)] if definition.takes_context else []) + list(job.args)
+    if soft_time_limit:
+        signal.signal(signal.SIGALRM, _soft_limit_reached)
+        signal.setitimer(signal.ITIMER_REAL, soft_time_limit)
+    try:
+        try:
+            value = definition.func(*args, **job.kwargs)
+        finally:
+            if soft_time_limit:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        tasks.check_json(value, what="return value", task=job.name)
+        return OK, value
+    except exceptions.Retry as request:
+        return ERROR, error_class_path(request), str(request), traceback.format_exc(), True, request.countdown
+    except Exception as error:  # noqa: BLE001 - any failure of a task is reported, never raised
+        return (ERROR, error_class_path(error), str(error)[:10_000], traceback.format_exc()[-50_000:],
+                definition.retry.retries(error), None)
+
+
+def _context(definition, job):
+    """A Sluice TaskContext, or Django's (its task_result read back) for a django.tasks task."""
+    if definition.django_task is None:
+        return TaskContext(job.task_id, job.attempt)
+    from django.tasks.base import TaskContext as DjangoContext
+
+    return DjangoContext(task_result=definition.django_task.get_backend().get_result(job.task_id))
+
+
+def _soft_limit_reached(signum, frame):
+    from scheduler import exceptions
+
+    raise exceptions.SoftTimeLimitExceeded("the task ran past its soft time limit")
+
+
+def _die_with_parent():
+    """Ask Linux to SIGKILL this process when the worker that started it dies (a SIGKILLed worker
+    must not leave a task running beside its redelivery)."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before the request took
+            os._exit(1)
+
+
+def serve(conn, database_name, modules):
+    """The child's main loop: set up Django on the worker's database, then run jobs until told to stop.
+
+    Signals are the worker's business: SIGTERM and SIGINT (a terminal's Ctrl-C reaches the whole
+    process group) are ignored here, and the worker decides when a child stops or is killed.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+    from django.conf import settings
+
+    # The worker's database, whatever the environment says (a test database, say); set before
+    # anything connects.
+    settings.DATABASES["default"]["NAME"] = database_name
+    django.setup()
+    from django.db import close_old_connections
+
+    for module in modules:
+        importlib.import_module(module)
+    from scheduler import tasks
+
+    tasks.discover()
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        job, soft_time_limit = message
+        conn.send(run(job, soft_time_limit=soft_time_limit))
+        close_old_connections()

@@ -1,0 +1,85 @@
+"""manage.py tasks list|show|cancel|retry|prune: look at tasks and act on them."""
+from outbox import retention
+from queueing.management.base import EngineCommand, positive
+from scheduler import control, models, results, selectors
+
+
+def when(value):
+    return None if value is None else value.isoformat(timespec="seconds")
+
+
+class Command(EngineCommand):
+    help = "List tasks, show one with its attempts, cancel one not yet started, retry a failed one, prune old ones."
+
+    def add_arguments(self, parser):
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{list,show,cancel,retry,prune}")
+        listing = actions.add_parser("list", help="tasks, newest first")
+        listing.add_argument("--queue")
+        listing.add_argument("--state", choices=models.State.values)
+        listing.add_argument("--task", help="a task name")
+        listing.add_argument("--limit", type=positive, default=50)
+        for name, text in (("show", "a task's state, result, error and attempts"),
+                           ("cancel", "cancel a queued, scheduled or retrying task: it will never start"),
+                           ("retry", "enqueue a failed or cancelled task again, now")):
+            actions.add_parser(name, help=text).add_argument("id")
+        prune = actions.add_parser("prune", help="delete tasks finished longer ago than --older-than")
+        prune.add_argument("--older-than", metavar="AGE",
+                           help="7d, 12h, 30m or ISO 8601 (P7D); default SLUICE_TASK_RESULT_TTL_S, 7 days")
+
+    def handle(self, *args, action, **options):
+        getattr(self, f"do_{action}")(**options)
+
+    def do_list(self, *, queue, state, task, limit, **options):
+        total, rows = selectors.task_list(queue=queue, state=state, task_name=task, limit=limit)
+        self.table(
+            ["ID", "TASK", "QUEUE", "STATE", "ATTEMPTS", "ENQUEUED", "FINISHED"],
+            [[r.id, r.task_name, r.queue, results.Result(r).state, r.attempts, when(r.enqueued_at),
+              when(r.finished_at)] for r in rows],
+        )
+        self.stdout.write(f"{total} task(s){'' if total <= limit else f'; newest {limit} shown'}.")
+
+    def do_show(self, *, id, **options):
+        result = results.get(id)
+        row = result.row
+        fields = [("id", row.id), ("task", row.task_name), ("queue", row.queue), ("state", result.state),
+                  ("args", row.args), ("kwargs", row.kwargs), ("unique key", row.unique_key),
+                  ("enqueued", when(row.enqueued_at)), ("eta", when(row.eta)), ("started", when(row.started_at)),
+                  ("finished", when(row.finished_at)), ("attempts", row.attempts), ("failures", row.failures),
+                  ("lost", row.lost)]
+        if result.progress:
+            current, total, message = result.progress
+            fields.append(("progress", f"{current}/{'-' if total is None else total} {message}".rstrip()))
+        if row.state == models.State.SUCCEEDED:
+            fields.append(("result", row.return_value))
+        if result.error:
+            fields.append(("error", f"{row.error_class}: {row.error_message}"))
+        width = max(len(name) for name, _ in fields)
+        for name, value in fields:
+            self.stdout.write(f"{name.ljust(width)}  {'-' if value is None else value}")
+        attempts = result.attempts()
+        if attempts:
+            self.stdout.write("")
+            self.table(["ATTEMPT", "WORKER", "STARTED", "ENDED", "OUTCOME", "ERROR"],
+                       [[a.number, a.worker, when(a.started_at), when(a.ended_at), a.outcome,
+                         f"{a.error_class}: {a.error_message}" if a.error_class else None] for a in attempts])
+        if row.traceback:
+            self.stdout.write("")
+            self.stdout.write(row.traceback.rstrip())
+
+    def do_cancel(self, *, id, **options):
+        control.cancel(id)
+        self.stdout.write(f"Cancelled task {id}.")
+
+    def do_retry(self, *, id, **options):
+        control.retry(id)
+        self.stdout.write(f"Task {id} is queued again.")
+
+    def do_prune(self, *, older_than, **options):
+        from django.conf import settings
+
+        seconds = settings.SLUICE["TASK_RESULT_TTL_S"] if older_than is None else retention.parse_age(older_than)
+        if not seconds:
+            self.stdout.write("Keep forever (0): nothing pruned.")
+            return
+        total = control.prune(keep_s=seconds)
+        self.stdout.write(f"Pruned {total} finished task(s) older than {older_than or f'{seconds:g}s'}.")

@@ -1,0 +1,167 @@
+"""Tables of the task layer: a row per task (its state, result and progress) and one per attempt."""
+import uuid
+
+from django.db import models
+from django.db.models.functions import Now
+
+
+class State(models.TextChoices):
+    QUEUED = "queued", "queued"
+    SCHEDULED = "scheduled", "scheduled (waiting for its ETA)"
+    RUNNING = "running", "running"
+    RETRYING = "retrying", "retrying (waiting for its back-off)"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+
+
+# A task in one of these has a record in the log (or waiting to enter it) that a worker will acquire.
+ACTIVE = (State.QUEUED, State.SCHEDULED, State.RETRYING, State.RUNNING)
+FINISHED = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+
+
+class TaskResult(models.Model):
+    """One task: what to run, where it is in its life, and what came of it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    task_name = models.CharField(max_length=255)
+    queue = models.CharField(max_length=200)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    state = models.CharField(max_length=16, choices=State.choices)
+    unique_key = models.CharField(max_length=255, null=True, blank=True)
+    enqueued_at = models.DateTimeField(db_default=Now())
+    eta = models.DateTimeField(null=True, blank=True, help_text="when a scheduled or retrying task is due")
+    delayed_id = models.BigIntegerField(null=True, blank=True, help_text="its delayed record while scheduled")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    generation = models.IntegerField(
+        default=1, help_text="which enqueue of the task its record belongs to (a retry by hand sends a new one)"
+    )
+    attempts = models.IntegerField(default=0, help_text="runs started")
+    failures = models.IntegerField(default=0, help_text="runs that failed, since it was enqueued or retried by hand")
+    lost = models.IntegerField(default=0, help_text="runs lost with their worker (killed), counted apart")
+    worker = models.CharField(max_length=255, blank=True)
+    return_value = models.JSONField(null=True, blank=True)
+    error_class = models.CharField(max_length=255, blank=True)
+    error_message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    progress_current = models.BigIntegerField(null=True, blank=True)
+    progress_total = models.BigIntegerField(null=True, blank=True)
+    progress_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-enqueued_at"]
+        indexes = [
+            models.Index(fields=["queue", "state"], name="task_queue_state"),
+            models.Index(fields=["enqueued_at"], name="task_enqueued"),
+            # Pruning reads finished tasks oldest first.
+            models.Index(fields=["finished_at"], name="task_finished", condition=models.Q(finished_at__isnull=False)),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["unique_key"], name="task_unique_key_active",
+                condition=models.Q(unique_key__isnull=False, state__in=[s.value for s in ACTIVE]),
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.task_name}[{self.id}]"
+
+
+class TaskAttempt(models.Model):
+    """One run of a task by a worker: when, where, and how it ended."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        LOST = "lost", "lost (its worker died)"
+        INTERRUPTED = "interrupted", "interrupted (handed back at shutdown)"
+
+    task = models.ForeignKey(TaskResult, on_delete=models.CASCADE, related_name="attempt_rows")
+    number = models.IntegerField()
+    worker = models.CharField(max_length=255)
+    started_at = models.DateTimeField(db_default=Now())
+    ended_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    error_class = models.CharField(max_length=255, blank=True)
+    error_message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["task", "number", "id"]
+
+
+# Periodic schedules (scheduler/schedules.py): what fires when, and one row per fired tick.
+
+
+class Schedule(models.Model):
+    """A task to enqueue periodically: by a cron expression, every fixed interval, or once, in a time zone."""
+
+    class Kind(models.TextChoices):
+        CRON = "cron", "cron expression"
+        INTERVAL = "interval", "fixed interval"
+        ONCE = "once", "once, at a time"
+
+    class CatchUp(models.TextChoices):
+        SKIP = "skip", "skip missed ticks"
+        ONCE = "once", "run once for all missed ticks"
+        ALL = "all", "run each missed tick (the latest catch_up_limit)"
+
+    class Source(models.TextChoices):
+        CODE = "code", "declared in code"
+        DATABASE = "database", "created in the database"
+
+    name = models.CharField(max_length=200, unique=True)
+    task_name = models.CharField(max_length=255)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    cron = models.CharField(max_length=200, blank=True, help_text="five fields, or six with seconds first")
+    interval = models.DurationField(null=True, blank=True)
+    at = models.DateTimeField(null=True, blank=True, help_text="a one-off schedule's time; an interval's first tick")
+    timezone = models.CharField(max_length=64, default="UTC", help_text="an IANA time zone")
+    enabled = models.BooleanField(default=True)
+    catch_up = models.CharField(max_length=8, choices=CatchUp.choices, default=CatchUp.ONCE)
+    catch_up_limit = models.IntegerField(default=10, help_text="with catch_up=all: at most this many missed ticks run")
+    tick_kwarg = models.CharField(max_length=100, blank=True,
+                                  help_text="if set, the task gets its tick's time (ISO 8601, UTC) in this keyword argument")
+    next_run_at = models.DateTimeField(null=True, blank=True, help_text="the next tick, in UTC; none when done")
+    last_tick_at = models.DateTimeField(null=True, blank=True)
+    last_task_id = models.UUIDField(null=True, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.DATABASE)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [
+            # The scheduler claims due schedules by next_run_at among the enabled ones.
+            models.Index(fields=["next_run_at"], name="schedule_due", condition=models.Q(enabled=True)),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class ScheduleTick(models.Model):
+    """One fired tick of a schedule and the task it enqueued; unique per (schedule, tick time), so
+    a tick can never be fired twice whatever the number of schedulers."""
+
+    class Trigger(models.TextChoices):
+        SCHEDULED = "scheduled", "on time"
+        CATCH_UP = "catch-up", "caught up after downtime"
+        MANUAL = "manual", "run now, by hand"
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="ticks")
+    tick_at = models.DateTimeField()
+    fired_at = models.DateTimeField(db_default=Now())
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    missed = models.IntegerField(default=0, help_text="earlier missed ticks this one stands for (or skipped)")
+    task_id = models.UUIDField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text="why no task was enqueued")
+
+    class Meta:
+        ordering = ["schedule", "-tick_at"]
+        constraints = [models.UniqueConstraint(fields=["schedule", "tick_at"], name="schedule_tick_once")]

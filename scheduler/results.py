@@ -1,0 +1,90 @@
+"""Read a task's state and result from any process: a handle over its row."""
+import time
+
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from scheduler import exceptions, models
+
+
+def get(task_id):
+    """The Result of a task by id; raise TaskNotFound."""
+    try:
+        return Result(models.TaskResult.objects.get(id=task_id))
+    except (models.TaskResult.DoesNotExist, ValidationError, ValueError):
+        raise exceptions.TaskNotFound(id=task_id) from None
+
+
+class Result:
+    """A task's state as last read; refresh() reads it again, wait() until it is finished."""
+
+    def __init__(self, row):
+        self._row = row
+
+    @property
+    def id(self):
+        return self._row.id
+
+    @property
+    def row(self):
+        return self._row
+
+    @property
+    def state(self):
+        """The state; a scheduled task whose time has come reads as queued (its record is due)."""
+        row = self._row
+        if row.state == models.State.SCHEDULED and row.eta is not None and row.eta <= timezone.now():
+            return models.State.QUEUED
+        return models.State(row.state)
+
+    @property
+    def finished(self):
+        return self._row.state in models.FINISHED
+
+    @property
+    def return_value(self):
+        """What the task returned; raise ValueError if it has not succeeded."""
+        if self._row.state != models.State.SUCCEEDED:
+            raise ValueError(f"task {self.id} is {self._row.state}, it has no return value")
+        return self._row.return_value
+
+    @property
+    def error(self):
+        """(exception class path, message, traceback) of the last failure, or None."""
+        row = self._row
+        return (row.error_class, row.error_message, row.traceback) if row.error_class else None
+
+    @property
+    def progress(self):
+        """(current, total, message) as the task last reported it, or None."""
+        row = self._row
+        if row.progress_current is None and not row.progress_message:
+            return None
+        return row.progress_current, row.progress_total, row.progress_message
+
+    def attempts(self):
+        """Every run so far (TaskAttempt rows), oldest first."""
+        return list(models.TaskAttempt.objects.filter(task_id=self.id).order_by("number", "id"))
+
+    def refresh(self):
+        try:
+            self._row = models.TaskResult.objects.get(id=self.id)
+        except models.TaskResult.DoesNotExist:
+            raise exceptions.TaskNotFound(id=self.id) from None
+        return self
+
+    def wait(self, timeout):
+        """Read the row until the task is finished (succeeded, failed or cancelled), at most timeout
+        seconds; return self, or raise ResultTimeout. Reads back off from 20 ms to half a second."""
+        deadline = time.monotonic() + timeout
+        pause = 0.02
+        while not self.refresh().finished:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise exceptions.ResultTimeout(id=self.id, timeout=timeout, state=self.state)
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.5)
+        return self
+
+    def __repr__(self):
+        return f"<Result {self._row.task_name}[{self.id}] {self._row.state}>"

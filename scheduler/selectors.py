@@ -1,0 +1,14 @@
+"""Read use-cases of the task layer, for commands and (later) the console and the API."""
+from scheduler import models
+
+
+def task_list(*, queue=None, state=None, task_name=None, limit=50):
+    """(total, newest tasks first up to limit) matching the filters."""
+    rows = models.TaskResult.objects.order_by("-enqueued_at", "id")
+    if queue:
+        rows = rows.filter(queue=queue)
+    if state:
+        rows = rows.filter(state=state)
+    if task_name:
+        rows = rows.filter(task_name=task_name)
+    return rows.count(), list(rows[:limit])

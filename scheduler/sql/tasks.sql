@@ -1,0 +1,30 @@
+-- The task layer's raw SQL. Each section is run by the storage function of the same name in
+-- scheduler/storage.py.
+
+-- name: prune_results --
+-- Delete up to %(limit)s tasks finished more than %(keep_s)s seconds ago, oldest first, with their
+-- attempts. Batches keep each transaction short; SKIP LOCKED passes over rows a reader is changing
+-- (a retry by hand), and the partial index on finished_at finds the oldest without a scan.
+WITH doomed AS (
+    SELECT id FROM scheduler_taskresult
+     WHERE finished_at < now() - %(keep_s)s * interval '1 second'
+     ORDER BY finished_at
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+), attempts AS (
+    DELETE FROM scheduler_taskattempt a USING doomed WHERE a.task_id = doomed.id
+)
+DELETE FROM scheduler_taskresult t USING doomed WHERE t.id = doomed.id
+
+-- name: copy_results --
+-- Write many tasks in one COPY (enqueue_many past COPY_FROM tasks): Django's bulk INSERT spends most
+-- of a big batch building its statement. Every NOT NULL column is given: the model's Python
+-- defaults are not column defaults.
+COPY scheduler_taskresult (id, task_name, queue, args, kwargs, state, unique_key, enqueued_at, eta,
+                           generation, attempts, failures, lost, worker, error_class, error_message,
+                           traceback, progress_message)
+FROM STDIN
+
+-- name: transaction_now --
+-- The transaction's start time, the enqueued_at of tasks written together.
+SELECT now()

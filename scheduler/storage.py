@@ -1,0 +1,58 @@
+"""The only module of the task layer that runs raw SQL, on Django's connection (so it joins the
+caller's transaction)."""
+from django.db import connection
+from psycopg.types.json import Jsonb
+
+from scheduler.sql import queries
+
+COPY_FROM = 64  # enqueue_many writes this many tasks or more with COPY, fewer with one INSERT
+
+
+def prune_results(*, keep_s, limit):
+    """Delete up to limit tasks finished more than keep_s seconds ago; return how many went."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries["prune_results"], {"keep_s": keep_s, "limit": limit})
+        return cursor.rowcount
+
+
+def copy_results(rows):
+    """Write new TaskResult rows with COPY, in the caller's transaction; set their enqueued_at."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries["transaction_now"])
+        now = cursor.fetchone()[0]
+        with connection.wrap_database_errors, cursor.cursor.copy(queries["copy_results"]) as copy:
+            for row in rows:
+                row.enqueued_at = now
+                copy.write_row((row.id, row.task_name, row.queue, Jsonb(row.args), Jsonb(row.kwargs), row.state,
+                                row.unique_key, now, row.eta, row.generation, 0, 0, 0, "", "", "", "", ""))
+
+
+def claim_due_schedules(*, limit):
+    """Lock up to limit due schedules in the caller's transaction; return (their ids, its now())."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries["claim_due_schedules"], {"limit": limit})
+        rows = cursor.fetchall()
+    return [r[0] for r in rows], (rows[0][1] if rows else None)
+
+
+def insert_tick(*, schedule_id, tick_at, trigger, missed):
+    """Record a tick in the caller's transaction; return its id, or None if it was fired already."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries["insert_tick"], {"schedule_id": schedule_id, "tick_at": tick_at, "trigger": trigger,
+                                                "missed": missed})
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def seconds_to_next_tick():
+    """Seconds until the earliest enabled schedule is due (negative: overdue); None if none is."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries["seconds_to_next_tick"])
+        return cursor.fetchone()[0]
+
+
+def prune_ticks(*, keep_s, limit):
+    """Delete up to limit old tick records (each schedule keeps its last); return how many went."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries["prune_ticks"], {"keep_s": keep_s, "limit": limit})
+        return cursor.rowcount

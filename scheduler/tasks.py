@@ -1,0 +1,293 @@
+"""Define tasks with @task and enqueue them: a task queue is a topic, an enqueue is a record in it
+(a delayed record for a countdown or an ETA) written with the task's row in one transaction."""
+import dataclasses
+import datetime
+import math
+import re
+import uuid
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.module_loading import autodiscover_modules, import_string
+
+from queueing import delayed, exceptions as engine_exceptions, producer, retries, topics
+from scheduler import exceptions, models, storage
+
+TOPIC_PREFIX = "tasks."
+MAX_ATTEMPTS_LIMIT = 1000  # the engine's largest delivery limit: a task group's own limit is set to it
+_registry: dict[str, "Task"] = {}
+
+
+def topic_for(queue):
+    """The topic (and share group) of a queue."""
+    return TOPIC_PREFIX + queue
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How a failed task is retried: up to max_attempts runs in all, for the exceptions in retry_on,
+    after exponential back-off with jitter (backoff_base_s doubling up to backoff_max_s) or fixed
+    levels (backoff_levels_s, the last one repeating)."""
+
+    max_attempts: int = 1
+    retry_on: tuple = (Exception,)
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 600.0
+    backoff_levels_s: tuple = ()
+
+    def __post_init__(self):
+        if not isinstance(self.max_attempts, int) or not 1 <= self.max_attempts <= MAX_ATTEMPTS_LIMIT:
+            raise exceptions.InvalidTask(reason=f"max_attempts must be 1 to {MAX_ATTEMPTS_LIMIT}")
+        if not all(isinstance(c, type) and issubclass(c, BaseException) for c in self.retry_on):
+            raise exceptions.InvalidTask(reason="retry_on must be a tuple of exception classes")
+        for value in (self.backoff_base_s, self.backoff_max_s, *self.backoff_levels_s):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 366 * 86400:
+                raise exceptions.InvalidTask(reason=f"back-off delays are seconds from 0 to a year, not {value!r}")
+
+    def delay(self, attempt):
+        """Seconds to wait before the run after failed attempt number attempt (1-based)."""
+        policy = retries.Policy(
+            delivery_limit=self.max_attempts, backoff="levels" if self.backoff_levels_s else "exponential",
+            backoff_base_ms=max(1, int(self.backoff_base_s * 1000)), backoff_max_ms=max(1, int(self.backoff_max_s * 1000)),
+            backoff_levels_ms=tuple(int(s * 1000) for s in self.backoff_levels_s), dead_letter_topic="",
+        )
+        return policy.delay_ms(attempt) / 1000
+
+    def retries(self, error):
+        return isinstance(error, self.retry_on)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Task:
+    """A registered task. Call enqueue(*args, **kwargs); using(...) overrides options for one call."""
+
+    name: str
+    func: object
+    queue: str = "default"
+    retry: RetryPolicy = RetryPolicy()
+    soft_time_limit: float | None = None
+    hard_time_limit: float | None = None
+    unique_key: object = None  # a string, or a function of (args, kwargs) returning one (or None)
+    takes_context: bool = False
+    countdown: float | None = None
+    eta: datetime.datetime | None = None
+    django_task: object = None  # the django.tasks Task this definition was made from, if any
+
+    @property
+    def module(self):
+        return self.func.__module__
+
+    def __call__(self, *args, **kwargs):
+        """Run the function here and now, as a plain call (no worker, no result row)."""
+        return self.func(*args, **kwargs)
+
+    def using(self, *, queue=None, countdown=None, eta=None, unique_key=None):
+        """Return this task with options changed for the enqueues made through it."""
+        changes = {k: v for k, v in (("queue", queue), ("countdown", countdown), ("eta", eta),
+                                     ("unique_key", unique_key)) if v is not None}
+        if "queue" in changes:
+            check_queue(changes["queue"])
+        return dataclasses.replace(self, **changes)
+
+    def enqueue(self, *args, **kwargs):
+        """Enqueue one run; return its Result handle.
+
+        Commits with the caller's transaction when there is one. Raises NotJSON for arguments that
+        are not JSON, AlreadyEnqueued when the unique key is taken by a task still to finish.
+        """
+        return self.enqueue_many([(args, kwargs)])[0]
+
+    def enqueue_many(self, calls):
+        """Enqueue many runs at once: calls are (args, kwargs) pairs. One INSERT of the rows and one
+        append per partition, in one transaction (the caller's, if any). Returns their Results."""
+        from scheduler import results
+
+        calls = [(list(a), dict(k)) for a, k in calls]
+        for args, kwargs in calls:
+            check_json(args, what="arguments", task=self.name)
+            check_json(kwargs, what="arguments", task=self.name)
+        due = self._due()
+        rows = [
+            models.TaskResult(
+                id=uuid.uuid4(), task_name=self.name, queue=self.queue, args=args, kwargs=kwargs,
+                state=models.State.SCHEDULED if due else models.State.QUEUED, eta=due,
+                unique_key=self._unique_key(args, kwargs),
+            )
+            for args, kwargs in calls
+        ]
+        if not rows:
+            return []
+        info = ensure_queue(self.queue)
+        try:
+            with transaction.atomic():
+                if len(rows) >= storage.COPY_FROM:
+                    storage.copy_results(rows)
+                else:
+                    models.TaskResult.objects.bulk_create(rows)
+                send_records(info, rows, due)
+        except IntegrityError as error:
+            if "task_unique_key_active" in str(error):
+                raise exceptions.AlreadyEnqueued(unique_key=_taken_key(error, rows)) from None
+            raise
+        return [results.Result(row) for row in rows]
+
+    def _due(self):
+        if self.countdown is not None and self.eta is not None:
+            raise exceptions.InvalidTask(reason="give a countdown or an eta, not both")
+        try:
+            if self.countdown is not None:
+                return delayed.deliver_at_for(delay=self.countdown) if self.countdown > 0 else None
+            if self.eta is not None:
+                return self.eta if self.eta > timezone.now() else None
+        except engine_exceptions.InvalidArgument as error:
+            raise exceptions.InvalidTask(reason=error.data.get("reason", str(error))) from None
+        except TypeError:
+            raise exceptions.InvalidTask(reason="countdown is seconds; eta an aware datetime") from None
+        return None
+
+    def _unique_key(self, args, kwargs):
+        key = self.unique_key(args, kwargs) if callable(self.unique_key) else self.unique_key
+        if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 255):
+            raise exceptions.InvalidTask(reason="a unique key is a string of 1 to 255 characters")
+        return key
+
+
+def _taken_key(error, rows):
+    """The unique key PostgreSQL found taken ("Key (unique_key)=(k) already exists.")."""
+    detail = getattr(getattr(error.__cause__, "diag", None), "message_detail", None) or ""
+    match = re.match(r"Key \(unique_key\)=\((?P<key>.*)\) already exists", detail)
+    if match:
+        return match["key"]
+    return next((r.unique_key for r in rows if r.unique_key), None)
+
+
+def send_records(info, rows, due):
+    """Append one record per task (its id) to the queue's topic, or schedule it for its due time."""
+    values = [{"id": str(row.id), "task": row.task_name, "generation": row.generation} for row in rows]
+    if due is None:
+        producer.send_batch(info.name, values)
+        return
+    waiting = producer.send_batch(info.name, values, deliver_at=due)
+    for row, meta in zip(rows, waiting):
+        row.delayed_id = meta.id
+    models.TaskResult.objects.bulk_update(rows, ["delayed_id"])
+
+
+def ensure_queue(queue):
+    """Return the TopicInfo of a queue's topic, creating the topic on first use."""
+    name = topic_for(queue)
+    try:
+        return topics.cached_topic(name)
+    except engine_exceptions.TopicNotFound:
+        try:
+            with transaction.atomic():
+                return topics.create_topic(name, partitions=settings.SLUICE.get("TASK_PARTITIONS", 1))
+        except engine_exceptions.TopicExists:
+            return topics.get_topic(name)
+
+
+def check_json(value, *, what, task):
+    """Raise NotJSON unless value is made of dicts with string keys, lists, tuples, strings, finite
+    numbers, booleans and None (what json round-trips without changing meaning)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if item is None or isinstance(item, (str, bool, int)):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise exceptions.NotJSON(what=what, task=task, reason=f"{item!r} is not a finite number")
+            continue
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+            continue
+        if isinstance(item, dict):
+            bad = [k for k in item if not isinstance(k, str)]
+            if bad:
+                raise exceptions.NotJSON(what=what, task=task, reason=f"the key {bad[0]!r} is not a string")
+            stack.extend(item.values())
+            continue
+        raise exceptions.NotJSON(what=what, task=task, reason=f"{type(item).__name__} {item!r:.80} is not JSON")
+
+
+def check_queue(queue):
+    if not isinstance(queue, str):
+        raise exceptions.InvalidTask(reason="a queue name is a string")
+    try:
+        topics.validate_name(topic_for(queue))
+    except engine_exceptions.InvalidTopicName:
+        raise exceptions.InvalidTask(reason=f"invalid queue name {queue!r}: use a-z, A-Z, 0-9, '.', '_' and '-'") from None
+
+
+def task(function=None, *, name=None, queue="default", max_attempts=1, retry_on=(Exception,), backoff_base_s=1.0,
+         backoff_max_s=600.0, backoff_levels_s=(), soft_time_limit=None, hard_time_limit=None, unique_key=None,
+         takes_context=False):
+    """Register a function as a task: `@task` or `@task(queue="emails", max_attempts=5)`.
+
+    name defaults to the function's dotted path. The worker runs it in a child process; a failure
+    in retry_on is retried up to max_attempts runs in all, after the back-off. soft_time_limit
+    raises SoftTimeLimitExceeded inside the task; hard_time_limit (seconds) kills the process
+    running it. With takes_context=True the function gets a TaskContext first (its id, attempt,
+    and progress()).
+    """
+    def register(func):
+        check_queue(queue)
+        for limit in (soft_time_limit, hard_time_limit):
+            if limit is not None and (not isinstance(limit, (int, float)) or limit <= 0):
+                raise exceptions.InvalidTask(reason="time limits are positive numbers of seconds")
+        if not (unique_key is None or isinstance(unique_key, str) or callable(unique_key)):
+            raise exceptions.InvalidTask(reason="unique_key is a string or a function of (args, kwargs)")
+        definition = Task(
+            name=name or f"{func.__module__}.{func.__qualname__}", func=func, queue=queue,
+            retry=RetryPolicy(max_attempts=max_attempts, retry_on=tuple(retry_on), backoff_base_s=backoff_base_s,
+                              backoff_max_s=backoff_max_s, backoff_levels_s=tuple(backoff_levels_s)),
+            soft_time_limit=soft_time_limit, hard_time_limit=hard_time_limit, unique_key=unique_key,
+            takes_context=takes_context,
+        )
+        if len(definition.name) > 255:
+            raise exceptions.InvalidTask(reason="a task name has at most 255 characters")
+        known = _registry.get(definition.name)
+        if known is not None and known.module != definition.module:
+            raise exceptions.InvalidTask(reason=f"task {definition.name!r} is defined twice")
+        _registry[definition.name] = definition
+        return definition
+
+    return register(function) if function is not None else register
+
+
+def discover():
+    autodiscover_modules("tasks")
+
+
+def get(name):
+    """The registered task of that name, or the Django task (django.tasks) at that dotted path;
+    raise TaskNotRegistered."""
+    try:
+        return _registry[name]
+    except KeyError:
+        discover()
+    if name not in _registry:
+        found = _django_task(name)
+        if found is None:
+            raise exceptions.TaskNotRegistered(name=name)
+        _registry[name] = Task(name=name, func=found.func, queue=found.queue_name,
+                               takes_context=found.takes_context, django_task=found)
+    return _registry[name]
+
+
+def _django_task(path):
+    """The django.tasks Task at a dotted path (a module's decorated function), or None."""
+    from django.tasks import Task as DjangoTask
+
+    try:
+        found = import_string(path)
+    except ImportError:
+        return None
+    return found if isinstance(found, DjangoTask) else None
+
+
+def registered(queue=None):
+    """The registered tasks (of one queue), by name."""
+    discover()
+    return {n: t for n, t in _registry.items() if queue is None or t.queue == queue}

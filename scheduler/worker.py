@@ -1,0 +1,365 @@
+"""The task worker: a share-group member of a queue's topic that runs tasks in child processes and
+writes each task's outcome in the transaction that acknowledges its record."""
+import dataclasses
+import datetime
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import socket
+import time
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from queueing import loops, share
+from scheduler import control, exceptions, execution, models, tasks
+
+logger = logging.getLogger("sluice.tasks")
+PRUNE_EVERY_S = 600
+
+
+class LockLost(Exception):
+    """The record's lock lapsed and it was acquired again: this worker's outcome must not count."""
+
+
+@dataclasses.dataclass(kw_only=True)
+class Running:
+    record: object
+    job: execution.Job
+    definition: object
+    started: float
+    hard_deadline: float | None
+
+
+class Slot:
+    """One child process that runs tasks one at a time (execution.serve)."""
+
+    def __init__(self, context, database, modules, number):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=execution.serve, args=(child, database, modules), daemon=True,
+                                       name=f"task-slot-{number}")
+        self.process.start()
+        child.close()
+        self.ready = False
+        self.running = None  # the Running task, until its outcome is recorded
+        self.outcome = None  # what came of it, until recorded (kept across a lost database connection)
+
+    @property
+    def free(self):
+        return self.ready and self.running is None
+
+    def kill(self):
+        self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+    def stop(self, timeout=5.0):
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.kill()
+        self.conn.close()
+
+
+class TaskWorker(loops.Loop):
+    """Runs the tasks of one queue, concurrency at a time, each in a child process of its own.
+
+    The worker is one member of the queue's share group: it acquires at most as many records as it
+    has free processes, renews their locks while the tasks run, kills a task that passes its hard
+    time limit, and writes each outcome (result, retry after the back-off, failure and dead letter)
+    in the transaction that acknowledges the record; if the lock was lost meanwhile, the outcome is
+    discarded, so a task's result is recorded once. On stop it takes nothing new, lets running tasks
+    finish within the grace period, and hands the rest back.
+    """
+
+    name = "task worker"
+
+    def __init__(self, queue, *, concurrency=1, grace=30.0, poll_timeout=1.0):
+        super().__init__()
+        self.queue = queue
+        self.group = tasks.topic_for(queue)
+        self.concurrency = concurrency
+        self.grace = grace
+        self.poll_timeout = poll_timeout
+        self.worker_id = f"{socket.gethostname()}/{os.getpid()}"
+        self.name = f"task worker of queue {queue} ({concurrency} process(es))"
+        self.consumer = None
+        self.slots = []
+        self.recorded = 0
+        self._renewed = time.monotonic()
+        self._pruned = time.monotonic()
+        self._context = multiprocessing.get_context("spawn")
+
+    # The loop ----------------------------------------------------------------------------
+
+    def wait(self):
+        """run_once waits by itself (on the log, or on the processes)."""
+
+    def run_once(self):
+        if self.consumer is None:
+            self._start()
+        self._record_outcomes()  # any left by a lost database connection
+        self._collect(0)
+        self._enforce_limits()
+        self._renew()
+        self._prune()
+        self.consumer.heartbeat()
+        busy = any(s.running for s in self.slots)
+        free = [s for s in self.slots if s.free]
+        if free and not self.stop_event.is_set():
+            # Idle: the poll itself waits for records (LISTEN). Busy: look and return at once, and
+            # wait on the processes below.
+            records = self.consumer.poll(timeout=0 if busy else self.poll_timeout, max_records=len(free))
+            for record in records:
+                self._dispatch(record, free.pop())
+            busy = busy or bool(records)
+        if busy or not all(s.ready for s in self.slots):
+            self._collect(0.2)
+        return True
+
+    def _start(self):
+        info = tasks.ensure_queue(self.queue)
+        # The task layer counts attempts itself (max_attempts per task): the engine's delivery
+        # limit must stay out of its way, or it would dead-letter a record whose task is retrying.
+        share.configure_group(self.group, delivery_limit=tasks.MAX_ATTEMPTS_LIMIT)
+        self.consumer = share.ShareConsumer(self.group, [info.name], auto_offset_reset="earliest",
+                                            max_records=self.concurrency, client_id="task-worker")
+        modules = sorted({t.module for t in tasks.registered().values()})
+        database = connection.settings_dict["NAME"]
+        self._slot_args = (self._context, database, modules)
+        self.slots = [Slot(*self._slot_args, n) for n in range(self.concurrency)]
+        logger.info("%s started %d process(es)", self.name, len(self.slots))
+
+    def _replace(self, slot):
+        index = self.slots.index(slot)
+        self.slots[index] = Slot(*self._slot_args, index)
+        return self.slots[index]
+
+    # Starting a task ---------------------------------------------------------------------
+
+    def _dispatch(self, record, slot):
+        """Mark the record's task running and hand it to slot; settle records that must not run."""
+        data = record.data if isinstance(record.data, dict) else {}
+        task_id = data.get("id")
+        with transaction.atomic():
+            row = models.TaskResult.objects.select_for_update().filter(id=task_id).first() if task_id else None
+            stale = row is not None and data.get("generation", 1) != row.generation
+            if row is None or row.state not in models.ACTIVE or stale:
+                # Cancelled, finished, pruned, sent again by a retry (this record is the old one), or
+                # not a task: it does not start from this record.
+                why = "no such task" if row is None else ("an older record" if stale else row.state)
+                logger.info("skipping %s: %s", task_id, why)
+                self.consumer.settle(record, share.ACCEPT)
+                return
+            lost = models.TaskAttempt.objects.filter(task=row, outcome=models.TaskAttempt.Outcome.RUNNING).update(
+                outcome=models.TaskAttempt.Outcome.LOST, ended_at=Now(),
+                error_class=execution.error_class_path(exceptions.WorkerLost()),
+                error_message="its worker stopped without a word (killed, or its lock lapsed)",
+            )
+            row.lost += lost
+            try:
+                definition = tasks.get(row.task_name)
+            except exceptions.TaskNotRegistered as error:
+                self._fail_now(record, row, error)
+                return
+            if row.lost > settings.SLUICE["TASK_MAX_LOST"]:
+                # A task that keeps taking its worker down (out of memory, say) must not do it forever.
+                self._fail_now(record, row, exceptions.WorkerLost(
+                    f"{row.lost} run(s) lost with their workers, more than SLUICE_TASK_MAX_LOST allows"
+                ))
+                return
+            row.state, row.attempts, row.worker = models.State.RUNNING, row.attempts + 1, self.worker_id
+            row.started_at = row.started_at or timezone.now()
+            row.eta = row.delayed_id = None
+            row.save(update_fields=["state", "attempts", "lost", "worker", "started_at", "eta", "delayed_id"])
+            models.TaskAttempt.objects.create(task=row, number=row.attempts, worker=self.worker_id)
+        job = execution.Job(task_id=str(row.id), name=row.task_name, args=row.args, kwargs=row.kwargs,
+                            attempt=row.attempts)
+        now = time.monotonic()
+        slot.running = Running(record=record, job=job, definition=definition, started=now,
+                               hard_deadline=now + definition.hard_time_limit if definition.hard_time_limit else None)
+        try:
+            slot.conn.send((job, definition.soft_time_limit))
+        except OSError:  # the process died since it said it was ready
+            self._lost_process(slot)
+
+    def _fail_now(self, record, row, error):
+        """Fail a task without running it (unknown task, attempts used up), with its dead letter."""
+        message = f"{execution.error_class_path(error)}: {error}"
+        if self.consumer.settle(record, share.REJECT, error=message):
+            models.TaskResult.objects.filter(id=row.id).update(
+                state=models.State.FAILED, finished_at=Now(), lost=row.lost,
+                error_class=execution.error_class_path(error), error_message=str(error), traceback="",
+            )
+            logger.warning("task %s failed without running: %s", row.id, message)
+
+    # Finishing a task --------------------------------------------------------------------
+
+    def _collect(self, timeout):
+        """Take what the processes sent within timeout seconds: readiness, outcomes, deaths."""
+        conns = {s.conn: s for s in self.slots}
+        for conn in multiprocessing.connection.wait(list(conns), timeout):
+            slot = conns[conn]
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                self._lost_process(slot)
+                continue
+            if message[0] == "ready":
+                slot.ready = True
+            elif slot.running is not None:
+                slot.outcome = message
+        self._record_outcomes()
+
+    def _record_outcomes(self):
+        """Record the outcomes that came. A lost database connection raises out of here with the
+        outcome kept (and its lock renewed), to be recorded once the loop reconnected: a blip must
+        not make a finished task run again."""
+        for slot in self.slots:
+            if slot.outcome is not None:
+                self._finish(slot.running, slot.outcome)
+                slot.running = slot.outcome = None
+
+    def _failed_here(self, slot, error):
+        """Replace a killed or dead process; its task's outcome is the error."""
+        running = slot.running
+        slot.kill()
+        fresh = self._replace(slot)
+        if running is not None:
+            fresh.running = running
+            fresh.outcome = (execution.ERROR, execution.error_class_path(error), str(error), "",
+                             running.definition.retry.retries(error), None)
+        return running
+
+    def _lost_process(self, slot):
+        code = slot.process.exitcode
+        error = exceptions.WorkerLost(f"the process running the task exited with code {code}")
+        if self._failed_here(slot, error) is None:
+            logger.warning("a task process exited (code %s) while idle; started another", code)
+        self._record_outcomes()
+
+    def _enforce_limits(self):
+        now = time.monotonic()
+        for slot in list(self.slots):
+            running = slot.running
+            if running is None or slot.outcome is not None or running.hard_deadline is None \
+                    or now < running.hard_deadline:
+                continue
+            limit = running.definition.hard_time_limit
+            logger.warning("task %s passed its hard time limit (%s s): process killed", running.job.task_id, limit)
+            self._failed_here(slot, exceptions.HardTimeLimitExceeded(f"killed after its hard time limit of {limit} s"))
+        self._record_outcomes()
+
+    def _finish(self, running, outcome):
+        """Write the outcome and acknowledge the record in one transaction; discard both if the lock
+        was lost (the task then runs again elsewhere, and that run's outcome is the one kept)."""
+        try:
+            with transaction.atomic():
+                if outcome[0] == execution.OK:
+                    self._succeed(running, outcome[1])
+                else:
+                    self._fail(running, *outcome[1:])
+            self.recorded += 1
+        except LockLost:
+            logger.warning("task %s: lock lost before its outcome was recorded; it runs again elsewhere",
+                           running.job.task_id)
+
+    def _settle(self, running, fate, **options):
+        if not self.consumer.settle(running.record, fate, **options):
+            raise LockLost()
+
+    def _attempt(self, running):
+        return models.TaskAttempt.objects.filter(task_id=running.job.task_id, number=running.job.attempt,
+                                                 outcome=models.TaskAttempt.Outcome.RUNNING)
+
+    def _succeed(self, running, value):
+        self._settle(running, share.ACCEPT)
+        models.TaskResult.objects.filter(id=running.job.task_id).update(
+            state=models.State.SUCCEEDED, return_value=value, finished_at=Now(),
+            error_class="", error_message="", traceback="",
+        )
+        self._attempt(running).update(outcome=models.TaskAttempt.Outcome.SUCCEEDED, ended_at=Now())
+
+    def _fail(self, running, error_class, message, tb, retryable, countdown):
+        policy = running.definition.retry
+        row = models.TaskResult.objects.filter(id=running.job.task_id)
+        error = {"error_class": error_class, "error_message": message, "traceback": tb}
+        failures = row.values_list("failures", flat=True).first() + 1
+        if retryable and failures < policy.max_attempts:
+            delay = countdown if countdown is not None else policy.delay(failures)
+            self._settle(running, share.RELEASE, delay=delay)
+            row.update(state=models.State.RETRYING, failures=failures, **error,
+                       eta=Now() + datetime.timedelta(seconds=delay))
+            logger.info("task %s failed (%s), retrying in %.2fs", running.job.task_id, error_class, delay)
+        else:
+            self._settle(running, share.REJECT, error=f"{error_class}: {message}", traceback=tb)
+            row.update(state=models.State.FAILED, failures=failures, finished_at=Now(), **error)
+            logger.warning("task %s failed: %s: %s", running.job.task_id, error_class, message)
+        self._attempt(running).update(outcome=models.TaskAttempt.Outcome.FAILED, ended_at=Now(), **error)
+
+    # Locks, pruning, shutdown ------------------------------------------------------------
+
+    def _renew(self, force=False):
+        """Extend the locks of running tasks every third of the lock duration; a task whose lock
+        was lost anyway (a long database outage) is stopped, as it runs elsewhere now."""
+        running = [s for s in self.slots if s.running]
+        if not running or (not force and time.monotonic() - self._renewed < self.consumer.lock_ms / 3000):
+            return
+        self._renewed = time.monotonic()
+        lost = {id(r) for r in self.consumer.renew([s.running.record for s in running])}
+        for slot in running:
+            if id(slot.running.record) in lost:
+                logger.warning("task %s: lock lost while running; stopping it here", slot.running.job.task_id)
+                slot.running = slot.outcome = None
+                slot.kill()
+                self._replace(slot)
+
+    def _prune(self):
+        if time.monotonic() - self._pruned >= PRUNE_EVERY_S:
+            self._pruned = time.monotonic()
+            control.prune()
+
+    def close(self):
+        """Let running tasks finish within the grace period, hand the others back, stop the processes."""
+        if self.consumer is None:
+            return
+        deadline = time.monotonic() + self.grace
+        if any(s.running for s in self.slots):
+            logger.info("%s: waiting up to %.1fs for %d running task(s)", self.name, self.grace,
+                        sum(1 for s in self.slots if s.running))
+        while any(s.running for s in self.slots) and time.monotonic() < deadline:
+            self._collect(min(0.2, max(0.0, deadline - time.monotonic())))
+            self._enforce_limits()
+            self._renew()
+        for slot in self.slots:
+            if slot.running is not None and slot.outcome is None:
+                running, slot.running = slot.running, None
+                slot.kill()
+                self._hand_back(running)
+        try:
+            self._record_outcomes()
+        except loops.CONNECTION_ERRORS as error:
+            logger.warning("%s: outcomes not recorded (%s); their tasks run again once their locks lapse",
+                           self.name, error)
+        for slot in self.slots:
+            slot.stop()
+        self.consumer.close()
+        logger.info("%s: %d outcome(s) recorded", self.name, self.recorded)
+
+    def _hand_back(self, running):
+        """Release an unfinished task's record at once for another worker; its attempt is interrupted."""
+        try:
+            with transaction.atomic():
+                self._settle(running, share.RELEASE, delay=0)
+                models.TaskResult.objects.filter(id=running.job.task_id, state=models.State.RUNNING).update(
+                    state=models.State.QUEUED)
+                self._attempt(running).update(outcome=models.TaskAttempt.Outcome.INTERRUPTED, ended_at=Now())
+            logger.info("task %s handed back unfinished", running.job.task_id)
+        except LockLost:
+            pass

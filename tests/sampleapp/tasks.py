@@ -1,0 +1,102 @@
+"""Tasks of the sample app, run by the task-worker tests (in child processes of a worker, or by
+`manage.py worker --queue` with SLUICE_EXTRA_APPS=tests.sampleapp)."""
+import os
+import pathlib
+import time
+
+from django.db import connection, transaction
+
+from outbox import inbox
+from scheduler import exceptions, task
+
+
+@task(queue="sample")
+def add(a, b):
+    return a + b
+
+
+@task(queue="sample", max_attempts=3, retry_on=(ConnectionError,), backoff_base_s=0.01, backoff_max_s=0.02,
+      takes_context=True)
+def flaky(context, succeed_on):
+    """Fail with ConnectionError until attempt number succeed_on."""
+    if context.attempt < succeed_on:
+        raise ConnectionError(f"attempt {context.attempt} fails")
+    return context.attempt
+
+
+@task(queue="sample", max_attempts=2, retry_on=(), takes_context=True)
+def asks_again(context):
+    """Ask for a second run with Retry, whatever retry_on says."""
+    if context.attempt == 1:
+        raise exceptions.Retry(countdown=0.01, reason="not yet")
+    return "second run"
+
+
+@task(queue="sample", max_attempts=3, retry_on=(ConnectionError,))
+def broken(reason):
+    raise ValueError(reason)
+
+
+@task(queue="sample")
+def not_json():
+    return {1, 2}
+
+
+@task(queue="sample", takes_context=True)
+def counts_to(context, n, gate):
+    """Report progress 0..n of n, waiting after the first report until the file gate exists."""
+    context.progress(0, n, "starting")
+    _wait_for(gate)
+    for i in range(1, n + 1):
+        context.progress(i, n, f"step {i}")
+    return n
+
+
+@task(queue="sample", soft_time_limit=0.5)
+def overruns_softly():
+    try:
+        time.sleep(30)
+    except exceptions.SoftTimeLimitExceeded:
+        return "cleaned up"
+
+
+@task(queue="sample", soft_time_limit=0.3, hard_time_limit=1.5)
+def runaway():
+    """Ignores its soft time limit: only the hard one stops it."""
+    while True:
+        try:
+            time.sleep(60)
+        except exceptions.SoftTimeLimitExceeded:
+            pass
+
+
+@task(queue="sample")
+def rendezvous(folder, name, count):
+    """Leave a file in folder, then wait until count tasks did: only tasks running at once meet."""
+    path = pathlib.Path(folder)
+    (path / name).touch()
+    _wait_for(path, count=count)
+    return sorted(p.name for p in path.iterdir())
+
+
+@task(queue="sample", takes_context=True, max_attempts=3)
+def slow_effect(context, seconds, tag):
+    """Sleep, then write one effect row through the inbox: exactly once whatever the redeliveries."""
+    started = pathlib.Path(os.environ.get("SAMPLE_TASK_DIR", "/tmp")) / f"{tag}.started"
+    started.write_text(str(os.getpid()))
+    time.sleep(seconds)
+    with transaction.atomic():
+        if inbox.remember("sample-tasks", context.task_id):
+            with connection.cursor() as cursor:
+                cursor.execute("INSERT INTO task_effects (tag, attempt) VALUES (%s, %s)", [tag, context.attempt])
+    return tag
+
+
+def _wait_for(path, count=None, timeout=30):
+    path = pathlib.Path(path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (count is None and path.exists()) or (count is not None and len(list(path.iterdir())) >= count):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"waited {timeout} s for {path}")

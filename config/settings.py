@@ -145,6 +145,8 @@ SLUICE = {
     # Tasks (scheduler/): partitions of a queue's topic when it is created; how long finished tasks
     # (results, errors, attempts) are kept.
     "TASK_PARTITIONS": int(os.environ.get("SLUICE_TASK_PARTITIONS", "1")),
+    # Retention of a task queue's topic when it is created: a record not settled by then is lost.
+    "TASK_TOPIC_RETENTION_MS": int(os.environ.get("SLUICE_TASK_TOPIC_RETENTION_MS", str(30 * 24 * 3600 * 1000))),
     "TASK_RESULT_TTL_S": int(os.environ.get("SLUICE_TASK_RESULT_TTL_S", str(7 * 24 * 3600))),
     # A task whose runs were lost with their worker (killed) more often than this fails.
     "TASK_MAX_LOST": int(os.environ.get("SLUICE_TASK_MAX_LOST", "3")),

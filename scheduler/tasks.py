@@ -182,7 +182,10 @@ def ensure_queue(queue):
     except engine_exceptions.TopicNotFound:
         try:
             with transaction.atomic():
-                return topics.create_topic(name, partitions=settings.SLUICE.get("TASK_PARTITIONS", 1))
+                # A task's record is needed only until a worker settles it: a retention keeps the log
+                # of a busy queue from growing for ever (whole segments are dropped, no bloat).
+                return topics.create_topic(name, partitions=settings.SLUICE["TASK_PARTITIONS"],
+                                           retention_ms=settings.SLUICE["TASK_TOPIC_RETENTION_MS"])
         except engine_exceptions.TopicExists:
             return topics.get_topic(name)
 

@@ -33,6 +33,13 @@ def test_enqueue_stores_the_task_and_appends_its_record(db):
     assert json.loads(bytes(record.value)) == {"id": str(result.id), "task": "tests.sampleapp.tasks.add", "generation": 1}
 
 
+def test_a_queues_topic_is_created_on_first_use_with_the_task_retention(db, settings):
+    settings.SLUICE = {**settings.SLUICE, "TASK_PARTITIONS": 2, "TASK_TOPIC_RETENTION_MS": 3_600_000}
+    sample.add.using(queue="fresh").enqueue(1, 2)
+    info = topics.get_topic("tasks.fresh")
+    assert (info.partition_count, info.retention_ms) == (2, 3_600_000)
+
+
 def test_an_enqueue_rolls_back_with_the_callers_transaction(db):
     tasks.ensure_queue("sample")
     with pytest.raises(RuntimeError), transaction.atomic():

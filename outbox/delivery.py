@@ -85,12 +85,14 @@ def _describe(error):
 
 
 def _to_sluice(pairs, result, blocked, backoff):
-    """Append per (topic, partition) in one statement; if that fails, event by event, so only the
-    events that fail (and their aggregates' later events) stay behind."""
+    """Append per (topic, partition) in one statement, all in one savepoint; if that fails, partition
+    by partition and then event by event, so only the events that fail (and their aggregates' later
+    events) stay behind."""
     groups = {}
     for event, destination in pairs:
         groups.setdefault(destination.topic, []).append(event)
     sender = producer.Producer()
+    plan = []  # (TopicInfo, partition, events)
     # Topics and partitions in sorted order: an append holds its partition's lock until commit, so
     # relays appending to several partitions take the locks in one order and never deadlock.
     for topic, events in sorted(groups.items()):
@@ -107,41 +109,50 @@ def _to_sluice(pairs, result, blocked, backoff):
         for event in events:
             key = (event.key or event.aggregate_id).encode()
             by_partition.setdefault(partitioner.partition_for_key(key, info.partition_count), []).append(event)
-        for partition, batch in sorted(by_partition.items()):
-            if not _append(sender, info, partition, batch):
-                for event in batch:
-                    if event.aggregate not in blocked:
-                        try:
-                            _append(sender, info, partition, [event], raise_error=True)
-                        except CONNECTION_ERRORS:
-                            raise
-                        except Exception as error:  # noqa: BLE001 - recorded on the event, retried later
-                            _fail(result, blocked, event, error, backoff)
-                            continue
-                        result.delivered.append(event.seq)
-                continue
-            result.delivered.extend(event.seq for event in batch)
+        plan.extend((info, partition, batch) for partition, batch in sorted(by_partition.items()))
+    # One savepoint for the whole plan, the usual case (a savepoint costs two round trips).
+    if len(plan) > 1 and _append(sender, plan):
+        result.delivered.extend(event.seq for _, _, batch in plan for event in batch)
+        return
+    for info, partition, batch in plan:
+        if not _append(sender, [(info, partition, batch)]):
+            for event in batch:
+                if event.aggregate not in blocked:
+                    try:
+                        _append(sender, [(info, partition, [event])], raise_error=True)
+                    except CONNECTION_ERRORS:
+                        raise
+                    except Exception as error:  # noqa: BLE001 - recorded on the event, retried later
+                        _fail(result, blocked, event, error, backoff)
+                        continue
+                    result.delivered.append(event.seq)
+            continue
+        result.delivered.extend(event.seq for event in batch)
 
 
-def _append(sender, info, partition, events, *, raise_error=False):
-    """Append events to one partition in a savepoint; False (or the error) if that failed."""
-    records = []
-    for event in events:
-        envelope, headers = _message(event)
-        value, value_format = producer.encode_value(envelope)
-        records.append(types.OutgoingRecord((event.key or event.aggregate_id).encode(), value, value_format, headers))
+def _append(sender, plan, *, raise_error=False):
+    """Append the events of each (TopicInfo, partition, events) of plan, all in one savepoint; False
+    (or the error) if one failed, and then none is appended."""
     try:
         with transaction.atomic():
-            sender.append(info, partition, records)
+            for info, partition, events in plan:
+                sender.append(info, partition, [_record(event) for event in events])
     except CONNECTION_ERRORS:
         raise
     except Exception:
         if raise_error:
             raise
-        logger.info("append of %d event(s) to %s-%s failed; retrying them one by one", len(events), info.name,
-                    partition)
+        logger.info("append of %d event(s) to %s failed; retrying them in parts",
+                    sum(len(events) for _, _, events in plan),
+                    ", ".join(f"{info.name}-{partition}" for info, partition, _ in plan))
         return False
     return True
+
+
+def _record(event):
+    envelope, headers = _message(event)
+    value, value_format = producer.encode_value(envelope)
+    return types.OutgoingRecord((event.key or event.aggregate_id).encode(), value, value_format, headers)
 
 
 def _message(event):

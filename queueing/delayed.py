@@ -87,13 +87,10 @@ def move_due(limit=500):
         rows = delayed_storage.claim_due(limit=limit)
         if not rows:
             return 0
-        counts = {}
         batches = {}
-        for delayed_id, topic_id, partition, key, value, value_format, headers, deliver_at in rows:
-            if topic_id not in counts:
-                counts[topic_id] = models.Topic.objects.values_list("partition_count", flat=True).get(id=topic_id)
-            if partition is None or partition >= counts[topic_id]:
-                partition = 0 if key is None else partitioner.partition_for_key(key, counts[topic_id])
+        for delayed_id, topic_id, partition, key, value, value_format, headers, deliver_at, count in rows:
+            if partition is None or partition >= count:
+                partition = 0 if key is None else partitioner.partition_for_key(key, count)
             headers = dict(headers or {})
             headers[types.DELAYED_ID] = str(delayed_id)
             headers[types.DELAYED_DELIVER_AT] = deliver_at.isoformat()

@@ -4,6 +4,24 @@ from django.contrib import admin, messages
 from scheduler import control, exceptions, models
 
 
+class ActionOnEach:
+    """Admin actions that call a control function with each selected row's key (action_key), one
+    warning per row it refuses and one line for those it did."""
+
+    action_key, action_noun = "id", "task"
+
+    def _each(self, request, queryset, action, done):
+        count = 0
+        for key in queryset.values_list(self.action_key, flat=True):
+            try:
+                action(key)
+                count += 1
+            except exceptions.SchedulerError as error:
+                self.message_user(request, str(error), messages.WARNING)
+        if count:
+            self.message_user(request, f"{count} {self.action_noun}(s) {done}.", messages.SUCCESS)
+
+
 class AttemptInline(admin.TabularInline):
     model = models.TaskAttempt
     fields = ["number", "worker", "started_at", "ended_at", "outcome", "error_class", "error_message"]
@@ -13,7 +31,7 @@ class AttemptInline(admin.TabularInline):
 
 
 @admin.register(models.TaskResult)
-class TaskResultAdmin(admin.ModelAdmin):
+class TaskResultAdmin(ActionOnEach, admin.ModelAdmin):
     list_display = ["id", "task_name", "queue", "state", "attempts", "enqueued_at", "finished_at"]
     list_filter = ["state", "queue"]
     search_fields = ["=id", "task_name", "unique_key"]
@@ -34,17 +52,6 @@ class TaskResultAdmin(admin.ModelAdmin):
     @admin.action(description="Retry selected tasks (failed or cancelled) now", permissions=["change"])
     def retry(self, request, queryset):
         self._each(request, queryset, control.retry, "queued again")
-
-    def _each(self, request, queryset, action, done):
-        count = 0
-        for task_id in queryset.values_list("id", flat=True):
-            try:
-                action(task_id)
-                count += 1
-            except exceptions.SchedulerError as error:
-                self.message_user(request, str(error), messages.WARNING)
-        if count:
-            self.message_user(request, f"{count} task(s) {done}.", messages.SUCCESS)
 
 
 from scheduler import schedules_admin  # noqa: E402,F401  (periodic schedules' admin)

@@ -1,9 +1,10 @@
 """Admin views of periodic schedules: create and edit them (validated as the Python API does),
 enable, disable and run now as actions, their last ticks inline."""
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.utils import timezone
 
+from scheduler import admin as task_admin
 from scheduler import exceptions, models, schedules
 
 
@@ -47,7 +48,8 @@ class ScheduleForm(forms.ModelForm):
 
 
 @admin.register(models.Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(task_admin.ActionOnEach, admin.ModelAdmin):
+    action_key, action_noun = "name", "schedule"
     form = ScheduleForm
     list_display = ["name", "task_name", "kind", "cron", "interval", "timezone", "enabled", "catch_up", "next_run_at",
                     "last_tick_at", "source"]
@@ -79,13 +81,3 @@ class ScheduleAdmin(admin.ModelAdmin):
     def run_now(self, request, queryset):
         self._each(request, queryset, schedules.run_now, "run now")
 
-    def _each(self, request, queryset, action, done):
-        count = 0
-        for name in queryset.values_list("name", flat=True):
-            try:
-                action(name)
-                count += 1
-            except exceptions.SchedulerError as error:
-                self.message_user(request, str(error), messages.WARNING)
-        if count:
-            self.message_user(request, f"{count} schedule(s) {done}.", messages.SUCCESS)

@@ -132,9 +132,11 @@ class Relay(loops.Loop):
     def _listen(self, seconds):
         """Wait for a NOTIFY up to seconds (0: take those already here), in short slices so that
         stop() takes effect at once; return whether one came, having taken all that came (one
-        claim answers them all)."""
+        claim answers them all), or stop() was called (the sleep ends for it too)."""
         deadline = time.monotonic() + seconds
         while self.listener is not None and not self.listener.closed:
+            if self.stop_event.is_set():
+                return True
             try:
                 slice_s = max(0.0, min(deadline - time.monotonic(), _WAIT_SLICE_S))
                 if any(True for _ in self.listener.notifies(timeout=slice_s, stop_after=1)):
@@ -145,8 +147,8 @@ class Relay(loops.Loop):
                 logger.warning("LISTEN connection lost (%s); reconnecting", error)
                 self.listener.close()
                 return False
-            if self.stop_event.is_set() or time.monotonic() >= deadline:
-                return False
+            if time.monotonic() >= deadline:
+                return self.stop_event.is_set()
         return False
 
     def _listening(self):

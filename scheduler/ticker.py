@@ -7,7 +7,7 @@ import time
 import psycopg
 from django.conf import settings
 
-from queueing import consumer, loops, topics
+from queueing import loops, topics, wakeups
 from scheduler import schedules, storage, tasks
 
 logger = logging.getLogger("sluice.scheduler")
@@ -52,7 +52,7 @@ class Scheduler(loops.Loop):
         """Sleep until the next tick is due, a schedule changes, stop() is called, or max_sleep passes."""
         if self.listener is None or self.listener.closed:
             try:
-                self.listener = consumer.listen_connection([schedules.CHANNEL])
+                self.listener = wakeups.listen_connection([schedules.CHANNEL])
             except psycopg.Error as error:
                 logger.warning("LISTEN failed (%s); polling every %.1fs", error, self.max_sleep)
                 self.stop_event.wait(min(self.max_sleep, 1.0))

@@ -222,6 +222,8 @@ def test_the_scheduler_loop_wakes_for_a_new_schedule_and_stops_at_once(transacti
                 break
             loop.stop_event.wait(0.05)
         assert models.ScheduleTick.objects.get().task_id is not None
+        # Woken by the NOTIFY, not by a retry after an error (which also ends a sleep, each second).
+        assert loop.listener is not None and not loop.listener.closed
     finally:
         loop.stop()
         thread.join(30)

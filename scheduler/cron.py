@@ -41,19 +41,48 @@ def zone(name):
                                                 "Europe/Paris)") from None
 
 
+# The fields in order, with what each accepts, for the error that names the bad one.
+FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31, L for the last day, nW for the weekday nearest day n"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day-of-week", "0-7 or SUN-SAT (0 and 7 are Sunday), d#n for the nth d of the month, Ld for the last d"),
+)
+SECONDS_FIELD = ("second", "0-59")
+
+
 def check_cron(expression):
     """Raise InvalidSchedule unless expression is five cron fields, or six with seconds first
-    (L, W, # and names allowed; impossible dates such as 31 February refused)."""
-    if not isinstance(expression, str) or len(expression.split()) not in (5, 6):
+    (L, W, # and names allowed; dates that never occur, such as 31 February, refused). The error
+    is one line and names the field at fault."""
+    fields = expression.split() if isinstance(expression, str) else []
+    if len(fields) not in (5, 6):
         raise exceptions.InvalidSchedule(
-            reason=f"a cron expression has five fields (minute hour day month weekday), or six with seconds "
-                   f"first, not {expression!r}")
+            reason=f"a cron expression has five fields (minute hour day-of-month month day-of-week), or six with "
+                   f"seconds first, not {expression!r}")
+    if _valid(fields, strict=True):
+        return
+    if _valid(fields, strict=False):
+        raise exceptions.InvalidSchedule(
+            reason=f"invalid cron expression {expression!r}: its day-of-month and month never occur together")
+    names = ((SECONDS_FIELD,) if len(fields) == 6 else ()) + FIELDS
+    for index, (name, allowed) in enumerate(names):
+        # croniter says "out of range" without saying where: the field at fault is the one that,
+        # replaced by *, makes the rest acceptable.
+        if _valid(fields[:index] + ["*"] + fields[index + 1:], strict=False):
+            raise exceptions.InvalidSchedule(
+                reason=f"invalid cron expression {expression!r}: {name} field {fields[index]!r} is not valid "
+                       f"(allowed: {allowed})")
+    raise exceptions.InvalidSchedule(reason=f"invalid cron expression {expression!r}: more than one field is not "
+                                            "valid")
+
+
+def _valid(fields, *, strict):
     try:
-        valid = croniter.is_valid(expression, second_at_beginning=True, strict=True)
+        return croniter.is_valid(" ".join(fields), second_at_beginning=True, strict=strict)
     except (CroniterError, ValueError, TypeError):
-        valid = False
-    if not valid:
-        raise exceptions.InvalidSchedule(reason=f"invalid cron expression {expression!r}")
+        return False
 
 
 def instant(wall, tz):

@@ -100,10 +100,41 @@ def test_cron_syntax_l_w_hash_and_seconds():
         "2026-02-01T00:00:20+00:00", "2026-02-01T00:00:40+00:00", "2026-02-01T00:01:00+00:00"]
 
 
-@pytest.mark.parametrize("expression", ["61 * * * *", "* * *", "0 0 31 2 *", "0 0 * * * * *", "nonsense", ""])
-def test_invalid_cron_expressions_are_refused(expression):
-    with pytest.raises(exceptions.InvalidSchedule):
+def test_named_months_and_days_and_ranges_of_them():
+    assert ticks("0 9 * JAN-MAR MON-FRI", "UTC", "2026-03-27T10:00", 3) == [
+        "2026-03-30T09:00:00+00:00", "2026-03-31T09:00:00+00:00", "2027-01-01T09:00:00+00:00"]
+    assert ticks("30 18 * dec sun#2", "Europe/Paris", "2026-01-01T00:00", 1) == ["2026-12-13T18:30:00+01:00"]
+    assert ticks("0 12 * * L5", "UTC", "2026-01-01T00:00", 1) == ["2026-01-30T12:00:00+00:00"]  # last Friday
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("61 * * * *", "invalid cron expression '61 * * * *': minute field '61' is not valid (allowed: 0-59)"),
+    ("0 25 * * *", "hour field '25' is not valid (allowed: 0-23)"),
+    ("0 9 32W * *", "day-of-month field '32W' is not valid"),
+    ("0 9 * FOO *", "month field 'FOO' is not valid (allowed: 1-12 or JAN-DEC)"),
+    ("0 9 * * mon#6", "day-of-week field 'mon#6' is not valid"),
+    ("*/0 * * * *", "minute field '*/0' is not valid"),
+    ("60 * * * * *", "second field '60' is not valid (allowed: 0-59)"),
+    ("61 25 * * *", "more than one field is not valid"),
+    ("0 0 31 2 *", "its day-of-month and month never occur together"),
+    ("0 0 30 2 *", "its day-of-month and month never occur together"),
+    ("* * *", "a cron expression has five fields (minute hour day-of-month month day-of-week), or six with "
+              "seconds first, not '* * *'"),
+    ("0 0 * * * * *", "has five fields"),  # croniter's year field is not offered
+    ("nonsense", "has five fields"),
+    ("", "has five fields"),
+    (None, "has five fields"),
+])
+def test_invalid_cron_expressions_are_refused_with_a_one_line_error_naming_the_field(expression, message):
+    with pytest.raises(exceptions.InvalidSchedule) as refused:
         cron.check_cron(expression)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("expression", ["0 0 29 2 *", "0 9 L * *", "0 9 15W * *", "0 9 * * 5#3", "0 9 * * L5",
+                                        "0 9 * JAN-MAR MON-FRI", "*/20 * * * * *", "0 0 30 2,4 *"])
+def test_valid_cron_expressions_pass(expression):
+    cron.check_cron(expression)
 
 
 def test_unknown_time_zone_is_refused():

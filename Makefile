@@ -21,9 +21,13 @@ services:
 	@platform/ensure-services
 
 # Starts the platform on the embedded PostgreSQL (or DATABASE_URL) at http://127.0.0.1:8000/:
-# the web server, a worker per registered group and the background loops, supervised.
+# the web server, a worker per registered group and per task queue, and the background loops,
+# supervised. The shop's demo first leaves an order unpaid, which its countdown task cancels a
+# minute later (the shop's delay is short here: 60 s unless SHOP_UNPAID_ORDER_TIMEOUT_S says otherwise).
+run: export SHOP_UNPAID_ORDER_TIMEOUT_S ?= 60
 run: install
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py shop_demo --addr $${SLUICE_ADDR:-127.0.0.1:8000}
 	$(PY) manage.py serve $${SLUICE_ADDR:-127.0.0.1:8000}
 
 test: install services

@@ -152,6 +152,15 @@ SLUICE = {
     "TASK_MAX_LOST": int(os.environ.get("SLUICE_TASK_MAX_LOST", "3")),
 }
 
+# The example shop (shop/): an order still unpaid SHOP_UNPAID_ORDER_TIMEOUT_S seconds after it was
+# placed is cancelled by a countdown task (`make run` sets 60); coupons are valid
+# SHOP_COUPON_VALID_DAYS, and a nightly job in SHOP_TIME_ZONE expires the unused ones.
+SHOP = {
+    "UNPAID_ORDER_TIMEOUT_S": int(os.environ.get("SHOP_UNPAID_ORDER_TIMEOUT_S", str(30 * 60))),
+    "COUPON_VALID_DAYS": int(os.environ.get("SHOP_COUPON_VALID_DAYS", "30")),
+    "TIME_ZONE": os.environ.get("SHOP_TIME_ZONE", "Europe/Paris"),
+}
+
 # Transactional messaging (outbox/). Named destinations keep broker URLs and credentials out of the
 # outbox table: {"billing": "amqp://user:pass@host:5672/vhost?exchange=billing"}; an event then names
 # "billing". A JSON object in the environment, or set it here.

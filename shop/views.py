@@ -1,10 +1,12 @@
-"""The shop's pages: place an order, pay it, watch the coupon, points and notification arrive."""
+"""The shop's pages: place an order, pay it, watch the coupon, points and notification arrive (or the
+unpaid order cancelled by its countdown task), and see the shop's nightly schedule."""
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from shop import models, services
+from shop import models, selectors, services
 
 
 class OrderForm(forms.Form):
@@ -17,14 +19,24 @@ def order_list(request):
     if request.method == "POST" and form.is_valid():
         order = services.place_order(form.cleaned_data["customer_email"], int(form.cleaned_data["amount"] * 100))
         return redirect("shop:order", order_id=order.id)
-    orders = models.Order.objects.prefetch_related("coupons", "points", "notifications")[:50]
-    return render(request, "shop/orders.html", {"form": form, "orders": orders})
+    orders = list(models.Order.objects.prefetch_related("coupons", "points", "notifications")[:50])
+    countdowns = selectors.countdowns(orders)
+    for order in orders:
+        order.countdown = countdowns.get(order.id)
+    return render(request, "shop/orders.html", {
+        "form": form, "orders": orders, "schedules": selectors.shop_schedules(),
+        "timeout_s": settings.SHOP["UNPAID_ORDER_TIMEOUT_S"], "coupon_days": settings.SHOP["COUPON_VALID_DAYS"],
+    })
 
 
 def order_detail(request, order_id):
     order = get_object_or_404(models.Order, id=order_id)
     return render(request, "shop/order.html", {
         "order": order,
+        "countdown": selectors.countdowns([order]).get(order.id),
+        "timeout_s": settings.SHOP["UNPAID_ORDER_TIMEOUT_S"],
+        # Reload while the order waits for its countdown, so the cancellation shows.
+        "refresh": 5 if order.status == models.Order.Status.CREATED else None,
         "coupons": order.coupons.all(),
         "points": order.points.all(),
         "notifications": order.notifications.all(),

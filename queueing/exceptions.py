@@ -6,7 +6,8 @@ class QueueingError(Exception):
 
     def __init__(self, message=None, **data):
         self.data = data
-        text = message or (self.__doc__ or "").strip()
+        # A docstring wrapped over lines is still a one-line message (commands print it as their error).
+        text = message or " ".join((self.__doc__ or "").split())
         if data:
             text = text.format(**data) if "{" in text else text
         super().__init__(text)

@@ -110,7 +110,11 @@ def next_cron(expression, tz, after):
     # A wall-clock time before after's cannot fire after it. In a repeated hour's second pass the
     # wall clock reads earlier than times already fired: those map to their first occurrence
     # (<= after) and are passed over.
-    walker = croniter(expression, wall, second_at_beginning=True, max_years_between_matches=MAX_YEARS)
+    try:
+        walker = croniter(expression, wall, second_at_beginning=True, max_years_between_matches=MAX_YEARS)
+    except (CroniterError, ValueError, TypeError):
+        check_cron(expression)  # an expression stored by hand: raise InvalidSchedule naming its fault
+        raise
     while True:
         try:
             candidate = walker.get_next(datetime.datetime)

@@ -67,3 +67,51 @@ def test_wrong_arguments_get_a_one_line_error_exit_code_2_and_change_nothing(tra
             assert done.stderr.strip() == f"CommandError: {message}"
     assert list(models.Schedule.objects.values()) == before
     assert not models.ScheduleTick.objects.exists() and not models.TaskResult.objects.exists()
+
+
+def test_more_wrong_input_gets_one_line_errors_exit_code_2_and_changes_nothing(transactional_db, manage):
+    schedules.create(name="pulse", task=sched.beat, every=3600, args=["p"])
+    schedules.create(name="orphan", task=sched.beat, every=3600, args=["o"])
+    schedules.create(name="broken", task=sched.beat, cron="0 3 * * *")
+    schedules.disable("broken")
+    # A task renamed away from under its schedule, and a timing edited into nonsense by hand.
+    models.Schedule.objects.filter(name="orphan").update(task_name="tests.schedapp.tasks.gone")
+    models.Schedule.objects.filter(name="broken").update(cron="0 3 * *")
+    before = list(models.Schedule.objects.order_by("id").values())
+    for args, message in [
+        (("schedules", "disable", "nope"), "CommandError: No schedule named 'nope'."),
+        (("schedules", "delete", ""), "CommandError: No schedule named ''."),
+        (("schedules", "run-now", "orphan"), "CommandError: No task named 'tests.schedapp.tasks.gone' is registered"),
+        (("schedules", "enable", "broken"), "CommandError: Invalid schedule: a cron expression has five fields"),
+        (("schedules", "show", "broken"), None),  # disabled: shown, with no next run
+        (("schedules", "enable"), "the following arguments are required: name"),
+        (("schedules", "show", "pulse", "--next", "x"), "'x' is not a whole number"),
+        (("schedules", "show", "pulse", "--ticks", "-1"), "must be at least 1"),
+        (("schedules", "list", "--task"), "expected one argument"),
+        (("schedules", "delete", "pulse", "orphan"), "unrecognized arguments: orphan"),
+    ]:
+        done = manage(*args, env=APP)
+        if message is None:
+            assert done.returncode == 0 and "No next run (disabled)." in done.stdout, (args, done.stderr)
+            continue
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+        if message.startswith("CommandError"):
+            assert len(done.stderr.strip().splitlines()) == 1, (args, done.stderr)
+    assert list(models.Schedule.objects.order_by("id").values()) == before
+    assert not models.ScheduleTick.objects.exists() and not models.TaskResult.objects.exists()
+
+
+def test_show_lists_the_next_runs_across_a_dst_change_in_the_zone_and_utc(transactional_db, manage):
+    schedules.create(name="berlin-night", task=sched.beat, cron="30 2 * * *", timezone="Europe/Berlin", args=["b"])
+    # Moved ahead to the day before the spring-forward of 28 March 2027 (02:30 does not exist).
+    models.Schedule.objects.filter(name="berlin-night").update(next_run_at="2027-03-27T01:30:00+00:00")
+    shown = manage("schedules", "show", "berlin-night", "--next", "3", env=APP)
+    assert shown.returncode == 0, shown.stderr
+    table = shown.stdout[shown.stdout.index("NEXT-RUN (UTC)"):].splitlines()[:4]
+    assert [line.split() for line in table] == [
+        ["NEXT-RUN", "(UTC)", "LOCAL", "(Europe/Berlin)"],
+        ["2027-03-27T01:30:00+00:00", "2027-03-27T02:30:00+01:00"],
+        ["2027-03-28T01:00:00+00:00", "2027-03-28T03:00:00+02:00"],
+        ["2027-03-29T00:30:00+00:00", "2027-03-29T02:30:00+02:00"]]
+    listed = manage("schedules", "list", env=APP)
+    assert re.search(r"^berlin-night .* 2027-03-27T01:30:00\+00:00 +- +database$", listed.stdout, re.M), listed.stdout

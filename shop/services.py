@@ -49,7 +49,9 @@ def cancel_unpaid_order(order_id):
         order.status = models.Order.Status.CANCELLED
         order.cancelled_at = timezone.now()
         order.save(update_fields=["status", "cancelled_at"])
-    logger.info("order %s was not paid in time: cancelled", order_id, extra={"order_id": order_id})
+    waited = (order.cancelled_at - order.created_at).total_seconds()
+    logger.info("order %s not paid %.0f s after it was placed: cancelled", order_id, waited,
+                extra={"order_id": order_id})
     return True
 
 

@@ -104,13 +104,15 @@ def coupon(code, *, status="active", expires_at=None):
 
 def test_the_nightly_job_expires_only_unused_coupons_past_their_expiry(db):
     now = timezone.now()
-    coupons = [coupon("STALE", expires_at=now - DAY), coupon("FRESH", expires_at=now + DAY),
-               coupon("USED", status="used", expires_at=now - DAY), coupon("GONE", status="expired", expires_at=now - DAY),
-               coupon("FOREVER")]
+    coupon("STALE", expires_at=now - DAY)
+    coupon("FRESH", expires_at=now + DAY)
+    coupon("USED", status="used", expires_at=now - DAY)
+    coupon("GONE", status="expired", expires_at=now - DAY)
+    coupon("FOREVER")
     assert services.expire_coupons() == 1
     assert {c.code: c.status for c in models.Coupon.objects.all()} == {
         "STALE": "expired", "FRESH": "active", "USED": "used", "GONE": "expired", "FOREVER": "active"}
-    assert services.expire_coupons() == 0 and len(coupons) == 5
+    assert services.expire_coupons() == 0
 
 
 def test_an_issued_coupon_expires_after_the_configured_days(db, settings):
@@ -123,7 +125,7 @@ def test_an_issued_coupon_expires_after_the_configured_days(db, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_nightly_schedule_is_declared_in_the_shops_zone_and_runs_the_job(shop_worker):
-    assert schedules.sync()[0] == [tasks.EXPIRE_COUPONS] or schedules.get(tasks.EXPIRE_COUPONS)
+    assert tasks.EXPIRE_COUPONS in schedules.sync()[0]
     row = schedules.get(tasks.EXPIRE_COUPONS)
     assert (row.kind, row.cron, row.timezone, row.source, row.task_name) == (
         "cron", "0 3 * * *", settings.SHOP["TIME_ZONE"], "code", tasks.expire_coupons.name)

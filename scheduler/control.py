@@ -5,9 +5,10 @@ from django.db import IntegrityError, transaction
 from django.db.models.functions import Now
 
 from queueing import delayed, exceptions as engine_exceptions
-from scheduler import exceptions, models, results, storage, tasks
+from scheduler import exceptions, models, results, storage, tasks, workflows
 
 PRUNE_BATCH = 1000
+CANCELLABLE = (models.State.QUEUED, models.State.SCHEDULED, models.State.RETRYING)
 
 
 def cancel(task_id):
@@ -18,17 +19,23 @@ def cancel(task_id):
     """
     with transaction.atomic():
         row = _locked(task_id)
-        if row.state not in (models.State.QUEUED, models.State.SCHEDULED, models.State.RETRYING):
+        if row.state not in CANCELLABLE:
             raise exceptions.NotCancellable(id=task_id, state=row.state)
-        if row.delayed_id is not None:
-            try:
-                delayed.cancel(row.delayed_id)
-            except engine_exceptions.DelayedRecordNotFound:
-                pass  # already in the log: the worker skips it
-        row.state, row.delayed_id = models.State.CANCELLED, None
-        row.save(update_fields=["state", "delayed_id"])
-        models.TaskResult.objects.filter(id=row.id).update(finished_at=Now())
+        cancel_locked(row)
+        workflows.task_cancelled(row)  # a task of a workflow cancels the workflow
     return results.get(task_id)
+
+
+def cancel_locked(row):
+    """Cancel a cancellable task whose row the caller's transaction locked (FOR UPDATE)."""
+    if row.delayed_id is not None:
+        try:
+            delayed.cancel(row.delayed_id)
+        except engine_exceptions.DelayedRecordNotFound:
+            pass  # already in the log: the worker skips it
+    row.state, row.delayed_id = models.State.CANCELLED, None
+    row.save(update_fields=["state", "delayed_id"])
+    models.TaskResult.objects.filter(id=row.id).update(finished_at=Now())
 
 
 def retry(task_id):

@@ -61,13 +61,19 @@ def retry(task_id):
 
 
 def prune(*, keep_s=None, limit=PRUNE_BATCH):
-    """Delete tasks finished longer ago than keep_s seconds (default SLUICE["TASK_RESULT_TTL_S"]),
-    in batches of limit, each its own short transaction; return how many went."""
+    """Delete tasks and workflows finished longer ago than keep_s seconds (default
+    SLUICE["TASK_RESULT_TTL_S"]), in batches of limit, each its own short transaction; return how
+    many tasks went."""
     keep_s = settings.SLUICE["TASK_RESULT_TTL_S"] if keep_s is None else keep_s
+    _in_batches(storage.prune_workflows, keep_s=keep_s, limit=limit)
+    return _in_batches(storage.prune_results, keep_s=keep_s, limit=limit)
+
+
+def _in_batches(delete, *, keep_s, limit):
     total = 0
     while True:
         with transaction.atomic():
-            gone = storage.prune_results(keep_s=keep_s, limit=limit)
+            gone = delete(keep_s=keep_s, limit=limit)
         total += gone
         if gone < limit:
             return total

@@ -1,5 +1,6 @@
 """Chains, groups and chords run by a task worker in this process, their tasks in real child
 processes (transaction=True: the children read what the test committed)."""
+import datetime
 import threading
 import time
 
@@ -254,3 +255,15 @@ def test_the_last_two_members_finishing_at_once_start_the_callback_once():
     other.join(30)
     callbacks = models.TaskResult.objects.filter(task_name="tests.sampleapp.tasks.total")
     assert [c.args for c in callbacks] == [[[2, 4]]]
+
+
+def test_prune_deletes_workflows_finished_longer_ago_than_kept_with_their_steps(settings):
+    settings.SLUICE = {**settings.SLUICE, "TASK_RESULT_TTL_S": 3600}
+    old, recent, running = (chain(sample.add.s(1, 1), sample.add.s(1)).enqueue() for _ in range(3))
+    for flow in (old, recent):
+        workflows.cancel(flow.id)
+    models.Workflow.objects.filter(id=old.id).update(finished_at=timezone.now() - datetime.timedelta(hours=2))
+    control.prune()
+    assert set(models.Workflow.objects.values_list("id", flat=True)) == {recent.id, running.id}
+    assert not models.WorkflowStep.objects.filter(workflow_id=old.id).exists()
+    assert len(recent.steps()) == 3

@@ -146,6 +146,15 @@ def test_a_task_that_fails_for_good_stops_the_chain_and_names_itself(loop):
         flow.return_value
 
 
+def test_a_failed_task_retried_by_hand_runs_alone_and_its_workflow_stays_failed(loop):
+    flow = run(loop, chain(sample.broken.si("no"), sample.add.s(1)).enqueue())
+    [failed] = flow.tasks()
+    again = control.retry(failed.id)
+    run_until(loop, lambda: again.refresh().finished)
+    assert (again.state, flow.refresh().state, len(flow.tasks())) == ("failed", "failed", 1)
+    assert [s.state for s in flow.steps()] == ["failed", "failed", "cancelled"]
+
+
 def test_a_failed_member_fails_the_chord_and_its_callback_never_runs(loop):
     members = [sample.add.s(1, 1), sample.broken.si("no"), sample.add.s(2, 2)]
     flow = run(loop, chord(members, sample.total.s()).enqueue())

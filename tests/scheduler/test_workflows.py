@@ -8,7 +8,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from scheduler import control, exceptions, models, worker, workflows
+from scheduler import control, exceptions, models, tasks, worker, workflows
 from scheduler.workflows import chain, chord, group
 from tests.sampleapp import tasks as sample
 
@@ -100,6 +100,12 @@ def test_a_group_runs_its_members_in_parallel_and_collects_results_in_order(loop
     assert flow.row.description == "group(add×6)"
 
 
+def test_a_big_group_is_enqueued_in_bulk_and_collected_in_order(loop):
+    flow = group([sample.mul.s(i, 2) for i in range(70)] + [sample.add.s(1, 1)]).enqueue()
+    assert len(flow.tasks()) == 71 and flow.tasks()[69].row.args == [69, 2]
+    assert run(loop, flow).return_value == [i * 2 for i in range(70)] + [2]
+
+
 def test_a_chord_runs_its_callback_once_with_the_results_in_order(loop):
     flow = run(loop, chord(group(sample.mul.s(i, 10) for i in range(5)), sample.total.s()).enqueue())
     assert (flow.state, flow.return_value) == ("succeeded", 100)
@@ -144,6 +150,13 @@ def test_a_task_that_fails_for_good_stops_the_chain_and_names_itself(loop):
     assert len(flow.tasks()) == 2  # the third never started
     with pytest.raises(ValueError):
         flow.return_value
+
+
+def test_a_step_whose_task_no_process_knows_fails_the_workflow(loop):
+    unknown = tasks.Task(name="tests.sampleapp.tasks.nowhere", func=None, queue="sample")
+    flow = run(loop, chain(sample.add.s(1, 1), unknown.s()).enqueue())
+    assert flow.state == "failed" and flow.error[1] == "scheduler.exceptions.TaskNotRegistered"
+    assert flow.tasks()[1].row.args == [2]
 
 
 def test_a_failed_task_retried_by_hand_runs_alone_and_its_workflow_stays_failed(loop):

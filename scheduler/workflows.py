@@ -68,7 +68,8 @@ class Canvas:
         self.steps = tuple(steps)
         for step in self.steps:
             if not isinstance(step, (Signature, Canvas)):
-                raise exceptions.InvalidWorkflow(reason=f"a step is a signature (task.s()) or a canvas, not {step!r:.80}")
+                raise exceptions.InvalidWorkflow(
+                    reason=f"a step is a signature (task.s()) or a canvas, not {step!r:.80}")
 
     def enqueue(self):
         """Store the workflow and start its first tasks, in one transaction (the caller's, if any);
@@ -104,9 +105,6 @@ class Chord(Canvas):
     """A group, then a callback given the list of its results: stored as its two steps."""
 
     kind = Step.Kind.CHORD
-
-    def describe(self):
-        return f"chord({self.steps[0].describe()}, {self.steps[1].describe()})"
 
 
 def chain(*steps):

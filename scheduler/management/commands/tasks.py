@@ -112,7 +112,8 @@ class Command(EngineCommand):
         if row.error_task_id:
             fields.append(("failed task", row.error_task_id))
         if flow.error:
-            fields.append(("error", f"{row.error_class}: {row.error_message}" if row.error_class else row.error_message))
+            error = f"{row.error_class}: {row.error_message}" if row.error_class else row.error_message
+            fields.append(("error", error))
         width = max(len(name) for name, _ in fields)
         for name, value in fields:
             self.stdout.write(f"{name.ljust(width)}  {'-' if value is None else value}")

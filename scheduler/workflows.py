@@ -229,6 +229,7 @@ def _start(workflow, step, value):
         return
     if not children:
         _succeed(workflow, step, [])
+        return
     # A group's members of one task and options go in one enqueue_many (a COPY past 64 of them).
     alike = {}
     for child in children:

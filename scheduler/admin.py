@@ -55,3 +55,4 @@ class TaskResultAdmin(ActionOnEach, admin.ModelAdmin):
 
 
 from scheduler import schedules_admin  # noqa: E402,F401  (periodic schedules' admin)
+from scheduler import workflows_admin  # noqa: E402,F401  (workflows' admin)

@@ -5,9 +5,10 @@ from django.db import IntegrityError, transaction
 from django.db.models.functions import Now
 
 from queueing import delayed, exceptions as engine_exceptions
-from scheduler import exceptions, models, results, storage, tasks
+from scheduler import exceptions, models, results, storage, tasks, workflows
 
 PRUNE_BATCH = 1000
+CANCELLABLE = (models.State.QUEUED, models.State.SCHEDULED, models.State.RETRYING)
 
 
 def cancel(task_id):
@@ -18,17 +19,23 @@ def cancel(task_id):
     """
     with transaction.atomic():
         row = _locked(task_id)
-        if row.state not in (models.State.QUEUED, models.State.SCHEDULED, models.State.RETRYING):
+        if row.state not in CANCELLABLE:
             raise exceptions.NotCancellable(id=task_id, state=row.state)
-        if row.delayed_id is not None:
-            try:
-                delayed.cancel(row.delayed_id)
-            except engine_exceptions.DelayedRecordNotFound:
-                pass  # already in the log: the worker skips it
-        row.state, row.delayed_id = models.State.CANCELLED, None
-        row.save(update_fields=["state", "delayed_id"])
-        models.TaskResult.objects.filter(id=row.id).update(finished_at=Now())
+        cancel_locked(row)
+        workflows.task_cancelled(row)  # a task of a workflow cancels the workflow
     return results.get(task_id)
+
+
+def cancel_locked(row):
+    """Cancel a cancellable task whose row the caller's transaction locked (FOR UPDATE)."""
+    if row.delayed_id is not None:
+        try:
+            delayed.cancel(row.delayed_id)
+        except engine_exceptions.DelayedRecordNotFound:
+            pass  # already in the log: the worker skips it
+    row.state, row.delayed_id = models.State.CANCELLED, None
+    row.save(update_fields=["state", "delayed_id"])
+    models.TaskResult.objects.filter(id=row.id).update(finished_at=Now())
 
 
 def retry(task_id):
@@ -54,13 +61,19 @@ def retry(task_id):
 
 
 def prune(*, keep_s=None, limit=PRUNE_BATCH):
-    """Delete tasks finished longer ago than keep_s seconds (default SLUICE["TASK_RESULT_TTL_S"]),
-    in batches of limit, each its own short transaction; return how many went."""
+    """Delete tasks and workflows finished longer ago than keep_s seconds (default
+    SLUICE["TASK_RESULT_TTL_S"]), in batches of limit, each its own short transaction; return how
+    many tasks went."""
     keep_s = settings.SLUICE["TASK_RESULT_TTL_S"] if keep_s is None else keep_s
+    _in_batches(storage.prune_workflows, keep_s=keep_s, limit=limit)
+    return _in_batches(storage.prune_results, keep_s=keep_s, limit=limit)
+
+
+def _in_batches(delete, *, keep_s, limit):
     total = 0
     while True:
         with transaction.atomic():
-            gone = storage.prune_results(keep_s=keep_s, limit=limit)
+            gone = delete(keep_s=keep_s, limit=limit)
         total += gone
         if gone < limit:
             return total

@@ -71,3 +71,19 @@ class ScheduleNotFound(SchedulerError):
 
 class ScheduleExists(SchedulerError):
     """A schedule named {name!r} exists already."""
+
+
+class InvalidWorkflow(SchedulerError):
+    """Invalid workflow: {reason}"""
+
+
+class WorkflowNotFound(SchedulerError):
+    """Workflow {id} does not exist."""
+
+
+class WorkflowNotCancellable(SchedulerError):
+    """Workflow {id} is {state}: only a running workflow can be cancelled."""
+
+
+class WorkflowTimeout(SchedulerError):
+    """Workflow {id} did not finish within {timeout} s (it is {state})."""

@@ -165,3 +165,80 @@ class ScheduleTick(models.Model):
     class Meta:
         ordering = ["schedule", "-tick_at"]
         constraints = [models.UniqueConstraint(fields=["schedule", "tick_at"], name="schedule_tick_once")]
+
+
+# Workflows (scheduler/workflows.py): chains, groups and chords of tasks, stored as a tree of steps.
+
+
+class Workflow(models.Model):
+    """A chain, group or chord of tasks: its state, its result, and what failed it."""
+
+    class State(models.TextChoices):
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    description = models.CharField(max_length=255, help_text="its shape, as chain(...), group(...), chord(...)")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
+    created_at = models.DateTimeField(db_default=Now())
+    finished_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True, help_text="its last step's result (a group's: a list)")
+    error_task_id = models.UUIDField(null=True, blank=True, help_text="the task that failed or cancelled it")
+    error_class = models.CharField(max_length=255, blank=True)
+    error_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["finished_at"], name="workflow_finished",
+                                condition=models.Q(finished_at__isnull=False))]
+
+    def __str__(self):
+        return f"{self.description}[{self.id}]"
+
+
+class WorkflowStep(models.Model):
+    """One node of a workflow's tree: a task, or a chain, group or chord of steps (its children)."""
+
+    class Kind(models.TextChoices):
+        TASK = "task", "task"
+        CHAIN = "chain", "chain"
+        GROUP = "group", "group"
+        CHORD = "chord", "chord (a group, then a callback)"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "pending (not started)"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "cancelled"
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="steps")
+    parent = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="children")
+    position = models.IntegerField(help_text="its place among its parent's children, from 1")
+    path = models.CharField(max_length=255, help_text="positions from the top, as 2.1; empty for the top step")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    task_name = models.CharField(max_length=255, blank=True)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    options = models.JSONField(default=dict, blank=True, help_text="queue, countdown, eta of its task")
+    immutable = models.BooleanField(default=False, help_text="its task does not get the previous result")
+    task_id = models.UUIDField(null=True, blank=True, help_text="its task, once started")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    remaining = models.IntegerField(default=0, help_text="a group's members not finished yet")
+    result = models.JSONField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["workflow", "id"]  # steps are written top-down, depth first: id order is the tree's
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "path"], name="workflow_step_path"),
+            # tasks show finds a task's step by its id.
+            models.UniqueConstraint(fields=["task_id"], name="workflow_step_task",
+                                    condition=models.Q(task_id__isnull=False)),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} {self.path or 'top'} of {self.workflow_id}"

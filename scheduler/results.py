@@ -15,6 +15,20 @@ def get(task_id):
         raise exceptions.TaskNotFound(id=task_id) from None
 
 
+def poll(done, timeout):
+    """Call done() until it returns true, at most timeout seconds; return whether it did. Reads back
+    off from 20 ms to half a second."""
+    deadline = time.monotonic() + timeout
+    pause = 0.02
+    while not done():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.5)
+    return True
+
+
 class Result:
     """A task's state as last read; refresh() reads it again, wait() until it is finished."""
 
@@ -76,14 +90,8 @@ class Result:
     def wait(self, timeout):
         """Read the row until the task is finished (succeeded, failed or cancelled), at most timeout
         seconds; return self, or raise ResultTimeout. Reads back off from 20 ms to half a second."""
-        deadline = time.monotonic() + timeout
-        pause = 0.02
-        while not self.refresh().finished:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise exceptions.ResultTimeout(id=self.id, timeout=timeout, state=self.state)
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, 0.5)
+        if not poll(lambda: self.refresh().finished, timeout):
+            raise exceptions.ResultTimeout(id=self.id, timeout=timeout, state=self.state)
         return self
 
     def __repr__(self):

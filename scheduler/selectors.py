@@ -12,3 +12,11 @@ def task_list(*, queue=None, state=None, task_name=None, limit=50):
     if task_name:
         rows = rows.filter(task_name=task_name)
     return rows.count(), list(rows[:limit])
+
+
+def workflow_list(*, state=None, limit=50):
+    """(total, newest workflows first up to limit) in that state."""
+    rows = models.Workflow.objects.order_by("-created_at", "id")
+    if state:
+        rows = rows.filter(state=state)
+    return rows.count(), list(rows[:limit])

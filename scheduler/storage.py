@@ -15,6 +15,14 @@ def prune_results(*, keep_s, limit):
         return cursor.rowcount
 
 
+def prune_workflows(*, keep_s, limit):
+    """Delete up to limit workflows finished more than keep_s seconds ago, with their steps; return
+    how many went."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries["prune_workflows"], {"keep_s": keep_s, "limit": limit})
+        return cursor.rowcount
+
+
 def copy_results(rows):
     """Write new TaskResult rows with COPY, in the caller's transaction; set their enqueued_at."""
     with connection.cursor() as cursor:

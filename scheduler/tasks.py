@@ -90,6 +90,19 @@ class Task:
             check_queue(changes["queue"])
         return dataclasses.replace(self, **changes)
 
+    def s(self, *args, **kwargs):
+        """A signature: this call, not yet enqueued, for a chain, group or chord (scheduler.workflows).
+        In a chain it gets the previous step's result as its first argument. Raises NotJSON."""
+        from scheduler import workflows
+
+        return workflows.Signature(self, args, kwargs)
+
+    def si(self, *args, **kwargs):
+        """An immutable signature: in a chain it does not get the previous step's result."""
+        from scheduler import workflows
+
+        return workflows.Signature(self, args, kwargs, immutable=True)
+
     def enqueue(self, *args, **kwargs):
         """Enqueue one run; return its Result handle.
 
@@ -98,9 +111,13 @@ class Task:
         """
         return self.enqueue_many([(args, kwargs)])[0]
 
-    def enqueue_many(self, calls):
+    def enqueue_many(self, calls, *, steps=None):
         """Enqueue many runs at once: calls are (args, kwargs) pairs. One INSERT of the rows and one
-        append per partition, in one transaction (the caller's, if any). Returns their Results."""
+        append per partition, in one transaction (the caller's, if any). Returns their Results.
+
+        steps, from scheduler.workflows only: each call's workflow step ({"workflow", "step"}),
+        carried in its record so that the worker's outcome transaction advances the workflow.
+        """
         from scheduler import results
 
         calls = [(list(a), dict(k)) for a, k in calls]
@@ -125,7 +142,7 @@ class Task:
                     storage.copy_results(rows)
                 else:
                     models.TaskResult.objects.bulk_create(rows)
-                send_records(info, rows, due)
+                send_records(info, rows, due, steps=steps)
         except IntegrityError as error:
             if "task_unique_key_active" in str(error):
                 raise exceptions.AlreadyEnqueued(unique_key=_taken_key(error, rows)) from None
@@ -162,9 +179,11 @@ def _taken_key(error, rows):
     return next((r.unique_key for r in rows if r.unique_key), None)
 
 
-def send_records(info, rows, due):
+def send_records(info, rows, due, *, steps=None):
     """Append one record per task (its id) to the queue's topic, or schedule it for its due time."""
     values = [{"id": str(row.id), "task": row.task_name, "generation": row.generation} for row in rows]
+    for value, step in zip(values, steps or ()):
+        value.update(step)
     if due is None:
         producer.send_batch(info.name, values)
         return

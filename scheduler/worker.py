@@ -15,7 +15,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from queueing import loops, share
-from scheduler import control, exceptions, execution, models, tasks
+from scheduler import control, exceptions, execution, models, tasks, workflows
 
 logger = logging.getLogger("sluice.tasks")
 PRUNE_EVERY_S = 600
@@ -197,6 +197,7 @@ class TaskWorker(loops.Loop):
                 state=models.State.FAILED, finished_at=Now(), lost=row.lost,
                 error_class=execution.error_class_path(error), error_message=str(error), traceback="",
             )
+            workflows.task_settled(record.data)  # its workflow fails with it
             logger.warning("task %s failed without running: %s", row.id, message)
 
     # Finishing a task --------------------------------------------------------------------
@@ -265,6 +266,7 @@ class TaskWorker(loops.Loop):
                     self._succeed(running, outcome[1])
                 else:
                     self._fail(running, *outcome[1:])
+                workflows.task_settled(running.record.data)  # its workflow moves on with this outcome
             self.recorded += 1
         except LockLost:
             logger.warning("task %s: lock lost before its outcome was recorded; it runs again elsewhere",

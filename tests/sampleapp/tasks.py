@@ -92,6 +92,33 @@ def slow_effect(context, seconds, tag):
     return tag
 
 
+@task(queue="sample")
+def mul(a, b):
+    return a * b
+
+
+@task(queue="sample")
+def total(numbers):
+    return sum(numbers)
+
+
+@task(queue="sample")
+def slow_add(value, n, seconds=0.0):
+    """A workflow step that takes a while (the acceptance test kills workers meanwhile)."""
+    time.sleep(seconds)
+    return value + n
+
+
+@task(queue="sample", takes_context=True)
+def total_once(context, numbers, tag):
+    """A chord callback: the sum, and one effect row through the inbox however often it runs."""
+    with transaction.atomic():
+        if inbox.remember("sample-tasks", context.task_id):
+            with connection.cursor() as cursor:
+                cursor.execute("INSERT INTO task_effects (tag, attempt) VALUES (%s, %s)", [tag, context.attempt])
+    return sum(numbers)
+
+
 def _wait_for(path, count=None, timeout=30):
     path = pathlib.Path(path)
     deadline = time.monotonic() + timeout

@@ -1,7 +1,8 @@
-"""manage.py tasks list|show|cancel|retry|prune: look at tasks and act on them."""
+"""manage.py tasks list|show|cancel|retry|prune|workflows|workflow|cancel-workflow: look at tasks and
+their workflows, and act on them."""
 from outbox import retention
 from queueing.management.base import EngineCommand, positive
-from scheduler import control, models, results, selectors
+from scheduler import control, models, results, selectors, workflows
 
 
 def when(value):
@@ -9,10 +10,12 @@ def when(value):
 
 
 class Command(EngineCommand):
-    help = "List tasks, show one with its attempts, cancel one not yet started, retry a failed one, prune old ones."
+    help = ("List tasks, show one with its attempts, cancel one not yet started, retry a failed one, prune old ones; "
+            "list workflows, show one with its steps, cancel one.")
 
     def add_arguments(self, parser):
-        actions = parser.add_subparsers(dest="action", required=True, metavar="{list,show,cancel,retry,prune}")
+        actions = parser.add_subparsers(dest="action", required=True,
+                                        metavar="{list,show,cancel,retry,prune,workflows,workflow,cancel-workflow}")
         listing = actions.add_parser("list", help="tasks, newest first")
         listing.add_argument("--queue")
         listing.add_argument("--state", choices=models.State.values)
@@ -25,9 +28,15 @@ class Command(EngineCommand):
         prune = actions.add_parser("prune", help="delete tasks finished longer ago than --older-than")
         prune.add_argument("--older-than", metavar="AGE",
                            help="7d, 12h, 30m or ISO 8601 (P7D); default SLUICE_TASK_RESULT_TTL_S, 7 days")
+        flows = actions.add_parser("workflows", help="chains, groups and chords, newest first")
+        flows.add_argument("--state", choices=models.Workflow.State.values)
+        flows.add_argument("--limit", type=positive, default=50)
+        actions.add_parser("workflow", help="a workflow's state, result or error, and its steps").add_argument("id")
+        actions.add_parser("cancel-workflow", help="cancel a running workflow: its tasks not started never start"
+                           ).add_argument("id")
 
     def handle(self, *args, action, **options):
-        getattr(self, f"do_{action}")(**options)
+        getattr(self, f"do_{action.replace('-', '_')}")(**options)
 
     def do_list(self, *, queue, state, task, limit, **options):
         total, rows = selectors.task_list(queue=queue, state=state, task_name=task, limit=limit)
@@ -46,6 +55,9 @@ class Command(EngineCommand):
                   ("enqueued", when(row.enqueued_at)), ("eta", when(row.eta)), ("started", when(row.started_at)),
                   ("finished", when(row.finished_at)), ("attempts", row.attempts), ("failures", row.failures),
                   ("lost", row.lost)]
+        step = workflows.step_of(row.id)
+        if step is not None:
+            fields.append(("workflow", f"{step.workflow_id} step {step.path} of {step.workflow.description}"))
         if result.progress:
             current, total, message = result.progress
             fields.append(("progress", f"{current}/{'-' if total is None else total} {message}".rstrip()))
@@ -83,3 +95,40 @@ class Command(EngineCommand):
             return
         total = control.prune(keep_s=seconds)
         self.stdout.write(f"Pruned {total} finished task(s) older than {older_than or f'{seconds:g}s'}.")
+
+    def do_workflows(self, *, state, limit, **options):
+        total, rows = selectors.workflow_list(state=state, limit=limit)
+        self.table(["ID", "WORKFLOW", "STATE", "CREATED", "FINISHED"],
+                   [[r.id, r.description, r.state, when(r.created_at), when(r.finished_at)] for r in rows])
+        self.stdout.write(f"{total} workflow(s){'' if total <= limit else f'; newest {limit} shown'}.")
+
+    def do_workflow(self, *, id, **options):
+        flow = workflows.get(id)
+        row = flow.row
+        fields = [("id", row.id), ("workflow", row.description), ("state", row.state),
+                  ("created", when(row.created_at)), ("finished", when(row.finished_at))]
+        if row.state == models.Workflow.State.SUCCEEDED:
+            fields.append(("result", row.result))
+        if row.error_task_id:
+            fields.append(("failed task", row.error_task_id))
+        if flow.error:
+            error = f"{row.error_class}: {row.error_message}" if row.error_class else row.error_message
+            fields.append(("error", error))
+        width = max(len(name) for name, _ in fields)
+        for name, value in fields:
+            self.stdout.write(f"{name.ljust(width)}  {'-' if value is None else value}")
+        self.stdout.write("")
+        self.table(["STEP", "KIND", "TASK", "TASK-ID", "STATE", "RESULT"],
+                   [[s.path or "top", s.kind, s.task_name or None, s.task_id, s.state,
+                     _short(s.result) if s.state == models.WorkflowStep.State.SUCCEEDED else None]
+                    for s in flow.steps()])
+
+    def do_cancel_workflow(self, *, id, **options):
+        flow = workflows.cancel(id)
+        cancelled = sum(1 for t in flow.tasks() if t.state == models.State.CANCELLED)
+        self.stdout.write(f"Cancelled workflow {id} ({cancelled} task(s) not started cancelled).")
+
+
+def _short(value, width=60):
+    text = str(value)
+    return text if len(text) <= width else text[:width - 1] + "…"

@@ -18,6 +18,7 @@ from queue import Empty
 import psycopg
 from django.db import InterfaceError, OperationalError
 from kombu.transport import TRANSPORT_ALIASES, virtual
+from kombu.transport.base import to_rabbitmq_queue_arguments
 from kombu.transport.virtual.exchange import STANDARD_EXCHANGE_TYPES
 
 logger = logging.getLogger("sluice.kombu")
@@ -96,6 +97,10 @@ class Channel(virtual.Channel):
         self._held_lock = threading.Lock()
 
     # Queues and bindings -------------------------------------------------------------------
+
+    def prepare_queue_arguments(self, arguments, **kwargs):
+        # As AMQP spells them (x-expires, x-message-ttl), so that _new_queue gets expires and TTLs.
+        return to_rabbitmq_queue_arguments(arguments, **kwargs)
 
     def _new_queue(self, queue, **kwargs):
         self.store.declare_queue(queue, arguments=kwargs.get("arguments"), partitions=self.partitions)

@@ -7,7 +7,6 @@ reject dead-letters it, requeue releases it; a consumer killed outright loses no
 run out in the database. Bindings are a table every process reads; a message with a future eta
 waits in the database as a delayed record. Consumers sleep on LISTEN until a commit wakes them.
 """
-import gc
 import logging
 import os
 import socket
@@ -20,6 +19,8 @@ from django.db import InterfaceError, OperationalError
 from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport.base import to_rabbitmq_queue_arguments
 from kombu.transport.virtual.exchange import STANDARD_EXCHANGE_TYPES
+
+from scheduler.compat import forks
 
 logger = logging.getLogger("sluice.kombu")
 
@@ -170,6 +171,7 @@ class Channel(virtual.Channel):
             self._no_ack.add(queue)
         else:
             self._no_ack.discard(queue)
+            self.connection.move_delayed()
         return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
 
     def basic_get(self, queue, no_ack=False, **kwargs):
@@ -331,9 +333,15 @@ class Transport(virtual.Transport):
         self._mover = None
         self._mover_thread = None
         self._watch_lock = threading.Lock()
+        forks.forget_connections_in_children()
 
     def establish_connection(self):
         self.store = _store(self._database_url())
+        from django.db import connection
+
+        # After a lost database (Celery reconnects on connection_errors) the thread's Django
+        # connection is broken: drop it so the next query opens a new one.
+        connection.close_if_unusable_or_obsolete()
         return super().establish_connection()
 
     def _database_url(self):
@@ -347,7 +355,7 @@ class Transport(virtual.Transport):
         return True
 
     def watch(self, reader):
-        """Wait for reader's topic too, and start the threads a consuming process needs."""
+        """Wait for reader's topic too, and start renewing the locks of what this process holds."""
         with self._watch_lock:
             self._keys = self._keys | reader.wakeup_keys
             channel = f"sluice_t{reader.topic_id}"
@@ -355,15 +363,21 @@ class Transport(virtual.Transport):
                 self._listener.execute(f'LISTEN "{channel}"')
             self._channels_listened.add(channel)
             if self._renewer is None:
-                interval = min(reader.lock_ms / 3000, 3.0)
-                self._renewer = Renewer(self, interval)
+                self._renewer = Renewer(self, min(reader.lock_ms / 3000, 3.0))
                 self._renewer.start()
-            if self._mover is None and self.client.transport_options.get("move_delayed", True):
-                from queueing import delayed
 
-                self._mover = delayed.Mover()
-                self._mover_thread = threading.Thread(target=self._mover.run, name="sluice-kombu-mover", daemon=True)
-                self._mover_thread.start()
+    def move_delayed(self):
+        """Start moving due delayed records (eta messages) into the log from this process, unless the
+        transport option move_delayed is False (then `manage.py delayed run` must run somewhere).
+        Consumers that acknowledge start it: workers, not the clients reading a pidbox reply."""
+        with self._watch_lock:
+            if self._mover is not None or not self.client.transport_options.get("move_delayed", True):
+                return
+            from queueing import delayed
+
+            self._mover = delayed.Mover()
+            self._mover_thread = threading.Thread(target=self._mover.run, name="sluice-kombu-mover", daemon=True)
+            self._mover_thread.start()
 
     # Waiting ------------------------------------------------------------------------------
 
@@ -438,42 +452,14 @@ class Transport(virtual.Transport):
         for thread in (self._renewer, self._mover):
             if thread is not None:
                 thread.stop()
-        super().close_connection(connection)
+        try:
+            super().close_connection(connection)
+        except self.connection_errors as error:
+            # The database is gone: what this process held comes back when its locks run out.
+            logger.warning("kombu connection closed without releasing its messages (%s)", error)
         if self._renewer is not None:
             self._renewer.join(5)
         if self._mover_thread is not None:
             self._mover_thread.join(5)
         if self._listener is not None:
             self._listener.close()
-
-
-def _forget_inherited_connections():
-    """In a forked child, point every inherited PostgreSQL socket at /dev/null and drop Django's
-    connections: the parent's sessions must not hear from the child (not even the Terminate a
-    garbage-collected connection sends), and the child opens its own."""
-    try:
-        devnull = os.open(os.devnull, os.O_RDWR)
-    except OSError:
-        return
-    try:
-        for item in gc.get_objects():
-            if isinstance(item, psycopg.Connection) and not item.closed:
-                try:
-                    os.dup2(devnull, item.pgconn.socket)
-                except (OSError, psycopg.Error):
-                    pass
-    finally:
-        os.close(devnull)
-    from django.conf import settings
-
-    if settings.configured:
-        from django.db import connections
-
-        for wrapper in connections.all(initialized_only=True):
-            wrapper.connection = None
-            wrapper.in_atomic_block = False
-            wrapper.savepoint_ids = []
-            wrapper.needs_rollback = False
-
-
-os.register_at_fork(after_in_child=_forget_inherited_connections)

@@ -2,7 +2,9 @@
 prefetch, bindings shared between connections and processes, lock renewal and expiry, eta messages
 held in the database, and consumers woken by commits."""
 import datetime
+import gc
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -333,3 +335,30 @@ def test_no_connection_is_left_behind(connect):
                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
         others = cursor.fetchall()
     assert others == []
+
+
+def test_a_forked_child_leaves_the_parents_sessions_and_messages_alone(connect):
+    """Guards the prefork pool: a child forked while the transport is live (Celery replacing a pool
+    process) must not close the parent's sessions nor release what the parent holds."""
+    conn = connect()
+    queue = declared(conn, "forked")
+    publish(conn, queue, {"n": 1}, {"n": 2})
+    received = []
+    with Consumer(conn.default_channel, [queue], callbacks=[lambda body, message: received.append(message)],
+                  prefetch_count=1):
+        conn.drain_events(timeout=5)
+        pid = os.fork()
+        if pid == 0:  # the child closes everything it inherited, as a pool process may, and exits
+            try:
+                conn.release()
+                django_connection.close()
+                gc.collect()
+            finally:
+                os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        received[0].ack()  # the parent's session and its hold on the message are intact
+        conn.drain_events(timeout=5)
+        assert [m.payload for m in received] == [{"n": 1}, {"n": 2}]
+        received[1].ack()
+    assert queue.get() is None
+    assert not engine_models.DeliveryAttempt.objects.filter(group_name="kombu.forked").exists()

@@ -252,26 +252,27 @@ class Reader:
 
     def take(self, limit):
         """Acquire up to limit messages ready now; return [(record, payload)]. A message older than the
-        queue's x-message-ttl is accepted unseen (AMQP drops it)."""
-        records = self.consumer.poll(timeout=0, max_records=max(1, limit))
-        taken, stale = [], False
-        cutoff = timezone.now() - self.message_ttl if self.message_ttl else None
-        for record in records:
-            if cutoff is not None and record.timestamp < cutoff:
-                self.consumer.accept(record)
-                stale = True
-                continue
-            payload = kombu_json.loads(bytes(record.value))
-            properties = payload.setdefault("properties", {})
-            # A tag per delivery: the publisher's tag is shared by a fanout's copies and redeliveries.
-            properties["delivery_tag"] = uuid.uuid4().hex
-            properties.setdefault("delivery_info", {})["redelivered"] = record.delivery_count > 1
-            if record.delivery_count > 1:
-                payload["redelivered"] = True
-            taken.append((record, payload))
-        if stale:
-            self.consumer.flush()
-        return taken
+        queue's x-message-ttl is accepted unseen (AMQP drops it), and the next ones are looked at."""
+        while True:
+            records = self.consumer.poll(timeout=0, max_records=max(1, limit))
+            cutoff = timezone.now() - self.message_ttl if self.message_ttl else None
+            stale = [r for r in records if cutoff is not None and r.timestamp < cutoff]
+            if stale:
+                self.accept_now(stale)
+            taken = [(r, self._payload(r)) for r in records if not (cutoff is not None and r.timestamp < cutoff)]
+            if taken or not records:
+                return taken
+
+    @staticmethod
+    def _payload(record):
+        payload = kombu_json.loads(bytes(record.value))
+        properties = payload.setdefault("properties", {})
+        # A tag per delivery: the publisher's tag is shared by a fanout's copies and redeliveries.
+        properties["delivery_tag"] = uuid.uuid4().hex
+        properties.setdefault("delivery_info", {})["redelivered"] = record.delivery_count > 1
+        if record.delivery_count > 1:
+            payload["redelivered"] = True
+        return payload
 
     def accept_now(self, records):
         """Accept records at once (no_ack consumers: a message is done when delivered)."""

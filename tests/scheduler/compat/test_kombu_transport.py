@@ -362,3 +362,14 @@ def test_a_forked_child_leaves_the_parents_sessions_and_messages_alone(connect):
         received[1].ack()
     assert queue.get() is None
     assert not engine_models.DeliveryAttempt.objects.filter(group_name="kombu.forked").exists()
+
+
+def test_a_message_older_than_the_queues_message_ttl_is_dropped_unseen(connect):
+    conn = connect()
+    queue = declared(conn, "short-lived", message_ttl=0.5)
+    publish(conn, queue, {"n": "stale"})
+    published = time.monotonic()
+    wait_for(lambda: time.monotonic() - published > 1.0)
+    publish(conn, queue, {"n": "fresh"})
+    assert queue.get().payload == {"n": "fresh"}
+    assert queue.get() is None

@@ -202,13 +202,20 @@ def publish(queues, message):
     """
     value = kombu_json.dumps(message).encode("utf-8")
     due = _due(message)
+    if len(queues) == 1:  # one statement commits by itself
+        _send(queues[0], value, due)
+        return
     with transaction.atomic():
         for queue in queues:
-            info = ensure_topic(queue)
-            if due is None:
-                producer.send(info.name, value)
-            else:
-                producer.send(info.name, value, deliver_at=due)
+            _send(queue, value, due)
+
+
+def _send(queue, value, due):
+    info = ensure_topic(queue)
+    if due is None:
+        producer.send(info.name, value)
+    else:
+        producer.send(info.name, value, deliver_at=due)
 
 
 def _due(message):

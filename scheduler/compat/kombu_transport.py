@@ -272,17 +272,22 @@ class Renewer(threading.Thread):
     connection; it ends with the transport's connection. Killed with its process, it renews nothing
     more and the locks run out."""
 
-    def __init__(self, transport, interval):
+    def __init__(self, transport):
         super().__init__(name="sluice-kombu-renewer", daemon=True)
         self.transport = transport
-        self.interval = interval
         self.stop_event = threading.Event()
+
+    def interval(self):
+        """A third of the shortest lock held by this process's readers (their group's, once joined)."""
+        locks = [reader.lock_ms for channel in list(self.transport.channels)
+                 for reader in list(channel._readers.values())]
+        return min([3.0, *(lock / 3000 for lock in locks)])
 
     def run(self):
         from django.db import connection
 
         try:
-            while not self.stop_event.wait(self.interval):
+            while not self.stop_event.wait(self.interval()):
                 try:
                     self.renew_once()
                 except (OperationalError, InterfaceError, psycopg.OperationalError) as error:
@@ -363,7 +368,7 @@ class Transport(virtual.Transport):
                 self._listener.execute(f'LISTEN "{channel}"')
             self._channels_listened.add(channel)
             if self._renewer is None:
-                self._renewer = Renewer(self, min(reader.lock_ms / 3000, 3.0))
+                self._renewer = Renewer(self)
                 self._renewer.start()
 
     def move_delayed(self):

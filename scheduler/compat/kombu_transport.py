@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from queue import Empty
+from urllib.parse import urlsplit
 
 import psycopg
 from django.db import InterfaceError, OperationalError
@@ -49,9 +50,15 @@ def _store(url):
     from django.apps import apps
     from django.conf import settings
 
-    if not settings.configured and url.startswith(("postgres://", "postgresql://")):
-        os.environ["DATABASE_URL"] = url
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    if url.startswith(("postgres://", "postgresql://")):
+        if settings.configured:
+            name = urlsplit(url).path.lstrip("/")
+            if name and name != settings.DATABASES["default"]["NAME"]:
+                logger.warning("sluice+%s: Django is configured already, so its own database (%s) is used", url,
+                               settings.DATABASES["default"]["NAME"])
+        else:
+            os.environ["DATABASE_URL"] = url
+            os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     if not apps.ready:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
         django.setup()
@@ -293,6 +300,9 @@ class Renewer(threading.Thread):
                 except (OperationalError, InterfaceError, psycopg.OperationalError) as error:
                     logger.warning("kombu lock renewal failed (%s); retrying", error)
                     connection.close()
+                except Exception:
+                    # Renewal must go on while the process lives, or its long tasks run twice.
+                    logger.exception("kombu lock renewal failed; retrying")
         finally:
             connection.close()
 

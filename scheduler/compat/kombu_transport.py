@@ -242,7 +242,9 @@ class Channel(virtual.Channel):
         if not reader.settle(record, fate):
             logger.warning("kombu queue %s: %s refused, the lock was lost; the message is delivered again",
                            reader.queue, fate, extra={"queue": reader.queue, "offset": record.offset})
-        self.connection.acked.set()
+        transport = self.connection  # None once the channel is closed
+        if transport is not None:
+            transport.acked.set()
 
     def renew_held(self):
         """Extend the locks of every message held unacknowledged (the renewing thread calls this)."""

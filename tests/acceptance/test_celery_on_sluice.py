@@ -1,6 +1,7 @@
 """An unchanged Celery app on `broker_url = "sluice://"`: real `celery worker` processes (prefork,
-concurrency 2) run `delay` and `apply_async(countdown=...)` tasks, answer `celery inspect ping`,
-lose nothing when killed with SIGKILL, and never run a long task twice while they live."""
+concurrency 2) run `delay`, `apply_async(countdown=...)` and `retry(countdown=...)` tasks, answer
+`celery inspect ping`, send task events, lose nothing when killed with SIGKILL, and never run a
+long task twice while they live."""
 import datetime
 import os
 import signal
@@ -98,9 +99,13 @@ def test_a_prefork_worker_runs_delay_and_countdown_tasks_and_answers_ping(effect
     tasks.record.delay("now")
     sent = datetime.datetime.now(datetime.UTC)
     tasks.record.apply_async(("later",), countdown=2)
+    tasks.flaky.delay("retried")
     wait_for(lambda: runs("now") == 1)
     wait_for(lambda: runs("later") == 1)
     assert ran_at("later") >= sent + datetime.timedelta(seconds=2)
+    wait_for(lambda: runs("retried") == 1)
+    assert runs("retried:try") == 1
+    assert ran_at("retried") >= ran_at("retried:try") + datetime.timedelta(seconds=1)
     ping = celery(celery_env, "inspect", "ping", "--timeout", "10")
     assert ping.returncode == 0, ping.stderr
     assert "w1@" in ping.stdout and "pong" in ping.stdout

@@ -24,3 +24,13 @@ def slow(tag, seconds):
     time.sleep(seconds)
     _effect(tag)
     return tag
+
+
+@app.task(bind=True, max_retries=1)
+def flaky(self, tag):
+    """Fails its first run and retries in a second (a new message with an eta)."""
+    if self.request.retries == 0:
+        _effect(f"{tag}:try")
+        raise self.retry(countdown=1)
+    _effect(tag)
+    return tag

@@ -377,3 +377,17 @@ def test_a_message_older_than_the_queues_message_ttl_is_dropped_unseen(connect):
     publish(conn, queue, {"n": "fresh"})
     assert queue.get().payload == {"n": "fresh"}
     assert queue.get() is None
+
+
+def test_a_publish_inside_a_transaction_commits_or_rolls_back_with_it(connect):
+    from django.db import transaction
+
+    conn = connect()
+    queue = declared(conn, "transactional")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        publish(conn, queue, {"n": "rolled back"})
+        raise RuntimeError("the business transaction fails")
+    with transaction.atomic():
+        publish(conn, queue, {"n": "committed"})
+    assert queue.get().payload == {"n": "committed"}
+    assert queue.get() is None

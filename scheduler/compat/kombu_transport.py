@@ -256,6 +256,11 @@ class Channel(virtual.Channel):
         for reader, records in by_reader.items():
             lost = reader.renew(records)
             if lost:
+                # Settled since the snapshot (an ack from another thread) is not lost.
+                with self._held_lock:
+                    still_held = {id(record) for _, record in self._held.values()}
+                lost = [record for record in lost if id(record) in still_held]
+            if lost:
                 logger.warning("kombu queue %s: %d lock(s) lost before renewal; those messages are delivered again",
                                reader.queue, len(lost), extra={"queue": reader.queue})
         for reader in list(self._readers.values()):

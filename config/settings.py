@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     # Before queueing: its `worker` command extends the engine's with --queue (the first app that
     # provides a command wins, as staticfiles' runserver does over Django's).
     "scheduler",
+    "scheduler.compat",
     "queueing",
     "rest_framework",
     "rest_framework.authtoken",

@@ -36,6 +36,19 @@ def configure_group(name, *, lock_duration_ms=None, **policy):
     return group
 
 
+def delete_group(name):
+    """Delete a share group with its windows, members and unfinished deliveries (records held are
+    dropped with it); return whether it existed."""
+    with transaction.atomic():
+        group = models.ShareGroup.objects.select_for_update().filter(name=name).first()
+        if group is None:
+            return False
+        # Deliveries name their group by id, without a foreign key: they go by hand.
+        models.ShareDelivery.objects.filter(group_id=group.id).delete()
+        group.delete()
+    return True
+
+
 def _group_defaults():
     return {"lock_duration_ms": settings.SLUICE["LOCK_DURATION_MS"]}
 
@@ -52,7 +65,7 @@ class ShareConsumer:
     """
 
     def __init__(self, group, topics, *, auto_offset_reset=types.OffsetReset.LATEST, max_records=100,
-                 client_id="", lock_duration_ms=None):
+                 client_id="", lock_duration_ms=None, listen=True):
         self.topics = groups.validate_subscription(
             group, topics, batch=max_records, batch_name="max_records", batch_limit=10_000
         )
@@ -61,6 +74,7 @@ class ShareConsumer:
         self.max_records = max_records
         self.client_id = client_id
         self.lock_duration_ms = lock_duration_ms
+        self.listen = listen  # False: the caller waits for records itself (poll(timeout=0) only)
         self.member_id = f"{client_id or 'share'}-{uuid.uuid4().hex[:16]}"
         self.fallback_interval = settings.SLUICE["POLL_FALLBACK_MS"] / 1000
         self.group_row = None
@@ -107,6 +121,8 @@ class ShareConsumer:
         )
         self._last_seen = time.monotonic()
         self._keys = wakeups.partition_keys(self._slots)
+        if not self.listen:
+            return
         try:
             self._listener = wakeups.listen_connection([f"sluice_t{t}" for t in self._topics])
         except psycopg.Error as error:

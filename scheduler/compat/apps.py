@@ -1,0 +1,16 @@
+"""App configuration of the compatibility layers: their tables, and kombu's `sluice` alias."""
+from django.apps import AppConfig
+
+
+class CompatConfig(AppConfig):
+    name = "scheduler.compat"
+    label = "compat"
+    verbose_name = "Celery and kombu compatibility"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        # kombu has no entry point for transports: `broker_url = "sluice://"` resolves only once
+        # the alias is in TRANSPORT_ALIASES, in the process that connects.
+        from scheduler.compat import kombu_transport
+
+        kombu_transport.register()

@@ -1,0 +1,487 @@
+"""A kombu transport on Sluice: `broker_url = "sluice://"` (the Django database) or
+`"sluice+postgresql://user@host/db"` runs an unchanged Celery app on the engine.
+
+A queue is a topic read by a share group of the same name; a delivered message is a record held
+with a lock that a side thread renews while the consumer keeps it unacknowledged; ack accepts it,
+reject dead-letters it, requeue releases it; a consumer killed outright loses nothing, as its locks
+run out in the database. Bindings are a table every process reads; a message with a future eta
+waits in the database as a delayed record. Consumers sleep on LISTEN until a commit wakes them.
+"""
+import logging
+import os
+import socket
+import threading
+import time
+from queue import Empty
+from urllib.parse import urlsplit
+
+import psycopg
+from django.db import InterfaceError, OperationalError
+from kombu.transport import TRANSPORT_ALIASES, virtual
+from kombu.transport.base import to_rabbitmq_queue_arguments
+from kombu.transport.virtual.exchange import STANDARD_EXCHANGE_TYPES
+
+from scheduler.compat import forks
+
+logger = logging.getLogger("sluice.kombu")
+
+ALIAS = "sluice"
+TRANSPORT_PATH = "scheduler.compat.kombu_transport:Transport"
+DEFAULT_BATCH = 100  # messages taken per queue and poll when no prefetch limits it
+FULL_WAIT_S = 0.25  # prefetch full: how long to wait for an acknowledgement before looking again
+
+
+def register():
+    """Make `sluice://` and `sluice+postgresql://...` broker URLs resolve to this transport."""
+    TRANSPORT_ALIASES[ALIAS] = TRANSPORT_PATH
+
+
+register()
+
+
+def _store(url):
+    """Set Django up if it is not (a program outside the Sluice project), then return the store.
+
+    A `postgres(ql)://` URL with Django not configured runs Sluice's own settings module against
+    that database (DATABASE_URL is set to it in this process); `sluice://` uses the settings the
+    process has.
+    """
+    import django
+    from django.apps import apps
+    from django.conf import settings
+
+    if url.startswith(("postgres://", "postgresql://")):
+        if settings.configured:
+            name = urlsplit(url).path.lstrip("/")
+            if name and name != settings.DATABASES["default"]["NAME"]:
+                logger.warning("sluice+%s: Django is configured already, so its own database (%s) is used", url,
+                               settings.DATABASES["default"]["NAME"])
+        else:
+            os.environ["DATABASE_URL"] = url
+            os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    if not apps.ready:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+        django.setup()
+    from scheduler.compat import kombu_store
+
+    return kombu_store
+
+
+class QoS(virtual.QoS):
+    """kombu's prefetch accounting, with acknowledgements made in the database (from any thread)
+    and unacknowledged messages released there on a clean close (none are re-published)."""
+
+    def ack(self, delivery_tag):
+        self.channel.settle(delivery_tag, "accept")
+        super().ack(delivery_tag)
+
+    def reject(self, delivery_tag, requeue=False):
+        self.channel.settle(delivery_tag, "release" if requeue else "reject")
+        self._quick_ack(delivery_tag)
+
+    def restore_unacked(self):
+        self._flush()
+        for tag in list(self._delivered):
+            self.channel.settle(tag, "release")
+        self._delivered.clear()
+        return []
+
+
+class Channel(virtual.Channel):
+    QoS = QoS
+    supports_fanout = True
+    exchange_types = dict(STANDARD_EXCHANGE_TYPES)
+    from_transport_options = virtual.Channel.from_transport_options + ("lock_duration_ms", "partitions")
+    lock_duration_ms = None  # None: the share group's (SLUICE_LOCK_DURATION_MS when it is created)
+    partitions = None  # of a queue's topic when it is created; None: SLUICE_TASK_PARTITIONS
+
+    def __init__(self, connection, **kwargs):
+        super().__init__(connection, **kwargs)
+        self.store = connection.store
+        self._pid = os.getpid()
+        self._readers = {}  # queue -> kombu_store.Reader
+        self._no_ack = set()  # queues consumed without acknowledgements
+        self._held = {}  # delivery tag -> (reader, record), until settled
+        self._held_lock = threading.Lock()
+
+    # Queues and bindings -------------------------------------------------------------------
+
+    def prepare_queue_arguments(self, arguments, **kwargs):
+        # As AMQP spells them (x-expires, x-message-ttl), so that _new_queue gets expires and TTLs.
+        return to_rabbitmq_queue_arguments(arguments, **kwargs)
+
+    def _new_queue(self, queue, **kwargs):
+        self.store.declare_queue(queue, arguments=kwargs.get("arguments"), partitions=self.partitions)
+
+    def _has_queue(self, queue, **kwargs):
+        return self.store.has_queue(queue)
+
+    def _size(self, queue):
+        return self.store.size(queue)
+
+    def _purge(self, queue):
+        return self.store.purge(queue)
+
+    def queue_delete(self, queue, if_unused=False, if_empty=False, **kwargs):
+        if if_empty and self._size(queue):
+            return
+        self.store.delete_queue(queue)
+        self.state.queue_bindings_delete(queue)
+
+    def _queue_bind(self, exchange, routing_key, pattern, queue):
+        self.store.bind(exchange, self.state.exchanges[exchange]["type"], routing_key, pattern, queue)
+
+    def queue_unbind(self, queue, exchange=None, routing_key="", arguments=None, **kwargs):
+        super().queue_unbind(queue, exchange, routing_key, arguments, **kwargs)
+        self.store.unbind(exchange, routing_key, queue)
+
+    def exchange_declare(self, exchange=None, type="direct", durable=False, auto_delete=False, arguments=None,
+                         nowait=False, passive=False):
+        if passive and exchange not in self.state.exchanges and self.store.exchange_type(exchange):
+            return  # declared (bound) by another process
+        return super().exchange_declare(exchange, type, durable, auto_delete, arguments, nowait, passive)
+
+    def exchange_delete(self, exchange, if_unused=False, nowait=False):
+        super().exchange_delete(exchange, if_unused, nowait)
+        self.store.delete_exchange(exchange)
+
+    def get_table(self, exchange):
+        return self.store.table(exchange)
+
+    def typeof(self, exchange, default="direct"):
+        kind = self.state.exchanges.get(exchange, {}).get("type") or self.store.exchange_type(exchange) or default
+        return self.exchange_types[kind]
+
+    # Publishing ----------------------------------------------------------------------------
+
+    def _put(self, queue, message, **kwargs):
+        self.store.publish([queue], message)
+
+    def _put_fanout(self, exchange, message, routing_key, **kwargs):
+        queues = sorted({queue for _, _, queue in self.get_table(exchange)})
+        if queues:
+            self.store.publish(queues, message)
+
+    # Consuming -----------------------------------------------------------------------------
+
+    def _reader(self, queue):
+        reader = self._readers.get(queue)
+        if reader is None:
+            reader = self._readers[queue] = self.store.Reader(queue, lock_ms=self.lock_duration_ms,
+                                                              batch=DEFAULT_BATCH)
+            self.connection.watch(reader)
+        return reader
+
+    def basic_consume(self, queue, no_ack, callback, consumer_tag, **kwargs):
+        self._reader(queue)
+        if no_ack:
+            self._no_ack.add(queue)
+        else:
+            self._no_ack.discard(queue)
+            self.connection.move_delayed()
+        return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
+
+    def basic_get(self, queue, no_ack=False, **kwargs):
+        message = super().basic_get(queue, no_ack=no_ack, **kwargs)
+        if message is not None and no_ack:
+            self.settle(message.delivery_tag, "accept")
+        return message
+
+    def _get(self, queue, timeout=None):
+        taken = self._take(queue, 1)
+        if not taken:
+            raise Empty()
+        return taken[0][1]
+
+    def _take(self, queue, limit):
+        reader = self._reader(queue)
+        taken = reader.take(limit)
+        with self._held_lock:
+            for record, payload in taken:
+                self._held[payload["properties"]["delivery_tag"]] = (reader, record)
+        return taken
+
+    def can_take(self):
+        return bool(self._consumers) and self.qos.can_consume()
+
+    def deliver_ready(self):
+        """Acquire what the consumed queues have ready, within the prefetch, and hand it to their
+        consumers; return how many messages were delivered. Queues take turns at going first."""
+        delivered = 0
+        queues = list(dict.fromkeys(self._active_queues))
+        for queue in queues:
+            if not self.can_take():
+                break
+            room = self.qos.can_consume_max_estimate() or DEFAULT_BATCH
+            taken = self._take(queue, room)
+            if queue in self._no_ack and taken:
+                self._settle_now([payload["properties"]["delivery_tag"] for _, payload in taken])
+            for _, payload in taken:
+                self.connection._deliver(payload, queue)
+            delivered += len(taken)
+        if len(self._active_queues) > 1:
+            self._active_queues.append(self._active_queues.pop(0))
+        return delivered
+
+    def _settle_now(self, tags):
+        with self._held_lock:
+            held = [self._held.pop(tag) for tag in tags]
+        by_reader = {}
+        for reader, record in held:
+            by_reader.setdefault(reader, []).append(record)
+        for reader, records in by_reader.items():
+            reader.accept_now(records)
+
+    def settle(self, delivery_tag, fate):
+        """Accept, release or reject a held message in the database now (any thread may ack)."""
+        with self._held_lock:
+            held = self._held.pop(delivery_tag, None)
+        if held is None or os.getpid() != self._pid:
+            return  # settled already, or this is a forked child: the parent holds the message
+        reader, record = held
+        if not reader.settle(record, fate):
+            logger.warning("kombu queue %s: %s refused, the lock was lost; the message is delivered again",
+                           reader.queue, fate, extra={"queue": reader.queue, "offset": record.offset})
+        transport = self.connection  # None once the channel is closed
+        if transport is not None:
+            transport.acked.set()
+
+    def renew_held(self):
+        """Extend the locks of every message held unacknowledged (the renewing thread calls this)."""
+        with self._held_lock:
+            held = list(self._held.values())
+        by_reader = {}
+        for reader, record in held:
+            by_reader.setdefault(reader, []).append(record)
+        for reader, records in by_reader.items():
+            lost = reader.renew(records)
+            if lost:
+                # Settled since the snapshot (an ack from another thread) is not lost.
+                with self._held_lock:
+                    still_held = {id(record) for _, record in self._held.values()}
+                lost = [record for record in lost if id(record) in still_held]
+            if lost:
+                logger.warning("kombu queue %s: %d lock(s) lost before renewal; those messages are delivered again",
+                               reader.queue, len(lost), extra={"queue": reader.queue})
+        for reader in list(self._readers.values()):
+            reader.heartbeat()
+
+    def consumed_queues(self):
+        return set(self._active_queues)
+
+    def close(self):
+        if self.closed:
+            return
+        readers = list(self._readers.values())
+        super().close()  # cancels consumers and releases what is unacknowledged (QoS.restore_unacked)
+        if os.getpid() == self._pid:
+            for reader in readers:
+                reader.close()
+        self._readers.clear()
+
+
+class Renewer(threading.Thread):
+    """Renews the locks of held messages, heartbeats the share-group members and keeps consumed
+    queues from expiring, every third of the lock duration (at most every 3 s), on its own
+    connection; it ends with the transport's connection. Killed with its process, it renews nothing
+    more and the locks run out."""
+
+    def __init__(self, transport):
+        super().__init__(name="sluice-kombu-renewer", daemon=True)
+        self.transport = transport
+        self.stop_event = threading.Event()
+
+    def interval(self):
+        """A third of the shortest lock held by this process's readers (their group's, once joined)."""
+        locks = [reader.lock_ms for channel in list(self.transport.channels)
+                 for reader in list(channel._readers.values())]
+        return min([3.0, *(lock / 3000 for lock in locks)])
+
+    def run(self):
+        from django.db import connection
+
+        try:
+            while not self.stop_event.wait(self.interval()):
+                try:
+                    self.renew_once()
+                except (OperationalError, InterfaceError, psycopg.OperationalError) as error:
+                    logger.warning("kombu lock renewal failed (%s); retrying", error)
+                    connection.close()
+                except Exception:
+                    # Renewal must go on while the process lives, or its long tasks run twice.
+                    logger.exception("kombu lock renewal failed; retrying")
+        finally:
+            connection.close()
+
+    def renew_once(self):
+        queues = set()
+        for channel in list(self.transport.channels):
+            channel.renew_held()
+            queues |= channel.consumed_queues()
+        self.transport.store.touch_queues(queues)
+        self.transport.store.expire_queues()
+
+    def stop(self):
+        self.stop_event.set()
+
+
+class Transport(virtual.Transport):
+    """The Sluice transport (`sluice://`). Transport options: `lock_duration_ms` (how long a
+    delivered message is held before another consumer may get it, renewed while held),
+    `partitions` (of the topics it creates), `move_delayed` (default True: a consuming process also
+    moves due delayed records into the log, as `manage.py delayed run` does)."""
+
+    Channel = Channel
+    driver_type = "sluice"  # not "sql": Celery disables events for that one
+    driver_name = "sluice"
+    can_parse_url = True  # the URL is the database's (or Django's): kombu must not split it
+    polling_interval = None  # drain_events waits on LISTEN, not by sleeping
+    connection_errors = virtual.Transport.connection_errors + (
+        OperationalError, InterfaceError, psycopg.OperationalError)
+    implements = virtual.Transport.implements.extend(
+        asynchronous=False, exchange_type=frozenset(["direct", "topic", "fanout"]), heartbeats=False,
+    )
+
+    def __init__(self, client, **kwargs):
+        super().__init__(client, **kwargs)
+        self.store = None
+        self.acked = threading.Event()  # set when a message is settled: prefetch room may have opened
+        self._pid = os.getpid()
+        self._listener = None
+        self._waiter = None
+        self._channels_listened = set()
+        self._keys = frozenset()
+        self._renewer = None
+        self._mover = None
+        self._mover_thread = None
+        self._watch_lock = threading.Lock()
+        forks.forget_connections_in_children()
+
+    def establish_connection(self):
+        self.store = _store(self._database_url())
+        from django.db import connection
+
+        # After a lost database (Celery reconnects on connection_errors) the thread's Django
+        # connection is broken: drop it so the next query opens a new one.
+        connection.close_if_unusable_or_obsolete()
+        return super().establish_connection()
+
+    def _database_url(self):
+        hostname = self.client.hostname or ""
+        return hostname if hostname.startswith(("postgres://", "postgresql://")) else ""
+
+    def driver_version(self):
+        return "1"
+
+    def verify_connection(self, connection):
+        return True
+
+    def watch(self, reader):
+        """Wait for reader's topic too, and start renewing the locks of what this process holds."""
+        with self._watch_lock:
+            self._keys = self._keys | reader.wakeup_keys
+            channel = f"sluice_t{reader.topic_id}"
+            if self._listener is not None and not self._listener.closed and channel not in self._channels_listened:
+                self._listener.execute(f'LISTEN "{channel}"')
+            self._channels_listened.add(channel)
+            if self._renewer is None:
+                self._renewer = Renewer(self)
+                self._renewer.start()
+
+    def move_delayed(self):
+        """Start moving due delayed records (eta messages) into the log from this process, unless the
+        transport option move_delayed is False (then `manage.py delayed run` must run somewhere).
+        Consumers that acknowledge start it: workers, not the clients reading a pidbox reply."""
+        with self._watch_lock:
+            if self._mover is not None or not self.client.transport_options.get("move_delayed", True):
+                return
+            from queueing import delayed
+
+            self._mover = delayed.Mover()
+            self._mover_thread = threading.Thread(target=self._mover.run, name="sluice-kombu-mover", daemon=True)
+            self._mover_thread.start()
+
+    # Waiting ------------------------------------------------------------------------------
+
+    def drain_events(self, connection, timeout=None):
+        """Deliver what is ready on any channel; with nothing ready, sleep until a commit may have
+        brought something (LISTEN/NOTIFY through the engine's wake-ups), or until timeout."""
+        from queueing import wakeups
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fallback = self._fallback_s()
+        if self._waiter is None:
+            self._waiter = wakeups.Waiter(wakeups.APPENDS, f"kombu transport {os.getpid()}")
+        while True:
+            self._ensure_listener()
+            self._waiter.drain(self._listen)
+            self.acked.clear()
+            delivered = sum(channel.deliver_ready() for channel in list(self.channels))
+            self._waiter.found(self._listener, delivered)
+            if delivered:
+                return
+            remaining = fallback if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout()
+            consuming = [c for c in self.channels if c._consumers]
+            if any(not c.qos.can_consume() for c in consuming):
+                # A prefetch is full: what frees it is an acknowledgement (often from another
+                # thread), not a commit; look again when one comes.
+                self.acked.wait(min(remaining, FULL_WAIT_S))
+            elif consuming:
+                self._waiter.sleep(self._listener, self._keys, min(remaining, fallback), self._listen)
+            else:
+                self.acked.wait(min(remaining, fallback))
+
+    def _fallback_s(self):
+        from django.conf import settings
+
+        return settings.SLUICE["POLL_FALLBACK_MS"] / 1000
+
+    def _ensure_listener(self):
+        from queueing import wakeups
+
+        if (self._listener is None or self._listener.closed) and self._channels_listened:
+            try:
+                with self._watch_lock:
+                    self._listener = wakeups.listen_connection(sorted(self._channels_listened))
+            except psycopg.Error as error:
+                logger.warning("LISTEN connection failed (%s); polling", error)
+
+    def _listen(self, seconds):
+        """Wait for a NOTIFY up to seconds (0: take those already here); return whether one came."""
+        if self._listener is None or self._listener.closed:
+            if seconds > 0:
+                self.acked.wait(seconds)
+            return False
+        came = False
+        try:
+            for _ in self._listener.notifies(timeout=max(0.0, seconds), stop_after=1 if seconds else None):
+                came = True
+        except psycopg.Error as error:
+            logger.warning("LISTEN connection lost (%s); reconnecting", error)
+            self._listener.close()
+        return came
+
+    # Closing ------------------------------------------------------------------------------
+
+    def close_connection(self, connection):
+        if os.getpid() != self._pid:
+            # A forked child (a prefork pool process): everything here is the parent's.
+            self.channels.clear()
+            self._avail_channels.clear()
+            return
+        for thread in (self._renewer, self._mover):
+            if thread is not None:
+                thread.stop()
+        try:
+            super().close_connection(connection)
+        except self.connection_errors as error:
+            # The database is gone: what this process held comes back when its locks run out.
+            logger.warning("kombu connection closed without releasing its messages (%s)", error)
+        if self._renewer is not None:
+            self._renewer.join(5)
+        if self._mover_thread is not None:
+            self._mover_thread.join(5)
+        if self._listener is not None:
+            self._listener.close()

@@ -1,0 +1,17 @@
+"""The Celery app: Django's usual celery.py, with the broker switched to Sluice by one setting."""
+import os
+
+import django
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django.setup()  # loads the apps, and with them kombu's `sluice` alias
+
+app = Celery("celeryapp")
+app.conf.update(
+    broker_url=os.environ.get("CELERY_BROKER_URL", "sluice://"),
+    broker_transport_options={"lock_duration_ms": int(os.environ.get("SLUICE_KOMBU_LOCK_MS", "30000"))},
+    task_acks_late=os.environ.get("CELERY_ACKS_LATE") == "1",
+    worker_prefetch_multiplier=1,
+    include=["tests.celeryapp.tasks"],
+)

@@ -28,6 +28,7 @@ def cancel(task_id):
         row.state, row.delayed_id = models.State.CANCELLED, None
         row.save(update_fields=["state", "delayed_id"])
         models.TaskResult.objects.filter(id=row.id).update(finished_at=Now())
+        storage.announce_finished(row.id)
     return results.get(task_id)
 
 

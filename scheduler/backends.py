@@ -100,7 +100,7 @@ class SluiceBackend(BaseTaskBackend):
         status = STATUS[models.State(row.state)]
         result = TaskResult(
             task=task, id=str(row.id), status=status, enqueued_at=row.enqueued_at, started_at=row.started_at,
-            finished_at=row.finished_at if status in (TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED) else None,
+            finished_at=row.finished_at,
             last_attempted_at=attempts[-1].started_at if attempts else None,
             args=row.args, kwargs=row.kwargs, backend=self.alias, errors=_errors(row, attempts),
             worker_ids=[a.worker for a in attempts],

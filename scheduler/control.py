@@ -36,6 +36,7 @@ def cancel_locked(row):
     row.state, row.delayed_id = models.State.CANCELLED, None
     row.save(update_fields=["state", "delayed_id"])
     models.TaskResult.objects.filter(id=row.id).update(finished_at=Now())
+    storage.announce_finished(row.id)
 
 
 def retry(task_id):

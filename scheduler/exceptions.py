@@ -57,6 +57,10 @@ class HardTimeLimitExceeded(Exception):
     """The task ran past its hard time limit and the process running it was killed."""
 
 
+class TaskCancelled(Exception):
+    """The task was cancelled before it started (a Django TaskResult's error for a cancelled task)."""
+
+
 class WorkerLost(Exception):
     """The process running the task exited before the task returned."""
 

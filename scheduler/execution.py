@@ -45,39 +45,44 @@ def error_class_path(error):
 
 def run(job, *, soft_time_limit=None):
     """Run one job here; return (OK, value) or (ERROR, class path, message, traceback, retryable,
-    countdown). The task's definition decides which errors are retried."""
+    countdown). The task's definition decides which errors are retried. A Django task runs through
+    backends.Attempt, which sends Django's task_started and task_finished signals around it."""
     from scheduler import exceptions, tasks
 
     try:
         definition = tasks.get(job.name)
     except exceptions.TaskNotRegistered as error:
         return ERROR, error_class_path(error), str(error), "", False, None
-    args = ([_context(definition, job)] if definition.takes_context else []) + list(job.args)
+    django = None
     if soft_time_limit:
         signal.signal(signal.SIGALRM, _soft_limit_reached)
         signal.setitimer(signal.ITIMER_REAL, soft_time_limit)
     try:
         try:
-            value = definition.func(*args, **job.kwargs)
+            if definition.django_task is not None:
+                from scheduler import backends
+
+                django = backends.Attempt(definition.django_task, job.task_id)
+                value = django.call(job.args, job.kwargs)
+            else:
+                args = ([TaskContext(job.task_id, job.attempt)] if definition.takes_context else []) + list(job.args)
+                value = definition.func(*args, **job.kwargs)
         finally:
             if soft_time_limit:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         tasks.check_json(value, what="return value", task=job.name)
-        return OK, value
-    except exceptions.Retry as request:
-        return ERROR, error_class_path(request), str(request), traceback.format_exc(), True, request.countdown
     except Exception as error:  # noqa: BLE001 - any failure of a task is reported, never raised
-        return (ERROR, error_class_path(error), str(error)[:10_000], traceback.format_exc()[-50_000:],
-                definition.retry.retries(error), None)
-
-
-def _context(definition, job):
-    """A Sluice TaskContext, or Django's (its task_result read back) for a django.tasks task."""
-    if definition.django_task is None:
-        return TaskContext(job.task_id, job.attempt)
-    from django.tasks.base import TaskContext as DjangoContext
-
-    return DjangoContext(task_result=definition.django_task.get_backend().get_result(job.task_id))
+        if isinstance(error, exceptions.Retry):
+            outcome = ERROR, error_class_path(error), str(error), traceback.format_exc(), True, error.countdown
+        else:
+            outcome = (ERROR, error_class_path(error), str(error)[:10_000], traceback.format_exc()[-50_000:],
+                       definition.retry.retries(error), None)
+        if django is not None:
+            django.failed(outcome[1], outcome[3])  # in the handler: receivers see sys.exc_info()
+        return outcome
+    if django is not None:
+        django.succeeded(value)
+    return OK, value
 
 
 def _soft_limit_reached(signum, frame):

@@ -1,10 +1,17 @@
 """Read a task's state and result from any process: a handle over its row."""
+import logging
+import threading
 import time
 
+import psycopg
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from scheduler import exceptions, models
+from queueing import wakeups
+from scheduler import exceptions, models, storage
+
+logger = logging.getLogger("sluice.tasks")
 
 
 def get(task_id):
@@ -88,11 +95,56 @@ class Result:
         return self
 
     def wait(self, timeout):
-        """Read the row until the task is finished (succeeded, failed or cancelled), at most timeout
-        seconds; return self, or raise ResultTimeout. Reads back off from 20 ms to half a second."""
-        if not poll(lambda: self.refresh().finished, timeout):
-            raise exceptions.ResultTimeout(id=self.id, timeout=timeout, state=self.state)
+        """Wait until the task is finished (succeeded, failed or cancelled), at most timeout seconds;
+        return self, or raise ResultTimeout.
+
+        The transaction that records the finish NOTIFYs the task's channel while someone waits (the
+        wake-up protocol of queueing/wakeups.py, on a LISTEN connection of its own), so wait() returns
+        at the commit; it also reads the row every SLUICE["POLL_FALLBACK_MS"], so a lost NOTIFY (or
+        no LISTEN connection) only delays it.
+        """
+        deadline = time.monotonic() + timeout
+        if self.refresh().finished:
+            return self
+        fallback = settings.SLUICE["POLL_FALLBACK_MS"] / 1000
+        waiter = wakeups.Waiter(wakeups.FINISHES, f"result {self.id}")
+        listener = _listener(storage.finish_channel(self.id))
+        try:
+            while not self.refresh().finished:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise exceptions.ResultTimeout(id=self.id, timeout=timeout, state=self.state)
+                waiter.sleep(listener, {storage.finish_key(self.id)}, min(left, fallback),
+                             lambda seconds: _heard(listener, seconds))
+        finally:
+            if listener is not None:
+                listener.close()  # its session's asks go with it
         return self
 
     def __repr__(self):
         return f"<Result {self._row.task_name}[{self.id}] {self._row.state}>"
+
+
+def _listener(channel):
+    """A LISTEN connection on channel, or None (wait() then polls) if one cannot be opened."""
+    try:
+        return wakeups.listen_connection([channel])
+    except psycopg.Error as error:
+        logger.warning("no LISTEN connection for a result wait (%s); polling", error)
+        return None
+
+
+def _heard(listener, seconds):
+    """Wait up to seconds for a NOTIFY on listener (0: take those already here); return whether one
+    came. Without a usable listener, only wait."""
+    if listener is None or listener.closed:
+        threading.Event().wait(seconds)
+        return False
+    heard = False
+    try:
+        for _ in listener.notifies(timeout=max(0.0, seconds), stop_after=1 if seconds else None):
+            heard = True
+    except psycopg.Error as error:
+        logger.warning("result wait: LISTEN connection lost (%s); polling", error)
+        listener.close()
+    return heard

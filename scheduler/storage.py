@@ -1,5 +1,7 @@
 """The only module of the task layer that runs raw SQL, on Django's connection (so it joins the
 caller's transaction)."""
+import uuid
+
 from django.db import connection
 from psycopg.types.json import Jsonb
 
@@ -33,6 +35,24 @@ def copy_results(rows):
                 row.enqueued_at = now
                 copy.write_row((row.id, row.task_name, row.queue, Jsonb(row.args), Jsonb(row.kwargs), row.state,
                                 row.unique_key, now, row.eta, row.generation, 0, 0, 0, "", "", "", "", ""))
+
+
+def finish_channel(task_id):
+    """The channel a task's finish is announced on (one a task: a waiter hears only its own)."""
+    return "sluice_r" + uuid.UUID(str(task_id)).hex
+
+
+def finish_key(task_id):
+    """The task's wake-up key in lock space wakeups.FINISHES (tasks that share one only cost an
+    unneeded NOTIFY when both are waited for)."""
+    return uuid.UUID(str(task_id)).int % 2147483648
+
+
+def announce_finished(task_id):
+    """NOTIFY the task's waiter, if one waits, at the commit of the caller's transaction, which
+    records the task's finish (succeeded, failed or cancelled)."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries["announce_finished"], {"key": finish_key(task_id), "channel": finish_channel(task_id)})
 
 
 def claim_due_schedules(*, limit):

@@ -15,7 +15,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from queueing import loops, share
-from scheduler import control, exceptions, execution, models, tasks, workflows
+from scheduler import control, exceptions, execution, models, storage, tasks, workflows
 
 logger = logging.getLogger("sluice.tasks")
 PRUNE_EVERY_S = 600
@@ -198,6 +198,7 @@ class TaskWorker(loops.Loop):
                 error_class=execution.error_class_path(error), error_message=str(error), traceback="",
             )
             workflows.task_settled(record.data)  # its workflow fails with it
+            storage.announce_finished(row.id)
             logger.warning("task %s failed without running: %s", row.id, message)
 
     # Finishing a task --------------------------------------------------------------------
@@ -286,6 +287,7 @@ class TaskWorker(loops.Loop):
             state=models.State.SUCCEEDED, return_value=value, finished_at=Now(),
             error_class="", error_message="", traceback="",
         )
+        storage.announce_finished(running.job.task_id)
         self._attempt(running).update(outcome=models.TaskAttempt.Outcome.SUCCEEDED, ended_at=Now())
 
     def _fail(self, running, error_class, message, tb, retryable, countdown):
@@ -302,6 +304,7 @@ class TaskWorker(loops.Loop):
         else:
             self._settle(running, share.REJECT, error=f"{error_class}: {message}", traceback=tb)
             row.update(state=models.State.FAILED, failures=failures, finished_at=Now(), **error)
+            storage.announce_finished(running.job.task_id)
             logger.warning("task %s failed: %s: %s", running.job.task_id, error_class, message)
         self._attempt(running).update(outcome=models.TaskAttempt.Outcome.FAILED, ended_at=Now(), **error)
 

@@ -28,3 +28,12 @@ FROM STDIN
 -- name: transaction_now --
 -- The transaction's start time, the enqueued_at of tasks written together.
 SELECT now()
+
+-- name: announce_finished --
+-- Wake the Result.wait() of a task whose finish this transaction records, if one waits: the
+-- waiter holds the task's wake-up key shared (space 1397511938, the protocol at the top of
+-- queueing/sql/wakeups.sql), so taking it here fails and we NOTIFY the task's channel; with nobody
+-- waiting we take it and stay silent (a NOTIFY serialises commits database-wide). Either way the
+-- key is held to our commit, so a waiter that asks meanwhile waits for it, then reads the finish.
+SELECT CASE WHEN pg_try_advisory_xact_lock(1397511938, %(key)s) THEN NULL
+            ELSE pg_notify(%(channel)s, '') END

@@ -17,7 +17,8 @@ LOGGING = {"version": 1, "root": {"level": "WARNING"}}
 if os.environ["BENCH_PEER"] == "django-q2":
     INSTALLED_APPS.append("django_q")
     # The ORM broker, two workers (processes); save_limit 0 keeps every result (the default keeps 250).
-    Q_CLUSTER = {"name": "bench", "orm": "default", "workers": 2, "save_limit": 0, "timeout": 60, "retry": 120}
+    Q_CLUSTER = {"name": "bench", "orm": "default", "workers": 2, "save_limit": 0, "timeout": 60, "retry": 120,
+                "log_level": "WARNING"}
 else:
     INSTALLED_APPS.append("django_tasks_db")
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}

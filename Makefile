@@ -34,7 +34,14 @@ test: install services
 	$(VENV)/bin/lint-imports --no-cache >/dev/null || { $(VENV)/bin/lint-imports --no-cache; exit 1; }; \
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install
+# The task peers bench/tasks.py compares with: the `bench` group of pyproject.toml, not a runtime dependency.
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"]))' \
+	    > $(VENV)/bench-requirements.txt
+	$(PY) -m pip install --quiet -r $(VENV)/bench-requirements.txt
+	@touch $@
+
+bench: install $(VENV)/.bench-installed
 	@if [ -z "$${DATABASE_URL:-}" ] && timeout 2 bash -c '>/dev/tcp/127.0.0.1/5432' 2>/dev/null; then \
 	    export DATABASE_URL=$(LOCAL_PG); fi; \
 	$(PY) bench/run.py $(BENCH_ARGS)

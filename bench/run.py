@@ -379,6 +379,10 @@ def main():
     parser.add_argument("--latency-seconds", type=float, default=3.0,
                         help="timed sending per cell of bench/latency.py, the delivery latency (0: skip)")
     parser.add_argument("--no-latency", action="store_true", help="skip the delivery latency (bench/latency.py)")
+    parser.add_argument("--no-tasks", action="store_true",
+                        help="skip the task layer against its peers (bench/tasks.py)")
+    parser.add_argument("--tasks", type=int, default=5000,
+                        help="no-op tasks enqueued and drained per system by bench/tasks.py (default 5000)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     if args.records < 1000 or args.repeat < 1:
@@ -407,10 +411,13 @@ def main():
                             "--json", out.name], check=True, env={**os.environ, "DATABASE_URL": admin})
             share_rows = json.loads(Path(out.name).read_text())
     latency_rows, failed = latency(admin, 0 if args.no_latency else args.latency_seconds)
+    task_rows, tasks_failed = tasks(admin, 0 if args.no_tasks else args.tasks)
     if args.json:
-        Path(args.json).write_text(json.dumps({"log": rows, "share": share_rows, "latency": latency_rows}, indent=2))
-    if failed:
-        sys.exit("bench: the delivery latency part failed")
+        Path(args.json).write_text(json.dumps({"log": rows, "share": share_rows, "latency": latency_rows,
+                                               "tasks": task_rows}, indent=2))
+    if failed or tasks_failed:
+        sys.exit("bench: " + " and ".join(part for part, bad in (("the delivery latency part", failed),
+                                                                 ("the tasks part", tasks_failed)) if bad) + " failed")
 
 
 def latency(admin, seconds):
@@ -422,6 +429,21 @@ def latency(admin, seconds):
           "the mover each in a process of their own", flush=True)
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         done = subprocess.run([sys.executable, str(ROOT / "bench" / "latency.py"), "--seconds", f"{seconds:g}",
+                               "--json", out.name], env={**os.environ, "DATABASE_URL": admin})
+        if done.returncode:
+            return [], True
+        return json.loads(Path(out.name).read_text()), False
+
+
+def tasks(admin, count):
+    """Run bench/tasks.py (its own process and databases), which prints its table; return its rows
+    and whether it failed."""
+    if count <= 0:
+        return [], False
+    print("\nTasks: Sluice's task layer against pgqueuer, procrastinate, django-q2, django-tasks and Celery "
+          "(bench/tasks.py)", flush=True)
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        done = subprocess.run([sys.executable, str(ROOT / "bench" / "tasks.py"), "--tasks", str(count),
                                "--json", out.name], env={**os.environ, "DATABASE_URL": admin})
         if done.returncode:
             return [], True

@@ -59,7 +59,7 @@ class Peer:
         try:
             __import__(self.package)
         except ImportError as error:
-            return f"{error} (install the bench group: pip install -e '.[bench]')"
+            return f"{error} (`make bench` installs the bench group of pyproject.toml)"
         return None
 
     def setup(self):

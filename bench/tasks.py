@@ -313,7 +313,9 @@ def goals(rows):
                        f"{bulks[best]:,} ({ours['bulk_per_s'] / bulks[best]:.2f} x)", ours["bulk_per_s"] > bulks[best]))
     lat = ours.get("latency")
     if lat and lat.get("timed"):
-        note = "" if lat["reached"] >= 0.9 * lat["rate"] else f" (the producer reached {lat['reached']:,}/s only)"
+        note = "" if lat["reached"] >= 0.9 * lat["rate"] else f"; the producer reached {lat['reached']:,}/s only"
+        if lat["finished"] < lat["sent"]:
+            note += f"; {lat['sent'] - lat['finished']:,} of {lat['sent']:,} not started within 30 s, left out"
         checks.append((f"enqueue -> start p99 <= 15 ms at {lat['rate']:,}/s",
                        f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms over {lat['timed']:,} "
                        f"tasks{note}", lat["p99_ms"] <= 15 and lat["finished"] == lat["sent"]))

@@ -312,7 +312,11 @@ def goals(rows):
         checks.append(("bulk enqueue ahead of every peer's", f"{ours['bulk_per_s']:,} against {best}'s "
                        f"{bulks[best]:,} ({ours['bulk_per_s'] / bulks[best]:.2f} x)", ours["bulk_per_s"] > bulks[best]))
     lat = ours.get("latency")
-    if lat and lat.get("timed"):
+    if lat and not lat.get("timed"):
+        checks.append((f"enqueue -> start p99 <= 15 ms at {lat['rate']:,}/s",
+                       f"none of {lat['sent']:,} tasks started within 30 s (the producer reached {lat['reached']:,}/s)",
+                       False))
+    elif lat:
         note = "" if lat["reached"] >= 0.9 * lat["rate"] else f"; the producer reached {lat['reached']:,}/s only"
         if lat["finished"] < lat["sent"]:
             note += f"; {lat['sent'] - lat['finished']:,} of {lat['sent']:,} not started within 30 s, left out"

@@ -5,6 +5,7 @@ Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres python bench/run
 of rates measured moments apart on the same server, so a noisy machine moves both sides.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -105,18 +106,21 @@ class Raw:
             )
         return rate(count, time.perf_counter() - began)
 
-    def single_insert(self, count):
+    def single_insert(self, count, explicit=False):
+        """One INSERT a transaction: autocommit (one round trip), or with explicit=True inside BEGIN and
+        COMMIT of its own (three), as an insert in a Django transaction.atomic() block."""
         rows = self._rows(count)
         # One cursor for the run, as the producer keeps one per connection: connection.execute() would
         # build a cursor per INSERT, some 15 µs that are the client's, not PostgreSQL's.
         cursor = self.conn.cursor()
         began = time.perf_counter()
-        for row in rows:  # autocommit: each INSERT is its own transaction, flushed to WAL at commit
-            cursor.execute(
-                'INSERT INTO raw_record (topic_id, partition, "offset", value, value_format, timestamp) '
-                "VALUES (1, 0, %s, %s, 0, now())",
-                [row[2], row[4]],
-            )
+        for row in rows:  # each INSERT is its own transaction, flushed to WAL at commit
+            with self.conn.transaction() if explicit else contextlib.nullcontext():
+                cursor.execute(
+                    'INSERT INTO raw_record (topic_id, partition, "offset", value, value_format, timestamp) '
+                    "VALUES (1, 0, %s, %s, 0, now())",
+                    [row[2], row[4]],
+                )
         return rate(count, time.perf_counter() - began)
 
     def range_read(self, count):

@@ -188,7 +188,8 @@ def single_enqueue(url, noop, args):
 
     enqueue(20)  # connected, topic cached, statements prepared
     raw.single_insert(20)
-    ours, theirs, ratio = run.paired(args.rounds, lambda: enqueue(args.singles), lambda: raw.single_insert(args.singles))
+    ours, theirs, ratio = run.paired(args.rounds, lambda: enqueue(args.singles),
+                                     lambda: raw.single_insert(args.singles))
     # Beside the goal's baseline, the same INSERT in BEGIN ... COMMIT of its own, as in an atomic() block.
     _, theirs_tx, ratio_tx = run.paired(max(1, args.rounds // 2), lambda: enqueue(args.singles),
                                         lambda: raw.single_insert(args.singles, explicit=True))
@@ -259,7 +260,8 @@ def enqueue_to_start(started, rate, seconds, workers, warmup=0.3):
     if not timed:
         return {"rate": rate, "reached": round(reached), "sent": sent, "timed": 0}
     return {"rate": rate, "reached": round(reached), "sent": sent, "finished": len(pairs), "timed": len(timed),
-            "p50_ms": round(timed[(len(timed) - 1) // 2], 1), "p99_ms": round(timed[math.ceil(0.99 * len(timed)) - 1], 1),
+            "p50_ms": round(timed[(len(timed) - 1) // 2], 1),
+            "p99_ms": round(timed[math.ceil(0.99 * len(timed)) - 1], 1),
             "max_ms": round(timed[-1], 1)}
 
 
@@ -325,7 +327,8 @@ def goals(rows):
                        f"{ours['single_per_s']:,} / {ours['raw_single_per_s']:,}: median paired ratio "
                        f"{ours['single_ratio']:.2f}", ours["single_ratio"] >= 0.8))
         checks.append(("(same, the INSERT in BEGIN ... COMMIT of its own)",
-                       f"raw {ours['raw_single_tx_per_s']:,}/s: median paired ratio {ours['single_tx_ratio']:.2f}", None))
+                       f"raw {ours['raw_single_tx_per_s']:,}/s: median paired ratio {ours['single_tx_ratio']:.2f}",
+                       None))
     bulks = {n: r["bulk_per_s"] for n, r in by_name.items() if r.get("bulk_per_s")}
     if bulks:
         best = max(bulks, key=bulks.get)

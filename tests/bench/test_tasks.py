@@ -22,7 +22,8 @@ def test_the_tasks_bench_runs_sluice_end_to_end_and_drops_its_database(tmp_path,
     out = tmp_path / "rows.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "tasks.py"), "--no-peers", "--tasks", "40", "--singles", "5",
-         "--rounds", "1", "--rate", "40", "--latency-seconds", "0.5", "--workers", "1", "--database", name, "--json", str(out)],
+         "--rounds", "1", "--rate", "40", "--latency-seconds", "0.5", "--workers", "1", "--database", name,
+         "--json", str(out)],
         env={**os.environ, "DATABASE_URL": admin}, cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -58,7 +58,14 @@ test-django60: $(VENV60)/.installed services
 	$(VENV60)/bin/python -c 'import django; assert django.VERSION[:2] == (6, 0), django.__version__; print("tests on Django", django.__version__)' && \
 	$(VENV60)/bin/python -m pytest -q -p no:cacheprovider $(DJANGO_TASKS_TESTS)
 
-bench: install
+# The task peers bench/tasks.py compares with: the `bench` group of pyproject.toml, not a runtime dependency.
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"]))' \
+	    > $(VENV)/bench-requirements.txt
+	$(PY) -m pip install --quiet -r $(VENV)/bench-requirements.txt
+	@touch $@
+
+bench: install $(VENV)/.bench-installed
 	@if [ -z "$${DATABASE_URL:-}" ] && timeout 2 bash -c '>/dev/tcp/127.0.0.1/5432' 2>/dev/null; then \
 	    export DATABASE_URL=$(LOCAL_PG); fi; \
 	$(PY) bench/run.py $(BENCH_ARGS)

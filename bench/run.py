@@ -5,6 +5,7 @@ Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres python bench/run
 of rates measured moments apart on the same server, so a noisy machine moves both sides.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -105,18 +106,21 @@ class Raw:
             )
         return rate(count, time.perf_counter() - began)
 
-    def single_insert(self, count):
+    def single_insert(self, count, explicit=False):
+        """One INSERT a transaction: autocommit (one round trip), or with explicit=True inside BEGIN and
+        COMMIT of its own (three), as an insert in a Django transaction.atomic() block."""
         rows = self._rows(count)
         # One cursor for the run, as the producer keeps one per connection: connection.execute() would
         # build a cursor per INSERT, some 15 µs that are the client's, not PostgreSQL's.
         cursor = self.conn.cursor()
         began = time.perf_counter()
-        for row in rows:  # autocommit: each INSERT is its own transaction, flushed to WAL at commit
-            cursor.execute(
-                'INSERT INTO raw_record (topic_id, partition, "offset", value, value_format, timestamp) '
-                "VALUES (1, 0, %s, %s, 0, now())",
-                [row[2], row[4]],
-            )
+        for row in rows:  # each INSERT is its own transaction, flushed to WAL at commit
+            with self.conn.transaction() if explicit else contextlib.nullcontext():
+                cursor.execute(
+                    'INSERT INTO raw_record (topic_id, partition, "offset", value, value_format, timestamp) '
+                    "VALUES (1, 0, %s, %s, 0, now())",
+                    [row[2], row[4]],
+                )
         return rate(count, time.perf_counter() - began)
 
     def range_read(self, count):
@@ -379,6 +383,10 @@ def main():
     parser.add_argument("--latency-seconds", type=float, default=3.0,
                         help="timed sending per cell of bench/latency.py, the delivery latency (0: skip)")
     parser.add_argument("--no-latency", action="store_true", help="skip the delivery latency (bench/latency.py)")
+    parser.add_argument("--no-tasks", action="store_true",
+                        help="skip the task layer against its peers (bench/tasks.py)")
+    parser.add_argument("--tasks", type=int, default=5000,
+                        help="no-op tasks enqueued and drained per system by bench/tasks.py (default 5000)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     if args.records < 1000 or args.repeat < 1:
@@ -407,10 +415,13 @@ def main():
                             "--json", out.name], check=True, env={**os.environ, "DATABASE_URL": admin})
             share_rows = json.loads(Path(out.name).read_text())
     latency_rows, failed = latency(admin, 0 if args.no_latency else args.latency_seconds)
+    task_rows, tasks_failed = tasks(admin, 0 if args.no_tasks else args.tasks)
     if args.json:
-        Path(args.json).write_text(json.dumps({"log": rows, "share": share_rows, "latency": latency_rows}, indent=2))
-    if failed:
-        sys.exit("bench: the delivery latency part failed")
+        Path(args.json).write_text(json.dumps({"log": rows, "share": share_rows, "latency": latency_rows,
+                                               "tasks": task_rows}, indent=2))
+    if failed or tasks_failed:
+        sys.exit("bench: " + " and ".join(part for part, bad in (("the delivery latency part", failed),
+                                                                 ("the tasks part", tasks_failed)) if bad) + " failed")
 
 
 def latency(admin, seconds):
@@ -422,6 +433,21 @@ def latency(admin, seconds):
           "the mover each in a process of their own", flush=True)
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         done = subprocess.run([sys.executable, str(ROOT / "bench" / "latency.py"), "--seconds", f"{seconds:g}",
+                               "--json", out.name], env={**os.environ, "DATABASE_URL": admin})
+        if done.returncode:
+            return [], True
+        return json.loads(Path(out.name).read_text()), False
+
+
+def tasks(admin, count):
+    """Run bench/tasks.py (its own process and databases), which prints its table; return its rows
+    and whether it failed."""
+    if count <= 0:
+        return [], False
+    print("\nTasks: Sluice's task layer against pgqueuer, procrastinate, django-q2, django-tasks and Celery "
+          "(bench/tasks.py)", flush=True)
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        done = subprocess.run([sys.executable, str(ROOT / "bench" / "tasks.py"), "--tasks", str(count),
                                "--json", out.name], env={**os.environ, "DATABASE_URL": admin})
         if done.returncode:
             return [], True

@@ -59,6 +59,9 @@ class EngineCommand(BaseCommand):
                 f"database {connections[DEFAULT_DB_ALIAS].settings_dict['NAME']!r} has no Sluice tables yet (or "
                 f"older ones): run `manage.py migrate` (or `make run`) first", returncode=2
             ) from error
+        except OverflowError as error:
+            # A number or a duration past what Python's dates hold (--by-duration P99999999D).
+            raise CommandError(f"a value is out of range: {error}", returncode=2) from error
         except utils.DataError as error:
             # A value past what a column holds (a huge number): refused by the statement, so nothing changed.
             raise CommandError(f"a value does not fit: {first_line(error)}", returncode=2) from error

@@ -55,6 +55,7 @@ def one_line(result):
     (("schedules", "show"), "required: name"),
     (("scheduler", "--batch", "0"), "must be at least 1"),
     (("worker", "--max-poll-records", "x"), "is not a whole number"),
+    (("worker", "--queue", "q", "--grace", "nan"), "must be a finite number"),
 ])
 def test_argument_errors_are_one_line_without_the_usage_block(manage, args, message):
     before = snapshot()
@@ -195,6 +196,25 @@ def test_a_moment_without_a_time_zone_is_refused(manage, args):
     assert result.returncode == 2
     assert "has no time zone: add Z for UTC or an offset" in one_line(result)
     assert snapshot() == before
+
+
+def test_numbers_past_what_dates_hold_are_refused(manage):
+    topics.create_topic("edge.far", partitions=1)
+    waiting = producer.send("edge.far", b"later", delay=60)
+    due = models.DelayedRecord.objects.get().deliver_at
+    for args, message in [
+        (("delayed", "reschedule", str(waiting.id), "--delay", "nan"), "delay must be a positive number"),
+        (("delayed", "reschedule", str(waiting.id), "--delay", "1e300"), "delay must be a positive number"),
+        (("reset_offsets", "--group", "g", "--topic", "edge.far", "--by-duration", "P99999999D", "--execute"),
+         "a value is out of range"),
+        (("worker", "--queue", ""), "a queue name is a non-empty string"),
+    ]:
+        before = snapshot()
+        result = manage(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in one_line(result), (args, result.stderr)
+        assert snapshot() == before
+    assert models.DelayedRecord.objects.get().deliver_at == due
 
 
 def test_delayed_list_of_a_missing_topic_says_it_does_not_exist(manage):

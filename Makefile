@@ -7,17 +7,21 @@ DJANGO_TASKS_TESTS := tests/scheduler/test_backends.py tests/acceptance/test_dja
 # The machine's PostgreSQL, when one answers; otherwise settings fall back to the embedded server.
 LOCAL_PG := postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: install run test test-django60 check bench services stop-db clean
+.PHONY: install lock run test test-django60 check bench services stop-db clean
 
-$(VENV)/.installed: pyproject.toml
+# The exact versions of requirements.lock (runtime and dev), so a new release of a dependency
+# changes nothing here until `make lock` takes it in.
+$(VENV)/.installed: requirements.lock
 	@test -x $(PY) || "$$(platform/find-python)" -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-	    print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"]))' > $(VENV)/requirements.txt
-	$(PY) -m pip install --quiet -r $(VENV)/requirements.txt
+	$(PY) -m pip install --quiet -r requirements.lock
 	@touch $@
 
 install: $(VENV)/.installed
+
+# Upgrading is a deliberate step: resolve pyproject.toml's ranges afresh into requirements.lock,
+# then `make test` and commit the lock with what it changed.
+lock:
+	platform/lock-requirements
 
 services:
 	@platform/ensure-services

@@ -35,7 +35,12 @@ def deliver_at_for(*, delay=None, deliver_at=None, delay_level=None, now=None):
         return now + datetime.timedelta(seconds=DELAY_LEVELS[delay_level - 1])
     if delay is not None:
         if isinstance(delay, (int, float)) and not isinstance(delay, bool):
-            delay = datetime.timedelta(seconds=delay)
+            try:
+                delay = datetime.timedelta(seconds=delay)
+            except (ValueError, OverflowError):  # NaN, infinity, past what a timedelta holds
+                raise exceptions.InvalidArgument(
+                    reason=f"delay must be a positive number of seconds, not {delay!r}"
+                ) from None
         if not isinstance(delay, datetime.timedelta) or delay.total_seconds() <= 0:
             raise exceptions.InvalidArgument(reason=f"delay must be a positive number of seconds, not {delay!r}")
         deliver_at = now + delay

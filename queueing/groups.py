@@ -112,6 +112,32 @@ def leave(group_id, member_id):
             _rebalance(locked, reason=f"member {member_id} left")
 
 
+CONSOLE_PREFIX = "console-consumer-"
+
+
+def delete_if_empty(name):
+    """Delete a group, its offsets and its history of members if no member is alive (a member past
+    its session timeout counts as gone). Returns True if it was deleted."""
+    with transaction.atomic():
+        try:
+            locked = models.ConsumerGroup.objects.select_for_update().get(name=name)
+        except models.ConsumerGroup.DoesNotExist:
+            return False
+        _expire_members(locked, db_now())
+        if models.GroupMember.objects.filter(group=locked).exists():
+            return False
+        locked.delete()
+    logger.info("group %s: deleted when empty", name, extra={"group": name})
+    return True
+
+
+def expire_console_groups():
+    """Delete the console consumers' own groups (console-consumer-…) that no live member uses, as
+    Kafka expires an empty group; a console consumer that was killed leaves one. Returns how many."""
+    names = models.ConsumerGroup.objects.filter(name__startswith=CONSOLE_PREFIX).values_list("name", flat=True)
+    return sum(delete_if_empty(name) for name in list(names))
+
+
 def sync(group_id, member_id):
     """Return the member's Assignment in the current generation; raise UnknownMember."""
     group = models.ConsumerGroup.objects.get(id=group_id)

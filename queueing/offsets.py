@@ -24,14 +24,20 @@ def parse_duration(text):
 
 
 def parse_datetime(text):
-    """Parse an ISO-8601 moment; one without a zone is taken as UTC."""
+    """Parse an ISO-8601 moment with its time zone; one without a zone is refused, since UTC and
+    the local zone would both be guesses."""
     try:
         moment = datetime.datetime.fromisoformat(text)
     except (TypeError, ValueError):
         raise exceptions.InvalidArgument(
             reason=f"{text!r} is not an ISO-8601 date and time, e.g. 2026-11-24T09:00:00Z"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+    if moment.tzinfo is None:
+        raise exceptions.InvalidArgument(
+            reason=f"{text!r} has no time zone: add Z for UTC or an offset, e.g. {moment.isoformat()}Z or "
+                   f"{moment.isoformat()}+01:00"
+        )
+    return moment
 
 
 def parse_topic_spec(spec):
@@ -68,16 +74,15 @@ def plan_reset(group, *, topic_specs=(), all_topics=False, scenario, value=None)
 
     scenario is one of to_earliest, to_latest, to_current, to_offset (value: int), shift_by
     (value: int), to_datetime (value: datetime), by_duration (value: timedelta), from_file
-    (value: {(topic, partition): offset}). New offsets are clamped to the log's bounds.
+    (value: {(topic, partition): offset}). New offsets are clamped to the log's bounds. A group
+    that does not exist yet has no current offsets (Kafka allows positioning a new group too).
     """
-    try:
-        group_row = models.ConsumerGroup.objects.get(name=group)
-    except models.ConsumerGroup.DoesNotExist:
-        raise exceptions.GroupNotFound(group=group) from None
+    groups.validate_group_name(group)
+    group_row = models.ConsumerGroup.objects.filter(name=group).first()
     targets = _targets(group_row, topic_specs, all_topics, scenario, value)
     committed = {
         (o.topic_id, o.partition): o.offset for o in models.CommittedOffset.objects.filter(group=group_row)
-    }
+    } if group_row else {}
     now = groups.db_now()
     plan = []
     for topic, part in targets:
@@ -101,7 +106,9 @@ def plan_reset(group, *, topic_specs=(), all_topics=False, scenario, value=None)
 def _targets(group_row, topic_specs, all_topics, scenario, value):
     if scenario == "from_file" and not topic_specs and not all_topics:
         topic_specs = sorted({name for name, _ in value})
-    if all_topics:
+    if all_topics and group_row is None:
+        specs = []
+    elif all_topics:
         ids = set(models.CommittedOffset.objects.filter(group=group_row).values_list("topic_id", flat=True))
         ids |= set(models.GroupAssignment.objects.filter(group=group_row).values_list("topic_id", flat=True))
         specs = [(t.name, None) for t in models.Topic.objects.filter(id__in=ids)]
@@ -150,12 +157,14 @@ def execute_reset(plan, *, actor, scenario):
     """Apply a plan in one transaction: store the offsets, fence the live generation, audit.
 
     Members keep their partitions but move to a new generation, so a commit they had in flight is
-    refused and they resume from the new offsets. Returns the fenced generation.
+    refused and they resume from the new offsets. A group that does not exist yet is created with
+    the plan's offsets. Returns the fenced generation.
     """
     if not plan:
         raise exceptions.InvalidArgument(reason="the plan is empty")
     group = plan[0].group
     with transaction.atomic():
+        models.ConsumerGroup.objects.get_or_create(name=group)
         locked = models.ConsumerGroup.objects.select_for_update().get(name=group)
         fenced = locked.generation
         topic_ids = dict(models.Topic.objects.filter(name__in={r.topic for r in plan}).values_list("name", "id"))

@@ -56,6 +56,7 @@ class PassResult:
     segments_dropped: int = 0
     records_deleted: int = 0
     records_compacted: int = 0
+    groups_expired: int = 0
     more: bool = False
     skipped: bool = False
 
@@ -242,10 +243,11 @@ def run_pass(now=None, *, batch=DELETE_BATCH, budget=DELETE_BUDGET):
         moved = apply_retention(now)
         dropped, deleted, more = reclaim(now, batch=batch, budget=budget)
         compacted = compact(now)
+        expired = groups.expire_console_groups()
     finally:
         storage.unlock_pass()
     return PassResult(segments_created=created, log_starts_moved=moved, segments_dropped=dropped,
-                      records_deleted=deleted, records_compacted=compacted, more=more)
+                      records_deleted=deleted, records_compacted=compacted, groups_expired=expired, more=more)
 
 
 class Retainer(loops.Loop):

@@ -234,8 +234,8 @@ def check_json(value, *, what, task):
 
 
 def check_queue(queue):
-    if not isinstance(queue, str):
-        raise exceptions.InvalidTask(reason="a queue name is a string")
+    if not isinstance(queue, str) or not queue:
+        raise exceptions.InvalidTask(reason="a queue name is a non-empty string")
     try:
         topics.validate_name(topic_for(queue))
     except engine_exceptions.InvalidTopicName:

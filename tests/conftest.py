@@ -1,14 +1,49 @@
 """Shared fixtures: every test runs against a real PostgreSQL server (never a fake)."""
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# marker: (service, kind of broker URL, its variable, default port)
+BROKERS = {"rabbitmq": ("RabbitMQ", "amqp", "AMQP_URL", 5672), "redis": ("Redis", "redis", "REDIS_URL", 6379)}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked rabbitmq or redis when that server does not answer, and say so in one
+    line per service before any test runs (a bare machine runs the rest)."""
+    from outbox import destinations
+
+    for marker, (service, kind, variable, port) in BROKERS.items():
+        needing = [item for item in items if item.get_closest_marker(marker)]
+        parts = urlsplit(destinations.broker_url(kind))
+        address = f"{parts.hostname or '127.0.0.1'}:{parts.port or port}"
+        if not needing or _answers(address):
+            continue
+        skip = pytest.mark.skip(reason=f"needs {service} at {address} ({variable}), which does not answer")
+        for item in needing:
+            item.add_marker(skip)
+        line = (f"services: {service} does not answer at {address} ({variable}): skipping the {len(needing)} "
+                f"test(s) marked {marker} that need it; platform/ensure-services starts it (and installs it, "
+                f"as root), or set {variable}")
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line(line) if reporter else print(line, file=sys.stderr)
+
+
+def _answers(address):
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        return False
+    return True
 
 
 def database_url():

@@ -60,6 +60,7 @@ def receive(conn, queue, count):
     return taken
 
 
+@pytest.mark.rabbitmq
 def test_events_reach_rabbitmq_with_confirms_in_order_per_aggregate(db, name, rabbit):
     conn, queue = rabbit
     events = [publish(f"amqp:{name}", f"a{n % 3}", n) for n in range(30)]
@@ -78,6 +79,7 @@ def test_events_reach_rabbitmq_with_confirms_in_order_per_aggregate(db, name, ra
     assert {e["id"] for e, _ in received} == {str(e.id) for e in events}
 
 
+@pytest.mark.rabbitmq
 def test_the_publisher_waits_for_rabbitmqs_confirm(db, name):
     """A broker nack (here: a full queue that rejects publishes) leaves the event undelivered."""
     with kombu.Connection(AMQP) as conn:
@@ -99,6 +101,7 @@ def test_the_publisher_waits_for_rabbitmqs_confirm(db, name):
             exchange(conn.channel()).delete()
 
 
+@pytest.mark.rabbitmq
 def test_a_refused_event_holds_back_the_rest_of_its_aggregate_and_no_other(db, name):
     """One event of an aggregate in flight at a time: after a nack, its later events are not sent,
     while another aggregate's events in the same windows go through."""
@@ -126,6 +129,7 @@ def test_a_refused_event_holds_back_the_rest_of_its_aggregate_and_no_other(db, n
             exchange(conn.channel()).delete()
 
 
+@pytest.mark.rabbitmq
 def test_an_inline_amqp_url_names_the_exchange_and_routing_key(db, name):
     with kombu.Connection(AMQP) as conn:
         exchange = kombu.Exchange(name, type="direct", durable=True)
@@ -141,6 +145,7 @@ def test_an_inline_amqp_url_names_the_exchange_and_routing_key(db, name):
             exchange(conn.channel()).delete()
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize("form", ["short", "inline", "named"])
 def test_events_reach_redis(db, name, settings, form):
     destination = {"short": f"redis:{name}", "inline": f"{REDIS}?queue={name}", "named": "mail"}[form]
@@ -183,6 +188,7 @@ def test_a_broker_that_is_down_holds_its_events_and_no_others(db, name, monkeypa
     assert loop.run_once() is False and (loop.failed, loop.deferred) == (1, 2)
 
 
+@pytest.mark.rabbitmq
 def test_events_held_by_a_broker_outage_go_once_it_is_back(db, name, rabbit, monkeypatch):
     conn, queue = rabbit
     monkeypatch.setenv("AMQP_URL", "amqp://guest:guest@127.0.0.1:1//")

@@ -198,6 +198,7 @@ def rabbit_queue():
             exchange(conn.channel()).delete()
 
 
+@pytest.mark.rabbitmq
 def test_broker_messages_redelivered_by_the_relay_take_effect_once(db, effects, rabbit_queue):
     name, conn, queue = rabbit_queue
     for n in range(5):
@@ -226,6 +227,7 @@ def test_broker_messages_redelivered_by_the_relay_take_effect_once(db, effects, 
             simple.get(timeout=0.3)
 
 
+@pytest.mark.rabbitmq
 def test_a_broker_message_without_an_id_is_rejected(db, rabbit_queue):
     name, conn, queue = rabbit_queue
     with conn.Producer() as producer:

@@ -335,7 +335,7 @@ def test_replay_command_refuses_wrong_arguments_and_changes_nothing(manage):
         (("billing.DLQ", "--to-original", "--offset", "x"), "'x' is not PARTITION:OFFSET"),
         (("billing.DLQ", "--to-original", "--from-offset", "-1"), "-1 must be 0 or more"),
         (("billing.DLQ", "--to-original", "--from-offset", "5", "--to-offset", "5"), "must be below --to-offset 5"),
-        (("billing.DLQ", "--to-original", "--since", "2026-02-01", "--until", "2026-01-01"), "must be before --until"),
+        (("billing.DLQ", "--to-original", "--since", "2026-02-01T00:00Z", "--until", "2026-01-01T00:00Z"), "must be before --until"),
         (("billing.DLQ", "--to-original", "--since", "yesterday"), "is not an ISO-8601 date"),
         (("billing.DLQ", "--to-original", "--partition", "7"), "has no partition 7"),
         (("billing.DLQ", "--to-original"), "billing.DLQ-0@1 (no sluice.dlq.topic header"),

@@ -4,7 +4,7 @@ import logging
 import time
 import uuid
 
-from queueing import consumer, loops, types
+from queueing import consumer, groups, loops, types
 from queueing.management.base import EngineCommand, positive
 
 
@@ -13,7 +13,8 @@ class Command(EngineCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("topic", nargs="+")
-        parser.add_argument("--group", help="consumer group (default: a new console-consumer-… group)")
+        parser.add_argument("--group", help="consumer group (default: a new console-consumer-… group of this run "
+                                                 "alone, deleted when it ends, as Kafka expires an empty group)")
         parser.add_argument("--from-beginning", action="store_true", help="a new group starts at the earliest offset")
         parser.add_argument("--max-messages", type=positive, help="exit after this many records")
         parser.add_argument("--timeout-ms", type=positive, help="exit when no record came for this long")
@@ -25,7 +26,8 @@ class Command(EngineCommand):
         if options["verbosity"] < 2:
             # Membership changes are noise on a console that prints records; -v 2 shows them.
             logging.getLogger("sluice").setLevel(logging.WARNING)
-        group = group or f"console-consumer-{uuid.uuid4().hex[:8]}"
+        anonymous = group is None
+        group = group or f"{groups.CONSOLE_PREFIX}{uuid.uuid4().hex[:8]}"
         reset = types.OffsetReset.EARLIEST if from_beginning else types.OffsetReset.LATEST
         member = consumer.Consumer(
             group, topic, auto_offset_reset=reset, enable_auto_commit=False, client_id="console-consumer"
@@ -41,6 +43,9 @@ class Command(EngineCommand):
                         records = records[: max_messages - printed]
                     for record in records:
                         self._print(record, options)
+                    # A reader (`| head -1`) sees records as they come; a closed pipe fails here,
+                    # before the commit, and ends the run quietly (EngineCommand).
+                    self.stdout.flush()
                     printed += len(records)
                     if records:
                         last_record = time.monotonic()
@@ -51,6 +56,8 @@ class Command(EngineCommand):
                         break
             finally:
                 member.close(commit=False)
+                if anonymous:
+                    groups.delete_if_empty(group)
         self.stderr.write(f"Processed a total of {printed} message(s) in group {group}.")
 
     def _print(self, record, options):

@@ -1,7 +1,7 @@
 """manage.py delayed run|list|cancel|reschedule: the records waiting for their time."""
 import logging
 
-from queueing import delayed, models, offsets
+from queueing import delayed, models, offsets, topics
 from queueing.management.base import EngineCommand, positive
 
 
@@ -34,6 +34,7 @@ class Command(EngineCommand):
     def do_list(self, *, topic, limit, **options):
         rows = models.DelayedRecord.objects.select_related("topic").order_by("deliver_at", "id")
         if topic:
+            topics.get_topic(topic)  # TopicNotFound: a misspelt name is not "0 waiting"
             rows = rows.filter(topic__name=topic)
         total = rows.count()
         self.table(

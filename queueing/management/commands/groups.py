@@ -9,7 +9,7 @@ class Command(EngineCommand):
     help = "List consumer groups, describe their offsets and lag, or delete an empty group."
 
     def add_arguments(self, parser):
-        actions = parser.add_subparsers(dest="action", required=True, metavar="{list,describe,delete}")
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{list,describe,delete,configure}")
         actions.add_parser("list", help="list consumer groups")
         describe = actions.add_parser("describe", help="offsets, lag and members of a group")
         describe.add_argument("group", nargs="?", help="default: every group")

@@ -1,5 +1,6 @@
 """manage.py produce TOPIC: send each line of standard input as a record (kafka-console-producer)."""
 import json
+import os
 import sys
 
 from django.core.management.base import CommandError
@@ -9,7 +10,11 @@ from queueing.management.base import EngineCommand, positive
 
 
 class Command(EngineCommand):
-    help = "Send each line of standard input to TOPIC as one record."
+    help = (
+        "Send each line of standard input to TOPIC as one record. A line is bytes: its value (and its key, "
+        "with --key-separator) is stored exactly as read, whatever the encoding; only --json needs UTF-8 text. "
+        "Lines are sent in batches as they come, so a bad line stops the run after the batches before it."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("topic")
@@ -29,17 +34,24 @@ class Command(EngineCommand):
         sender = producer.Producer(idempotent=idempotent, acks=acks, client_id="console-producer")
         sent = 0
         batch = []
-        for number, line in enumerate(sys.stdin, start=1):
-            line = line.rstrip("\n")
+        for number, line in enumerate(sys.stdin.buffer, start=1):
+            line = line.rstrip(b"\n")
             if not line:
                 continue
-            batch.append(self._parse(number, line, key, key_separator, json))
+            try:
+                batch.append(self._parse(number, line, key, key_separator, json))
+            except CommandError as error:
+                raise CommandError(f"{error}{self._before(sent, topic)}", returncode=2) from None
             if len(batch) >= batch_size:
                 sent += self._send(sender, topic, batch, headers, partition)
                 batch = []
         if batch:
             sent += self._send(sender, topic, batch, headers, partition)
         self.stderr.write(f"Produced {sent} record(s) to {topic}.")
+
+    @staticmethod
+    def _before(sent, topic):
+        return f" ({sent} record(s) before it were produced to {topic})" if sent else " (nothing was produced)"
 
     def _headers(self, pairs):
         headers = {}
@@ -51,20 +63,38 @@ class Command(EngineCommand):
         return headers
 
     def _parse(self, number, line, key, separator, as_json):
+        """Return (key, value) of one line of bytes; the key and value stay bytes unless --json."""
+        key = None if key is None else os.fsencode(key)
         if separator is not None:
-            key, sep, line = line.partition(separator)
+            key, sep, value = line.partition(os.fsencode(separator))
             if not sep:
-                raise CommandError(f"line {number}: no key separator {separator!r}", returncode=2)
-        value = line.encode("utf-8")
-        if as_json:
-            try:
-                value = json.loads(line)
-            except ValueError as error:
-                raise CommandError(f"line {number}: not JSON: {error}", returncode=2) from None
-        return key, value
+                raise CommandError(f"line {number}: no key separator {separator!r}")
+        else:
+            value = line
+        if not as_json:
+            return key, value
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CommandError(f"line {number}: not UTF-8 text, which --json needs") from None
+        try:
+            return key, json.loads(text)
+        except ValueError as error:
+            if separator is not None and _is_json(line):
+                raise CommandError(f"line {number}: no key separator {separator!r} before the JSON value "
+                                   f"(the whole line is one JSON document)") from None
+            raise CommandError(f"line {number}: not JSON: {error}") from None
 
     def _send(self, sender, topic, batch, headers, partition):
         sender.send_batch(
             topic, [v for _, v in batch], keys=[k for k, _ in batch], headers=headers or None, partition=partition
         )
         return len(batch)
+
+
+def _is_json(line):
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True

@@ -23,7 +23,8 @@ class Command(EngineCommand):
         self._settings(alter)
         delete = actions.add_parser("delete", help="delete a topic and all its records")
         delete.add_argument("name")
-        delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        delete.add_argument("--yes", action="store_true",
+                            help="do not ask for confirmation (required when standard input is not a terminal)")
 
     def _settings(self, parser):
         parser.add_argument("--partitions", type=positive)
@@ -94,7 +95,11 @@ class Command(EngineCommand):
 
     def do_delete(self, *, name, yes, **options):
         topics.get_topic(name)
-        if not yes and options.get("interactive", True) and self.stdin_is_tty():
+        if not yes:
+            # A stray line in a script must not drop a topic: without a terminal to ask, refuse.
+            if not self.stdin_is_tty():
+                raise CommandError(f"topic {name} not deleted: standard input is not a terminal to confirm on; "
+                                   "add --yes", returncode=2)
             answer = input(f"Delete topic {name} and all its records? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 raise CommandError("not deleted", returncode=1)

@@ -24,18 +24,18 @@ STATUS = {
 
 
 class SluiceBackend(BaseTaskBackend):
-    """Deferred runs (run_after) and results from any process; no priorities yet (Sluice has none)."""
+    """Deferred runs (run_after), priorities (a band of the queue each) and results from any process."""
 
     supports_defer = True
     supports_get_result = True
     supports_async_task = False
-    supports_priority = False
+    supports_priority = True
 
     def enqueue(self, task, args, kwargs):
         """Enqueue in the caller's transaction, like any Sluice task; return its TaskResult."""
         self.validate_task(task)
         definition = tasks.get(task.module_path)
-        result = definition.using(queue=task.queue_name, eta=task.run_after).enqueue(*args, **kwargs)
+        result = definition.using(queue=task.queue_name, eta=task.run_after, priority=task.priority).enqueue(*args, **kwargs)
         task_result = self._task_result(result.row, [], task)
         task_enqueued.send(type(self), task_result=task_result)
         return task_result

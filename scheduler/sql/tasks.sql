@@ -22,9 +22,27 @@ DELETE FROM scheduler_taskresult t USING doomed WHERE t.id = doomed.id
 -- defaults are not column defaults.
 COPY scheduler_taskresult (id, task_name, queue, args, kwargs, state, unique_key, enqueued_at, eta,
                            generation, attempts, failures, lost, worker, error_class, error_message,
-                           traceback, progress_message)
+                           traceback, progress_message, priority, concurrency_key, concurrency_limit)
 FROM STDIN
 
 -- name: transaction_now --
 -- The transaction's start time, the enqueued_at of tasks written together.
 SELECT now()
+
+-- name: purge_results --
+-- Cancel up to %(limit)s tasks of a queue that have not started, oldest first; return the delayed
+-- records of the scheduled ones, to be removed in the same transaction. FOR UPDATE waits for a
+-- worker starting one of them right now, and the state is checked again after the wait, so a task
+-- that started meanwhile is left alone (the index on (queue, state) finds them).
+WITH doomed AS (
+    SELECT id, delayed_id FROM scheduler_taskresult
+     WHERE queue = %(queue)s AND state = ANY(%(states)s::text[])
+     ORDER BY enqueued_at
+     LIMIT %(limit)s
+       FOR UPDATE
+)
+UPDATE scheduler_taskresult t
+   SET state = 'cancelled', delayed_id = NULL, finished_at = now()
+  FROM doomed
+ WHERE t.id = doomed.id
+RETURNING doomed.delayed_id

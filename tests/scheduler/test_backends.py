@@ -42,8 +42,10 @@ def test_run_after_schedules_and_queue_name_and_priority_are_checked(db):
     result = django_tasks.multiply.using(run_after=later, queue_name="other").enqueue(1, 2)
     row = models.TaskResult.objects.get(id=result.id)
     assert (row.state, row.eta, row.queue) == ("scheduled", later, "other")
+    urgent = django_tasks.multiply.using(priority=10).enqueue(1, 2)
+    assert models.TaskResult.objects.get(id=urgent.id).priority == 10  # in the queue's band 10
     with pytest.raises(InvalidTask):
-        django_tasks.multiply.using(priority=10)  # no priorities in Sluice yet
+        django_tasks.multiply.using(priority=101)  # Django's own range check
 
 
 def test_an_unknown_result_does_not_exist(db):

@@ -19,7 +19,6 @@ from scheduler import control, exceptions, execution, limits, models, tasks
 
 logger = logging.getLogger("sluice.tasks")
 PRUNE_EVERY_S = 600
-BANDS_EVERY_S = 1.0  # how often the worker looks for priority bands created since it started
 ABORTED = execution.error_class_path(exceptions.TaskAborted())
 
 
@@ -105,7 +104,6 @@ class TaskWorker(loops.Loop):
         self.recorded = 0
         self._renewed = time.monotonic()
         self._pruned = time.monotonic()
-        self._banded = time.monotonic()
         self._context = multiprocessing.get_context("spawn")
 
     # The loop ----------------------------------------------------------------------------
@@ -121,11 +119,12 @@ class TaskWorker(loops.Loop):
         self._enforce_limits()
         self._renew()
         self._prune()
-        self._follow_bands()
         self.consumer.heartbeat()
         busy = any(s.running for s in self.slots)
         free = [s for s in self.slots if s.free]
         if free and not self.stop_event.is_set():
+            # Before each poll, so a band created before it is polled in it (one small read).
+            self.consumer.subscribe(tasks.bands(self.queue))
             # Idle: the poll itself waits for records (LISTEN). Busy: look and return at once, and
             # wait on the processes below.
             records = self.consumer.poll(timeout=0 if busy else self.poll_timeout, max_records=len(free))
@@ -154,7 +153,6 @@ class TaskWorker(loops.Loop):
         """Subscribe to the queue's priority bands created since the last look (every BANDS_EVERY_S)."""
         if time.monotonic() - self._banded < BANDS_EVERY_S:
             return
-        self._banded = time.monotonic()
         self.consumer.subscribe(tasks.bands(self.queue))
 
     def _replace(self, slot):

@@ -100,3 +100,24 @@ def _wait_for(path, count=None, timeout=30):
             return
         time.sleep(0.02)
     raise TimeoutError(f"waited {timeout} s for {path}")
+
+
+@task(queue="sample", takes_context=True)
+def gated(context, gate):
+    """Wait until the file gate exists, checking for an abort all along."""
+    while not pathlib.Path(gate).exists():
+        context.check_abort()
+        time.sleep(0.02)
+    return gate
+
+
+@task(queue="sample", concurrency_key=lambda args, kwargs: args[0], concurrency_limit=1)
+def one_at_a_time(key, gate):
+    """At most one of these runs per key; waits until the file gate exists."""
+    _wait_for(gate)
+    return key
+
+
+@task(queue="sample", rate_limit="2/s")
+def rated(n):
+    return n

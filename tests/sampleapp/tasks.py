@@ -121,3 +121,16 @@ def one_at_a_time(key, gate):
 @task(queue="sample", rate_limit="2/s")
 def rated(n):
     return n
+
+
+@task(queue="sample", concurrency_key=lambda args, kwargs: args[0], concurrency_limit=2, takes_context=True)
+def recorded_run(context, key, seconds):
+    """Write when it starts and ends (committed at once, the database's clock) into acq_runs, for the
+    acceptance checker; at most two run at once per key (none: no limit)."""
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO acq_runs (task_id, key, pid, started_at) VALUES (%s, %s, %s, clock_timestamp()) "
+                       "RETURNING id", [context.task_id, key, os.getpid()])
+        run_id = cursor.fetchone()[0]
+        time.sleep(seconds)
+        cursor.execute("UPDATE acq_runs SET ended_at = clock_timestamp() WHERE id = %s", [run_id])
+    return key

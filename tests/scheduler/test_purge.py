@@ -1,0 +1,68 @@
+"""Purging a queue: every task that has not started is cancelled, in batches; the rest is left alone."""
+import re
+
+import pytest
+from django.utils import timezone
+
+from queueing import models as engine_models
+from scheduler import control, models
+from tests.sampleapp import tasks as sample
+
+
+def states(results):
+    return [r.refresh().state for r in results]
+
+
+def test_purge_cancels_what_has_not_started_in_batches_and_nothing_else(db):
+    queued = [sample.add.enqueue(i, i) for i in range(5)]
+    scheduled = sample.add.using(countdown=3600).enqueue(1, 1)
+    retrying = sample.add.enqueue(2, 2)
+    running, done = sample.add.enqueue(3, 3), sample.add.enqueue(4, 4)
+    models.TaskResult.objects.filter(id=retrying.id).update(state="retrying")
+    models.TaskResult.objects.filter(id=running.id).update(state="running")
+    models.TaskResult.objects.filter(id=done.id).update(state="succeeded", finished_at=timezone.now())
+    elsewhere = sample.add.using(queue="other").enqueue(5, 5)
+    assert engine_models.DelayedRecord.objects.count() == 1
+    assert control.not_started("sample") == 7
+    assert control.purge("sample", batch=2) == 7
+    assert set(states([*queued, scheduled, retrying])) == {"cancelled"}
+    assert states([running, done, elsewhere]) == ["running", "succeeded", "queued"]
+    assert all(r.row.finished_at is not None for r in queued)
+    assert not engine_models.DelayedRecord.objects.exists()  # the scheduled one's record is gone too
+    assert control.purge("sample") == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_purge_without_yes_and_no_terminal_refuses_and_changes_nothing(manage):
+    waiting = [sample.add.enqueue(i, i) for i in range(3)]
+    refused = manage("tasks", "purge", "--queue", "sample", input="y\n")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "CommandError: 3 task(s) of queue 'sample' would be cancelled: give --yes (standard input is not a "
+        "terminal to ask)"]
+    assert set(states(waiting)) == {"queued"}
+    purged = manage("tasks", "purge", "--queue", "sample", "--yes")
+    assert (purged.returncode, purged.stdout.strip()) == (
+        0, "Cancelled 3 task(s) of queue 'sample' that had not started.")
+    assert set(states(waiting)) == {"cancelled"}
+    nothing = manage("tasks", "purge", "--queue", "sample", "--yes")
+    assert nothing.stdout.strip() == "No task of queue 'sample' is waiting to start: nothing purged."
+    missing = manage("tasks", "purge")
+    assert missing.returncode == 2 and re.search(r"the following arguments are required: --queue", missing.stderr)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tasks_abort_asks_a_running_task_and_cancels_one_not_started(manage):
+    running, waiting = sample.add.enqueue(1, 1), sample.add.enqueue(2, 2)
+    models.TaskResult.objects.filter(id=running.id).update(state="running")
+    asked = manage("tasks", "abort", str(running.id))
+    assert (asked.returncode, asked.stdout.strip()) == (
+        0, f"Abort of task {running.id} requested: it stops at its next check.")
+    assert running.refresh().row.abort_requested_at is not None
+    cancelled = manage("tasks", "abort", str(waiting.id))
+    assert cancelled.stdout.strip() == f"Cancelled task {waiting.id} (it had not started)."
+    finished = manage("tasks", "abort", str(waiting.id))
+    assert finished.returncode == 2 and finished.stderr.strip().endswith(
+        f"Task {waiting.id} is in state cancelled: it has finished, there is nothing to abort.")
+    shown = manage("tasks", "show", str(running.id))
+    assert re.search(r"^abort asked +\S+$", shown.stdout, re.M) and re.search(r"^priority +0$", shown.stdout, re.M)

@@ -87,7 +87,7 @@ def retry(task_id):
             with transaction.atomic():
                 models.TaskResult.objects.filter(id=row.id).update(
                     state=models.State.QUEUED, generation=row.generation, failures=0, lost=0, finished_at=None,
-                    eta=None)
+                    eta=None, abort_requested_at=None)
         except IntegrityError:
             raise exceptions.AlreadyEnqueued(unique_key=row.unique_key) from None
         tasks.send_records([row], None)

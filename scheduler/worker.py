@@ -149,12 +149,6 @@ class TaskWorker(loops.Loop):
         self.slots = [Slot(*self._slot_args, n) for n in range(self.concurrency)]
         logger.info("%s started %d process(es)", self.name, len(self.slots))
 
-    def _follow_bands(self):
-        """Subscribe to the queue's priority bands created since the last look (every BANDS_EVERY_S)."""
-        if time.monotonic() - self._banded < BANDS_EVERY_S:
-            return
-        self.consumer.subscribe(tasks.bands(self.queue))
-
     def _replace(self, slot):
         index = self.slots.index(slot)
         self.slots[index] = Slot(*self._slot_args, index)
@@ -387,10 +381,10 @@ class TaskWorker(loops.Loop):
             slot = limited[task_id]
             if slot.outcome is None:
                 logger.warning("task %s: concurrency slot lapsed while running; stopping it here", task_id)
-                running, slot.running = slot.running, None
+                stopped, slot.running = slot.running, None
                 slot.kill()
                 self._replace(slot)
-                self._hand_back(running)
+                self._hand_back(stopped)
 
     def _prune(self):
         if time.monotonic() - self._pruned >= PRUNE_EVERY_S:

@@ -3,7 +3,7 @@
 
 -- name: prune_results --
 -- Delete up to %(limit)s tasks finished more than %(keep_s)s seconds ago, oldest first, with their
--- attempts. Batches keep each transaction short; SKIP LOCKED passes over rows a reader is changing
+-- attempts, slots and waiters. Batches keep each transaction short; SKIP LOCKED passes over rows a reader is changing
 -- (a retry by hand), and the partial index on finished_at finds the oldest without a scan.
 WITH doomed AS (
     SELECT id FROM scheduler_taskresult
@@ -13,6 +13,12 @@ WITH doomed AS (
        FOR UPDATE SKIP LOCKED
 ), attempts AS (
     DELETE FROM scheduler_taskattempt a USING doomed WHERE a.task_id = doomed.id
+), slots AS (
+    -- A slot left by a run whose outcome was recorded elsewhere, until its lease lapsed.
+    DELETE FROM scheduler_concurrencyslot s USING doomed WHERE s.task_id = doomed.id
+), waiters AS (
+    -- A task cancelled while it waited for a slot.
+    DELETE FROM scheduler_concurrencywaiter w USING doomed WHERE w.task_id = doomed.id
 )
 DELETE FROM scheduler_taskresult t USING doomed WHERE t.id = doomed.id
 

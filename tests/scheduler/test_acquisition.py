@@ -141,3 +141,12 @@ def test_progress_checks_for_an_abort_too(make_worker, tmp_path):
 def test_aborting_a_task_not_started_cancels_it():
     result = sample.add.enqueue(1, 2)
     assert result.abort().state == "cancelled" and result.row.abort_requested_at is None
+
+
+def test_a_task_retried_by_hand_after_an_abort_forgets_it():
+    """Guards: the old abort request must not stop the new run at its first check."""
+    result = sample.add.enqueue(1, 2)
+    models.TaskResult.objects.filter(id=result.id).update(state="running")
+    control.abort(result.id)
+    models.TaskResult.objects.filter(id=result.id).update(state="cancelled")
+    assert control.retry(result.id).row.abort_requested_at is None

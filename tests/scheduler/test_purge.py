@@ -2,6 +2,7 @@
 import re
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from queueing import models as engine_models
@@ -66,3 +67,18 @@ def test_tasks_abort_asks_a_running_task_and_cancels_one_not_started(manage):
         f"Task {waiting.id} is in state cancelled: it has finished, there is nothing to abort.")
     shown = manage("tasks", "show", str(running.id))
     assert re.search(r"^abort asked +\S+$", shown.stdout, re.M) and re.search(r"^priority +0$", shown.stdout, re.M)
+
+
+def test_prune_takes_a_finished_tasks_stale_slot_and_waiter_with_it(db):
+    """Guards: rows of the limits' tables referring to a pruned task must not block the prune."""
+    import datetime
+
+    gone, waiting = sample.add.enqueue(1, 1), sample.add.enqueue(2, 2)
+    old = timezone.now() - datetime.timedelta(days=30)
+    models.TaskResult.objects.filter(id__in=[gone.id, waiting.id]).update(state="cancelled", finished_at=old)
+    models.ConcurrencySlot.objects.create(task_id=gone.id, key="k", worker="w", lease_until=old)
+    models.ConcurrencyWaiter.objects.create(task_id=waiting.id, key="k", group="g", topic="t", partition=0, offset=0)
+    assert control.prune(keep_s=60) == 2
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the foreign keys, checked now, not at a commit
+    assert not models.ConcurrencySlot.objects.exists() and not models.ConcurrencyWaiter.objects.exists()

@@ -1,4 +1,5 @@
 """Purging a queue: every task that has not started is cancelled, in batches; the rest is left alone."""
+import json
 import re
 
 import pytest
@@ -82,3 +83,14 @@ def test_prune_takes_a_finished_tasks_stale_slot_and_waiter_with_it(db):
     with connection.cursor() as cursor:
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the foreign keys, checked now, not at a commit
     assert not models.ConcurrencySlot.objects.exists() and not models.ConcurrencyWaiter.objects.exists()
+
+
+def test_the_purge_reads_the_index_on_queue_and_state(db):
+    from scheduler import sql
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN (FORMAT JSON) " + sql.queries["purge_results"],
+                       {"queue": "sample", "states": ["queued", "scheduled", "retrying"], "limit": 1000})
+        plan = json.dumps(cursor.fetchone()[0])
+    assert '"Index Name": "task_queue_state"' in plan and '"Seq Scan"' not in plan, plan

@@ -150,3 +150,15 @@ def test_a_task_retried_by_hand_after_an_abort_forgets_it():
     control.abort(result.id)
     models.TaskResult.objects.filter(id=result.id).update(state="cancelled")
     assert control.retry(result.id).row.abort_requested_at is None
+
+
+def test_a_run_whose_slot_lapsed_is_stopped_and_handed_back(make_worker, tmp_path):
+    """Guards the limit when a worker kept its lock but lost its slot (another task may hold it now)."""
+    result = sample.one_at_a_time.enqueue("k", str(tmp_path / "never"))
+    loop = make_worker()
+    run_until(loop, lambda: result.refresh().state == "running")
+    models.ConcurrencySlot.objects.all().delete()  # as release_lapsed_slots does once the lease lapsed
+    loop._renewed = 0
+    run_until(loop, lambda: result.refresh().state == "queued")
+    assert [a.outcome for a in result.attempts()] == ["interrupted"]
+    assert all(s.running is None for s in loop.slots)

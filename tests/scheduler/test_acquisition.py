@@ -109,7 +109,7 @@ def test_a_rate_limit_holds_in_every_window_and_burns_no_attempts(make_worker):
     second = datetime.timedelta(seconds=1)
     assert max(sum(1 for s in starts if t <= s < t + second) for t in starts) == 2
     [window] = models.RateWindow.objects.filter(task_name=sample.rated.name)
-    assert len(window.starts) == 2
+    assert 1 <= len(window.starts) <= 2 and window.starts[-1] == starts[-1]  # at most the limit is kept
 
 
 def test_a_running_task_sees_an_abort_at_its_next_check_and_ends_cancelled(make_worker, tmp_path):

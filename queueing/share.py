@@ -16,7 +16,7 @@ from queueing.storage import share as storage
 
 logger = logging.getLogger("sluice.share")
 
-RELEASE, REJECT, FAIL = "release", "reject", "fail"
+RELEASE, REJECT, FAIL, DEFER = "release", "reject", "fail", "defer"
 ACCEPT = "accept"
 
 
@@ -62,13 +62,19 @@ class ShareConsumer:
     past the delivery limit); `renew` extends locks. Acknowledgements are batched and sent by
     `flush()`, which the next `poll()` and `close()` call. A record whose lock expires is delivered
     again and that counts as a delivery.
+
+    With ordered=True a poll acquires from the topics in the order given, filling from the first
+    before it takes any record of the next (strict priority bands); `subscribe()` changes the
+    topics of a member that has joined.
     """
 
     def __init__(self, group, topics, *, auto_offset_reset=types.OffsetReset.LATEST, max_records=100,
-                 client_id="", lock_duration_ms=None, listen=True):
+                 client_id="", lock_duration_ms=None, ordered=False, listen=True):
         self.topics = groups.validate_subscription(
             group, topics, batch=max_records, batch_name="max_records", batch_limit=10_000
         )
+        self.ordered = ordered
+        self._order = list(dict.fromkeys(topics))  # the topics in the order a poll fills from
         self.group = group
         self.auto_offset_reset = types.OffsetReset(auto_offset_reset)
         self.max_records = max_records
@@ -97,19 +103,7 @@ class ShareConsumer:
     def _join(self):
         group, _ = models.ShareGroup.objects.get_or_create(name=self.group, defaults=_group_defaults())
         self.group_row = group
-        rows = {t.name: t for t in models.Topic.objects.filter(name__in=self.topics)}
-        for name in self.topics:
-            if name not in rows:
-                raise exceptions.TopicNotFound(name=name)
-        earliest = self.auto_offset_reset == types.OffsetReset.EARLIEST
-        self._topics = {t.id: t for t in rows.values()}
-        self._topic_ids = {t.name: t.id for t in rows.values()}
-        self._policies = {t.id: retries.resolve(group, t) for t in rows.values()}
-        for topic in rows.values():
-            storage.ensure_share_partitions(group_id=group.id, topic_id=topic.id, earliest=earliest)
-        self._slots = list(
-            models.SharePartition.objects.filter(group=group, topic_id__in=self._topics).values_list("topic_id", "partition")
-        )
+        self._open_topics()
         now = groups.db_now()
         # Members gone without a goodbye (SIGKILL) hold nothing: their locks expire by themselves.
         timeout = datetime.timedelta(milliseconds=settings.SLUICE["SESSION_TIMEOUT_MS"])
@@ -120,13 +114,52 @@ class ShareConsumer:
                       "topics": self.topics, "joined_at": now, "last_heartbeat": now},
         )
         self._last_seen = time.monotonic()
+        self._listen()
+
+    def _open_topics(self):
+        """Read the subscribed topics and give the group a window on each of their partitions."""
+        rows = {t.name: t for t in models.Topic.objects.filter(name__in=self.topics)}
+        for name in self.topics:
+            if name not in rows:
+                raise exceptions.TopicNotFound(name=name)
+        earliest = self.auto_offset_reset == types.OffsetReset.EARLIEST
+        self._topics = {t.id: t for t in rows.values()}
+        self._topic_ids = {t.name: t.id for t in rows.values()}
+        self._policies = {t.id: retries.resolve(self.group_row, t) for t in rows.values()}
+        for topic in rows.values():
+            storage.ensure_share_partitions(group_id=self.group_row.id, topic_id=topic.id, earliest=earliest)
+        self._slots = list(
+            models.SharePartition.objects.filter(group=self.group_row, topic_id__in=self._topics)
+            .values_list("topic_id", "partition")
+        )
         self._keys = wakeups.partition_keys(self._slots)
+
+    def _listen(self):
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if not self.listen:
             return
         try:
             self._listener = wakeups.listen_connection([f"sluice_t{t}" for t in self._topics])
         except psycopg.Error as error:
+            self._listener = None
             logger.warning("LISTEN connection failed (%s); polling every %.1fs", error, self.fallback_interval)
+
+    def subscribe(self, topics):
+        """Change the subscription (and, if ordered, the order) of this member. Records of topics
+        left stay held until acknowledged; acknowledge them before, as they can no longer be."""
+        names = groups.validate_subscription(self.group, topics, batch=self.max_records, batch_name="max_records",
+                                             batch_limit=10_000)
+        if names == self.topics and list(dict.fromkeys(topics)) == self._order:
+            return
+        self.flush()
+        self.topics, self._order = names, list(dict.fromkeys(topics))
+        if self.group_row is None:
+            return
+        self._open_topics()
+        models.ShareGroupMember.objects.filter(id=self.member_id).update(topics=self.topics)
+        self._listen()
 
     @property
     def lock_ms(self):
@@ -170,6 +203,11 @@ class ShareConsumer:
         records = []
         slots = list(self._slots)
         random.shuffle(slots)  # members start on different partitions, so they rarely meet
+        if self.ordered:
+            # Strict priority: every partition of a topic before any of the next (a stable sort
+            # keeps the shuffle within a topic).
+            rank = {self._topic_ids[name]: i for i, name in enumerate(self._order)}
+            slots.sort(key=lambda slot: rank[slot[0]])
         for slot in slots:
             room = limit - len(records)
             if room > 0:
@@ -255,6 +293,11 @@ class ShareConsumer:
         """The record can never be processed: dead-letter it now."""
         self._pending.append((record, REJECT, 0, reason, ""))
 
+    def defer(self, record, delay=0.0):
+        """Give the record back, to be delivered again after delay seconds, without counting this
+        delivery (the member could not run it yet: a limit, not a failure)."""
+        self._pending.append((record, DEFER, int(max(0.0, delay) * 1000), "", ""))
+
     def fail(self, record, error="", traceback=""):
         """The handler failed: retry after the policy's back-off, or dead-letter past the delivery limit."""
         self._pending.append((record, FAIL, None, error, traceback))
@@ -285,8 +328,11 @@ class ShareConsumer:
         for (topic_id, partition), offsets in by_slot.items():
             storage.split(group_id=self.group_row.id, topic_id=topic_id, partition=partition,
                           member_id=self.member_id, offsets=offsets)
-        releases, dead = [], []
+        releases, dead, deferrals = [], [], []
         for record, kind, delay_ms, error, tb in pending:
+            if kind == DEFER:
+                deferrals.append((record, delay_ms))
+                continue
             policy = self._policies[self._item(record)[0]]
             if kind == REJECT or record.delivery_count >= policy.delivery_limit:
                 dead.append((record, kind, error, tb))
@@ -302,6 +348,11 @@ class ShareConsumer:
             done = storage.release_deliveries(group_id=self.group_row.id, member_id=self.member_id, items=items,
                                               delays_ms=[d for _, d in releases])
             self.refused.extend(r for (r, _), item in zip(releases, items) if item[:3] not in done)
+        if deferrals:
+            items = [self._item(r) for r, _ in deferrals]
+            done = storage.defer_deliveries(group_id=self.group_row.id, member_id=self.member_id, items=items,
+                                            delays_ms=[d for _, d in deferrals])
+            self.refused.extend(r for (r, _), item in zip(deferrals, items) if item[:3] not in done)
         for record, kind, error, tb in dead:
             if not self._dead_letter(record, kind, error, tb):
                 self.refused.append(record)
@@ -357,7 +408,8 @@ class ShareConsumer:
 
     def settle(self, record, fate, *, delay=0.0, error="", traceback=""):
         """Acknowledge one held record now, in the caller's transaction: ACCEPT it, RELEASE it to be
-        delivered again after delay seconds, or REJECT it to the dead-letter topic.
+        delivered again after delay seconds, DEFER it (the same, without counting the delivery), or
+        REJECT it to the dead-letter topic.
 
         Nothing is batched, so what the caller writes beside it (a task's result, say) commits or
         rolls back with the acknowledgement. Returns False, writing nothing, if the member no longer
@@ -368,6 +420,8 @@ class ShareConsumer:
         base = {"group_id": self.group_row.id, "member_id": self.member_id}
         with transaction.atomic():
             storage.split(**base, topic_id=topic_id, partition=partition, offsets=[offset])
+            if fate == DEFER:
+                return bool(storage.defer_deliveries(**base, items=[item], delays_ms=[int(max(0.0, delay) * 1000)]))
             if fate == RELEASE:
                 done = storage.release_deliveries(**base, items=[item], delays_ms=[int(max(0.0, delay) * 1000)])
                 if done and error:
@@ -376,7 +430,8 @@ class ShareConsumer:
                                            traceback=traceback)
                 return bool(done)
             if fate not in (ACCEPT, REJECT):
-                raise exceptions.InvalidArgument(reason=f"fate must be {ACCEPT!r}, {RELEASE!r} or {REJECT!r}")
+                raise exceptions.InvalidArgument(
+                    reason=f"fate must be {ACCEPT!r}, {RELEASE!r}, {DEFER!r} or {REJECT!r}")
             done = storage.finish_deliveries(**base, items=[item])
             if done and fate == REJECT:
                 policy = self._policies[topic_id]
@@ -392,3 +447,18 @@ class ShareConsumer:
         polls (a task worker whose processes are all running) calls it to stay listed."""
         if self.group_row is not None and not self.closed:
             self._heartbeat()
+
+
+def expedite(group, records):
+    """Make records of a group that were handed back with a delay available now (what they waited
+    for came sooner); records held by a member or already available are left alone. records are
+    (topic name, partition, offset); return how many changed. Joins the caller's transaction."""
+    if not records:
+        return 0
+    group_id = models.ShareGroup.objects.filter(name=group).values_list("id", flat=True).first()
+    names = {topic for topic, _, _ in records}
+    ids = dict(models.Topic.objects.filter(name__in=names).values_list("name", "id"))
+    items = [(ids[t], p, o) for t, p, o in records if t in ids]
+    if group_id is None or not items:
+        return 0
+    return len(storage.expedite_deliveries(group_id=group_id, items=items))

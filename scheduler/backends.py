@@ -36,13 +36,13 @@ CANCELLED = TaskError(exception_class_path="scheduler.exceptions.TaskCancelled",
 
 
 class SluiceBackend(BaseTaskBackend):
-    """Deferred runs (run_after), async task functions, and results from any process. Priorities:
-    not yet (supports_priority is False, so Django refuses a priority other than 0)."""
+    """Deferred runs (run_after), priorities (a band of the queue each), async task functions, and
+    results from any process."""
 
     supports_defer = True
     supports_get_result = True
     supports_async_task = True
-    supports_priority = False
+    supports_priority = True
 
     def validate_task(self, task):
         """Django's checks (queue_name in QUEUES when QUEUES is set, and so on), and a queue name
@@ -69,7 +69,8 @@ class SluiceBackend(BaseTaskBackend):
         self.validate_task(task)
         args, kwargs = normalize_json(list(args)), normalize_json(dict(kwargs))
         definition = tasks.get(task.module_path)
-        result = definition.using(queue=task.queue_name, eta=task.run_after).enqueue(*args, **kwargs)
+        enqueuing = definition.using(queue=task.queue_name, eta=task.run_after, priority=task.priority)
+        result = enqueuing.enqueue(*args, **kwargs)
         task_result = self._task_result(result.row, [], task)
         task_enqueued.send(type(self), task_result=task_result)
         return task_result
@@ -91,9 +92,9 @@ class SluiceBackend(BaseTaskBackend):
             raise TaskResultDoesNotExist(str(row.id)) from None
         run_after = row.eta if row.state == models.State.SCHEDULED else None
         if definition.django_task is not None:
-            return definition.django_task.using(queue_name=row.queue, run_after=run_after)
+            return definition.django_task.using(queue_name=row.queue, run_after=run_after, priority=row.priority)
         # Every field named: Django 6.0's Task has no defaults for priority and run_after.
-        return self.task_class(func=definition.func, priority=0, backend=self.alias, queue_name=row.queue,
+        return self.task_class(func=definition.func, priority=row.priority, backend=self.alias, queue_name=row.queue,
                                run_after=run_after, takes_context=definition.takes_context)
 
     def _task_result(self, row, attempts, task):

@@ -1,4 +1,5 @@
-"""Operators' actions on tasks: cancel one that has not started, run a failed one again, prune old results."""
+"""Operators' actions on tasks: cancel one that has not started, abort a running one, purge a queue,
+run a failed one again, prune old results."""
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -8,7 +9,8 @@ from queueing import delayed, exceptions as engine_exceptions
 from scheduler import exceptions, models, results, storage, tasks, workflows
 
 PRUNE_BATCH = 1000
-CANCELLABLE = (models.State.QUEUED, models.State.SCHEDULED, models.State.RETRYING)
+PURGE_BATCH = 1000
+NOT_STARTED = (models.State.QUEUED, models.State.SCHEDULED, models.State.RETRYING)  # a cancel stops these
 
 
 def cancel(task_id):
@@ -19,7 +21,7 @@ def cancel(task_id):
     """
     with transaction.atomic():
         row = _locked(task_id)
-        if row.state not in CANCELLABLE:
+        if row.state not in NOT_STARTED:
             raise exceptions.NotCancellable(id=task_id, state=row.state)
         cancel_locked(row)
         workflows.task_cancelled(row)  # a task of a workflow cancels the workflow
@@ -39,6 +41,44 @@ def cancel_locked(row):
     storage.announce_finished(row.id)
 
 
+def abort(task_id):
+    """Ask a running task to stop (it sees the request at its next check, then ends cancelled), or
+    cancel a task that has not started. Return its Result. Idempotent for a running task (the first
+    request's time is kept). Raises TaskNotFound, NotAbortable (finished)."""
+    with transaction.atomic():
+        row = _locked(task_id)
+        if row.state in NOT_STARTED:
+            return cancel(task_id)
+        if row.state != models.State.RUNNING:
+            raise exceptions.NotAbortable(id=task_id, state=row.state)
+        models.TaskResult.objects.filter(id=row.id, abort_requested_at__isnull=True).update(abort_requested_at=Now())
+    return results.get(task_id)
+
+
+def not_started(queue):
+    """How many tasks of the queue are queued, scheduled or retrying."""
+    return models.TaskResult.objects.filter(queue=queue, state__in=NOT_STARTED).count()
+
+
+def purge(queue, *, batch=PURGE_BATCH):
+    """Cancel every task of the queue that has not started (queued, scheduled, retrying), in
+    batches of batch tasks, each its own transaction; return how many were cancelled. Tasks
+    enqueued meanwhile may be cancelled too; a task a worker is starting right now is waited for
+    and then left alone (it has started)."""
+    total = 0
+    while True:
+        with transaction.atomic():
+            cancelled = storage.purge_results(queue=queue, states=list(NOT_STARTED), limit=batch)
+            for delayed_id in [d for d in cancelled if d is not None]:
+                try:
+                    delayed.cancel(delayed_id)
+                except engine_exceptions.DelayedRecordNotFound:
+                    pass  # already in the log: the worker skips it
+        total += len(cancelled)
+        if not cancelled:
+            return total
+
+
 def retry(task_id):
     """Enqueue a failed or cancelled task again, now, with its attempts counted afresh. Return its
     Result. Raises TaskNotFound, NotRetryable, AlreadyEnqueued (its unique key is taken again)."""
@@ -46,7 +86,7 @@ def retry(task_id):
         row = _locked(task_id)
         if row.state not in (models.State.FAILED, models.State.CANCELLED):
             raise exceptions.NotRetryable(id=task_id, state=row.state)
-        info = tasks.ensure_queue(row.queue)
+        tasks.ensure_queue(row.queue, row.priority)
         # A new generation: a record of the task still in the log (a cancelled task's, not yet
         # skipped) is then skipped by the worker, so the task cannot run twice at once.
         row.generation += 1
@@ -54,10 +94,10 @@ def retry(task_id):
             with transaction.atomic():
                 models.TaskResult.objects.filter(id=row.id).update(
                     state=models.State.QUEUED, generation=row.generation, failures=0, lost=0, finished_at=None,
-                    eta=None)
+                    eta=None, abort_requested_at=None)
         except IntegrityError:
             raise exceptions.AlreadyEnqueued(unique_key=row.unique_key) from None
-        tasks.send_records(info, [row], None)
+        tasks.send_records([row], None)
     return results.get(task_id)
 
 

@@ -32,6 +32,14 @@ class NotCancellable(SchedulerError):
     """Task {id} is in state {state}: only a queued, scheduled or retrying task can be cancelled."""
 
 
+class NotAbortable(SchedulerError):
+    """Task {id} is in state {state}: it has finished, there is nothing to abort."""
+
+
+class NotPurged(SchedulerError):
+    """Nothing purged: {reason}"""
+
+
 class NotRetryable(SchedulerError):
     """Task {id} is in state {state}: only a failed or cancelled task can be retried."""
 
@@ -47,6 +55,14 @@ class Retry(Exception):
     def __init__(self, countdown=None, reason=""):
         super().__init__(reason or "retry requested")
         self.countdown = countdown
+
+
+class TaskAborted(Exception):
+    """Raised inside a task at its first check after an abort was asked for (context.check_abort(),
+    context.progress()); the task may catch it to clean up, then re-raise to end cancelled."""
+
+    def __init__(self, message="the task was aborted on request"):
+        super().__init__(message)
 
 
 class SoftTimeLimitExceeded(Exception):

@@ -30,12 +30,29 @@ class TaskContext:
         self.attempt = attempt
 
     def progress(self, current, total=None, message=""):
-        """Record how far the task is (readable from any process while it runs)."""
+        """Record how far the task is (readable from any process while it runs); raise TaskAborted
+        if an abort was asked for (the progress is recorded first)."""
         from scheduler import models
 
         models.TaskResult.objects.filter(id=self.task_id, state=models.State.RUNNING).update(
             progress_current=current, progress_total=total, progress_message=str(message)[:10_000]
         )
+        self.check_abort()
+
+    @property
+    def aborted(self):
+        """Whether an abort of this task was asked for (one read of its row: it sees a request as
+        soon as the request committed)."""
+        from scheduler import models
+
+        return models.TaskResult.objects.filter(id=self.task_id, abort_requested_at__isnull=False).exists()
+
+    def check_abort(self):
+        """Raise TaskAborted if an abort of this task was asked for."""
+        from scheduler import exceptions
+
+        if self.aborted:
+            raise exceptions.TaskAborted()
 
 
 def error_class_path(error):
@@ -74,6 +91,8 @@ def run(job, *, soft_time_limit=None):
     except Exception as error:  # noqa: BLE001 - any failure of a task is reported, never raised
         if isinstance(error, exceptions.Retry):
             outcome = ERROR, error_class_path(error), str(error), traceback.format_exc(), True, error.countdown
+        elif isinstance(error, exceptions.TaskAborted):  # never retried: the worker ends the task cancelled
+            outcome = ERROR, error_class_path(error), str(error), traceback.format_exc()[-50_000:], False, None
         else:
             outcome = (ERROR, error_class_path(error), str(error)[:10_000], traceback.format_exc()[-50_000:],
                        definition.retry.retries(error), None)

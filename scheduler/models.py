@@ -1,6 +1,7 @@
 """Tables of the task layer: a row per task (its state, result and progress) and one per attempt."""
 import uuid
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models.functions import Now
 
@@ -30,6 +31,12 @@ class TaskResult(models.Model):
     kwargs = models.JSONField(default=dict)
     state = models.CharField(max_length=16, choices=State.choices)
     unique_key = models.CharField(max_length=255, null=True, blank=True)
+    priority = models.SmallIntegerField(default=0, help_text="-100 to 100; higher runs first within its queue")
+    concurrency_key = models.CharField(max_length=255, null=True, blank=True)
+    concurrency_limit = models.IntegerField(null=True, blank=True,
+                                            help_text="at most this many tasks with its concurrency key run at once")
+    abort_requested_at = models.DateTimeField(null=True, blank=True,
+                                              help_text="when an abort of the running task was asked for")
     enqueued_at = models.DateTimeField(db_default=Now())
     eta = models.DateTimeField(null=True, blank=True, help_text="when a scheduled or retrying task is due")
     delayed_id = models.BigIntegerField(null=True, blank=True, help_text="its delayed record while scheduled")
@@ -78,6 +85,7 @@ class TaskAttempt(models.Model):
         FAILED = "failed", "failed"
         LOST = "lost", "lost (its worker died)"
         INTERRUPTED = "interrupted", "interrupted (handed back at shutdown)"
+        ABORTED = "aborted", "aborted (on request, cooperatively)"
 
     task = models.ForeignKey(TaskResult, on_delete=models.CASCADE, related_name="attempt_rows")
     number = models.IntegerField()
@@ -91,6 +99,47 @@ class TaskAttempt(models.Model):
 
     class Meta:
         ordering = ["task", "number", "id"]
+
+
+# Limits on starts (scheduler/limits.py): who holds a concurrency slot, who waits for one, and the
+# recent starts of each rate-limited task.
+
+
+class ConcurrencySlot(models.Model):
+    """A running task's hold on one of its concurrency key's slots, with a lease its worker renews
+    with the task's lock; a slot whose lease lapsed (its worker died) is free."""
+
+    task = models.OneToOneField(TaskResult, on_delete=models.CASCADE, primary_key=True, related_name="slot")
+    key = models.CharField(max_length=255)
+    worker = models.CharField(max_length=255)
+    lease_until = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["key"], name="slot_key")]
+
+
+class ConcurrencyWaiter(models.Model):
+    """A task handed back because its key's slots were all taken: its record, to be made available
+    at once when a slot frees."""
+
+    task = models.OneToOneField(TaskResult, on_delete=models.CASCADE, primary_key=True, related_name="waiter")
+    key = models.CharField(max_length=255)
+    since = models.DateTimeField(db_default=Now())
+    group = models.CharField(max_length=255)
+    topic = models.CharField(max_length=255)
+    partition = models.IntegerField()
+    offset = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["key", "since"], name="waiter_key_since")]
+
+
+class RateWindow(models.Model):
+    """The recent starts of a rate-limited task (at most its limit of them, oldest first), updated
+    under this row's lock."""
+
+    task_name = models.CharField(max_length=255, primary_key=True)
+    starts = ArrayField(models.DateTimeField(), default=list)
 
 
 # Periodic schedules (scheduler/schedules.py): what fires when, and one row per fired tick.

@@ -83,6 +83,14 @@ class Result:
             return None
         return row.progress_current, row.progress_total, row.progress_message
 
+    def abort(self):
+        """Ask the task to stop: a running task sees it at its next check and ends cancelled; one
+        not started yet is cancelled now. Return the Result read again (see control.abort)."""
+        from scheduler import control
+
+        self._row = control.abort(self.id).row
+        return self
+
     def attempts(self):
         """Every run so far (TaskAttempt rows), oldest first."""
         return list(models.TaskAttempt.objects.filter(task_id=self.id).order_by("number", "id"))

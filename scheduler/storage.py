@@ -34,7 +34,8 @@ def copy_results(rows):
             for row in rows:
                 row.enqueued_at = now
                 copy.write_row((row.id, row.task_name, row.queue, Jsonb(row.args), Jsonb(row.kwargs), row.state,
-                                row.unique_key, now, row.eta, row.generation, 0, 0, 0, "", "", "", "", ""))
+                                row.unique_key, now, row.eta, row.generation, 0, 0, 0, "", "", "", "", "", row.priority,
+                                row.concurrency_key, row.concurrency_limit))
 
 
 def finish_channel(task_id):
@@ -84,3 +85,61 @@ def prune_ticks(*, keep_s, limit):
     with connection.cursor() as cursor:
         cursor.execute(queries["prune_ticks"], {"keep_s": keep_s, "limit": limit})
         return cursor.rowcount
+
+
+def _run(query, params, fetch=None):
+    """Run a query; return fetchone() or fetchall() (fetch "one" or "all"), or nothing."""
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        if fetch == "one":
+            return cursor.fetchone()
+        if fetch == "all":
+            return cursor.fetchall()
+        return None
+
+
+def take_slot(*, key, limit, task_id, worker, lease_ms):
+    """Take one of key's limit slots for the task, under the key's lock until the caller's
+    transaction ends; return whether it was taken."""
+    _run(queries["lock_concurrency_key"], {"key": key})
+    _run(queries["release_lapsed_slots"], {"key": key})
+    taken = _run(queries["take_slot"], {"key": key, "limit": limit, "task_id": task_id, "worker": worker,
+                                        "lease_ms": lease_ms}, "one")
+    return taken is not None
+
+
+def renew_slots(*, task_ids, worker, lease_ms):
+    """Extend the leases of the worker's slots of these tasks; return the task ids still holding one."""
+    if not task_ids:
+        return set()
+    rows = _run(queries["renew_slots"], {"task_ids": list(task_ids), "worker": worker, "lease_ms": lease_ms}, "all")
+    return {str(row[0]) for row in rows}
+
+
+def free_slot(*, task_id):
+    """Give back the task's slot in the caller's transaction; return its key, or None."""
+    row = _run(queries["free_slot"], {"task_id": task_id}, "one")
+    return row[0] if row else None
+
+
+def next_waiter(*, key):
+    """Remove and return the (group, topic, partition, offset) of key's longest waiter, or None."""
+    return _run(queries["next_waiter"], {"key": key}, "one")
+
+
+def lock_rate_window(*, task_name):
+    """Lock a task name's recent starts (caller's transaction); return (starts, the time now)."""
+    _run(queries["ensure_rate_window"], {"task_name": task_name})
+    starts = _run(queries["lock_rate_window"], {"task_name": task_name}, "one")[0]
+    return starts, _run(queries["clock_now"], {}, "one")[0]
+
+
+def write_rate_window(*, task_name, starts):
+    _run(queries["write_rate_window"], {"task_name": task_name, "starts": list(starts)})
+
+
+def purge_results(*, queue, states, limit):
+    """Cancel up to limit tasks of queue in states (caller's transaction); return their delayed ids
+    (None for those not scheduled)."""
+    rows = _run(queries["purge_results"], {"queue": queue, "states": [str(s) for s in states], "limit": limit}, "all")
+    return [row[0] for row in rows]

@@ -11,17 +11,45 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules, import_string
 
-from queueing import delayed, exceptions as engine_exceptions, producer, retries, topics
-from scheduler import exceptions, models, storage
+from queueing import delayed, exceptions as engine_exceptions, models as engine_models, producer, retries, topics
+from scheduler import exceptions, limits, models, storage
 
 TOPIC_PREFIX = "tasks."
+# A priority other than 0 has a topic of its own, its band: "tasks-p10.emails", "tasks-p-5.emails".
+# No queue's topic starts with "tasks-p", and the band's number ends at the first dot, so the name
+# cannot be another queue's topic or another band's.
+BAND_PREFIX = "tasks-p"
+BAND_NAME = re.compile(r"^tasks-p(?P<priority>-?[0-9]+)\.(?P<queue>.+)$")
+MIN_PRIORITY, MAX_PRIORITY = -100, 100  # Django's tasks range
 MAX_ATTEMPTS_LIMIT = 1000  # the engine's largest delivery limit: a task group's own limit is set to it
 _registry: dict[str, "Task"] = {}
 
 
-def topic_for(queue):
-    """The topic (and share group) of a queue."""
-    return TOPIC_PREFIX + queue
+def topic_for(queue, priority=0):
+    """The topic of a queue's priority band (priority 0: the queue's topic, the name of its share group)."""
+    return TOPIC_PREFIX + queue if priority == 0 else f"{BAND_PREFIX}{priority}.{queue}"
+
+
+def band_of(topic):
+    """(queue, priority) of a band's topic name, or None for a name that is not one."""
+    match = BAND_NAME.match(topic)
+    return (match["queue"], int(match["priority"])) if match else None
+
+
+def check_priority(priority):
+    if isinstance(priority, bool) or not isinstance(priority, int) or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise exceptions.InvalidTask(reason=f"priority must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}, "
+                                            f"not {priority!r}")
+    return priority
+
+
+def check_concurrency(key, limit):
+    if not (key is None or isinstance(key, str) or callable(key)):
+        raise exceptions.InvalidTask(reason="concurrency_key is a string or a function of (args, kwargs)")
+    if (key is None) != (limit is None):
+        raise exceptions.InvalidTask(reason="give concurrency_key and concurrency_limit together")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000):
+        raise exceptions.InvalidTask(reason=f"concurrency_limit must be an integer from 1 to 100000, not {limit!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -69,6 +97,10 @@ class Task:
     soft_time_limit: float | None = None
     hard_time_limit: float | None = None
     unique_key: object = None  # a string, or a function of (args, kwargs) returning one (or None)
+    priority: int = 0
+    concurrency_key: object = None  # a string, or a function of (args, kwargs) returning one (or None)
+    concurrency_limit: int | None = None
+    rate_limit: limits.Rate | None = None
     takes_context: bool = False
     countdown: float | None = None
     eta: datetime.datetime | None = None
@@ -82,12 +114,20 @@ class Task:
         """Run the function here and now, as a plain call (no worker, no result row)."""
         return self.func(*args, **kwargs)
 
-    def using(self, *, queue=None, countdown=None, eta=None, unique_key=None):
+    def using(self, *, queue=None, countdown=None, eta=None, unique_key=None, priority=None, concurrency_key=None,
+              concurrency_limit=None):
         """Return this task with options changed for the enqueues made through it."""
         changes = {k: v for k, v in (("queue", queue), ("countdown", countdown), ("eta", eta),
-                                     ("unique_key", unique_key)) if v is not None}
+                                     ("unique_key", unique_key), ("priority", priority),
+                                     ("concurrency_key", concurrency_key),
+                                     ("concurrency_limit", concurrency_limit)) if v is not None}
         if "queue" in changes:
             check_queue(changes["queue"])
+        if "priority" in changes:
+            check_priority(changes["priority"])
+        if concurrency_key is not None or concurrency_limit is not None:
+            check_concurrency(changes.get("concurrency_key", self.concurrency_key),
+                              changes.get("concurrency_limit", self.concurrency_limit))
         return dataclasses.replace(self, **changes)
 
     def s(self, *args, **kwargs):
@@ -129,20 +169,24 @@ class Task:
             models.TaskResult(
                 id=uuid.uuid4(), task_name=self.name, queue=self.queue, args=args, kwargs=kwargs,
                 state=models.State.SCHEDULED if due else models.State.QUEUED, eta=due,
-                unique_key=self._unique_key(args, kwargs),
+                unique_key=self._unique_key(args, kwargs), priority=self.priority,
+                concurrency_key=self._concurrency_key(args, kwargs), concurrency_limit=self.concurrency_limit,
             )
             for args, kwargs in calls
         ]
+        for row in rows:
+            if row.concurrency_key is None:
+                row.concurrency_limit = None
         if not rows:
             return []
-        info = ensure_queue(self.queue)
+        ensure_queue(self.queue, self.priority)
         try:
             with transaction.atomic():
                 if len(rows) >= storage.COPY_FROM:
                     storage.copy_results(rows)
                 else:
                     models.TaskResult.objects.bulk_create(rows)
-                send_records(info, rows, due, steps=steps)
+                send_records(rows, due, steps=steps)
         except IntegrityError as error:
             if "task_unique_key_active" in str(error):
                 raise exceptions.AlreadyEnqueued(unique_key=_taken_key(error, rows)) from None
@@ -169,6 +213,12 @@ class Task:
             raise exceptions.InvalidTask(reason="a unique key is a string of 1 to 255 characters")
         return key
 
+    def _concurrency_key(self, args, kwargs):
+        key = self.concurrency_key(args, kwargs) if callable(self.concurrency_key) else self.concurrency_key
+        if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 255):
+            raise exceptions.InvalidTask(reason="a concurrency key is a string of 1 to 255 characters")
+        return key
+
 
 def _taken_key(error, rows):
     """The unique key PostgreSQL found taken ("Key (unique_key)=(k) already exists.")."""
@@ -179,23 +229,39 @@ def _taken_key(error, rows):
     return next((r.unique_key for r in rows if r.unique_key), None)
 
 
-def send_records(info, rows, due, *, steps=None):
-    """Append one record per task (its id) to the queue's topic, or schedule it for its due time."""
-    values = [{"id": str(row.id), "task": row.task_name, "generation": row.generation} for row in rows]
-    for value, step in zip(values, steps or ()):
-        value.update(step)
-    if due is None:
-        producer.send_batch(info.name, values)
-        return
-    waiting = producer.send_batch(info.name, values, deliver_at=due)
-    for row, meta in zip(rows, waiting):
-        row.delayed_id = meta.id
-    models.TaskResult.objects.bulk_update(rows, ["delayed_id"])
+def send_records(rows, due, *, steps=None):
+    """Append one record per task (its id) to its queue's band topic, or schedule it for its due time.
+    steps (workflows only) are the rows' workflow steps, in order, carried in their records."""
+    by_topic = {}
+    for row, step in zip(rows, steps or [None] * len(rows)):
+        value = {"id": str(row.id), "task": row.task_name, "generation": row.generation, **(step or {})}
+        by_topic.setdefault(topic_for(row.queue, row.priority), []).append((row, value))
+    for name, batch in by_topic.items():
+        values = [value for _, value in batch]
+        if due is None:
+            producer.send_batch(name, values)
+            continue
+        waiting = producer.send_batch(name, values, deliver_at=due)
+        for (row, _), meta in zip(batch, waiting):
+            row.delayed_id = meta.id
+    if due is not None:
+        models.TaskResult.objects.bulk_update(rows, ["delayed_id"])
 
 
-def ensure_queue(queue):
-    """Return the TopicInfo of a queue's topic, creating the topic on first use."""
-    name = topic_for(queue)
+def bands(queue):
+    """The topics of a queue's priority bands in use, highest priority first (band 0 always)."""
+    found = {0: topic_for(queue)}
+    names = engine_models.Topic.objects.filter(name__startswith=BAND_PREFIX).values_list("name", flat=True)
+    for name in names:
+        band = band_of(name)
+        if band is not None and band[0] == queue:
+            found[band[1]] = name
+    return [found[p] for p in sorted(found, reverse=True)]
+
+
+def ensure_queue(queue, priority=0):
+    """Return the TopicInfo of a queue's topic (of its priority band), creating the topic on first use."""
+    name = topic_for(queue, priority)
     try:
         return topics.cached_topic(name)
     except engine_exceptions.TopicNotFound:
@@ -237,24 +303,30 @@ def check_queue(queue):
     if not isinstance(queue, str) or not queue:
         raise exceptions.InvalidTask(reason="a queue name is a non-empty string")
     try:
-        topics.validate_name(topic_for(queue))
+        topics.validate_name(topic_for(queue, MIN_PRIORITY))  # the longest of its bands' names
     except engine_exceptions.InvalidTopicName:
         raise exceptions.InvalidTask(reason=f"invalid queue name {queue!r}: use a-z, A-Z, 0-9, '.', '_' and '-'") from None
 
 
 def task(function=None, *, name=None, queue="default", max_attempts=1, retry_on=(Exception,), backoff_base_s=1.0,
          backoff_max_s=600.0, backoff_levels_s=(), soft_time_limit=None, hard_time_limit=None, unique_key=None,
-         takes_context=False):
+         takes_context=False, priority=0, concurrency_key=None, concurrency_limit=None, rate_limit=None):
     """Register a function as a task: `@task` or `@task(queue="emails", max_attempts=5)`.
 
     name defaults to the function's dotted path. The worker runs it in a child process; a failure
     in retry_on is retried up to max_attempts runs in all, after the back-off. soft_time_limit
     raises SoftTimeLimitExceeded inside the task; hard_time_limit (seconds) kills the process
     running it. With takes_context=True the function gets a TaskContext first (its id, attempt,
-    and progress()).
+    progress() and the abort checks). priority (-100 to 100, higher first) orders the tasks of a
+    queue; at most concurrency_limit tasks with the same concurrency_key (a string, or a function
+    of (args, kwargs)) run at once; rate_limit ("10/s", "100/m", "1000/h") bounds the starts of
+    this task in any window of that length. All across every worker.
     """
     def register(func):
         check_queue(queue)
+        check_priority(priority)
+        check_concurrency(concurrency_key, concurrency_limit)
+        rate = limits.parse_rate(rate_limit) if rate_limit is not None else None
         for limit in (soft_time_limit, hard_time_limit):
             if limit is not None and (not isinstance(limit, (int, float)) or limit <= 0):
                 raise exceptions.InvalidTask(reason="time limits are positive numbers of seconds")
@@ -265,7 +337,8 @@ def task(function=None, *, name=None, queue="default", max_attempts=1, retry_on=
             retry=RetryPolicy(max_attempts=max_attempts, retry_on=tuple(retry_on), backoff_base_s=backoff_base_s,
                               backoff_max_s=backoff_max_s, backoff_levels_s=tuple(backoff_levels_s)),
             soft_time_limit=soft_time_limit, hard_time_limit=hard_time_limit, unique_key=unique_key,
-            takes_context=takes_context,
+            takes_context=takes_context, priority=priority, concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit, rate_limit=rate,
         )
         if len(definition.name) > 255:
             raise exceptions.InvalidTask(reason="a task name has at most 255 characters")

@@ -81,8 +81,9 @@ class Scheduler(loops.Loop):
         """Log an unexpected error and go on after a pause: the firing rolled back whole, and is
         tried again (by this scheduler or another), so one bad schedule cannot stop the others for good."""
         logger.exception("firing schedules failed (rolled back; retrying): %s", error)
-        for queue in {t.queue for t in tasks.registered().values()}:
-            topics.forget_topic(tasks.topic_for(queue))  # one created in the rolled-back transaction is gone
+        for queue, priority in {(t.queue, t.priority) for t in tasks.registered().values()}:
+            # A topic (or priority band) created in the rolled-back transaction is gone.
+            topics.forget_topic(tasks.topic_for(queue, priority))
         self.stop_event.wait(1.0)
         return True
 

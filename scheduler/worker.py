@@ -15,14 +15,23 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from queueing import loops, share
-from scheduler import control, exceptions, execution, models, storage, tasks, workflows
+from scheduler import control, exceptions, execution, limits, models, storage, tasks, workflows
 
 logger = logging.getLogger("sluice.tasks")
 PRUNE_EVERY_S = 600
+ABORTED = execution.error_class_path(exceptions.TaskAborted())
 
 
 class LockLost(Exception):
     """The record's lock lapsed and it was acquired again: this worker's outcome must not count."""
+
+
+class OverLimit(Exception):
+    """A start refused by a limit (rolls back the slot or start taken before it)."""
+
+    def __init__(self, over):
+        super().__init__(over)
+        self.over = over
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -32,6 +41,7 @@ class Running:
     definition: object
     started: float
     hard_deadline: float | None
+    limited: bool = False  # holds a concurrency slot, renewed with the lock
 
 
 class Slot:
@@ -113,6 +123,8 @@ class TaskWorker(loops.Loop):
         busy = any(s.running for s in self.slots)
         free = [s for s in self.slots if s.free]
         if free and not self.stop_event.is_set():
+            # Before each poll, so a band created before it is polled in it (one small read).
+            self.consumer.subscribe(tasks.bands(self.queue))
             # Idle: the poll itself waits for records (LISTEN). Busy: look and return at once, and
             # wait on the processes below.
             records = self.consumer.poll(timeout=0 if busy else self.poll_timeout, max_records=len(free))
@@ -124,12 +136,13 @@ class TaskWorker(loops.Loop):
         return True
 
     def _start(self):
-        info = tasks.ensure_queue(self.queue)
+        tasks.ensure_queue(self.queue)
         # The task layer counts attempts itself (max_attempts per task): the engine's delivery
         # limit must stay out of its way, or it would dead-letter a record whose task is retrying.
         share.configure_group(self.group, delivery_limit=tasks.MAX_ATTEMPTS_LIMIT)
-        self.consumer = share.ShareConsumer(self.group, [info.name], auto_offset_reset="earliest",
-                                            max_records=self.concurrency, client_id="task-worker")
+        # One member over every priority band of the queue, polled highest band first.
+        self.consumer = share.ShareConsumer(self.group, tasks.bands(self.queue), auto_offset_reset="earliest",
+                                            max_records=self.concurrency, client_id="task-worker", ordered=True)
         modules = sorted({t.module for t in tasks.registered().values()})
         database = connection.settings_dict["NAME"]
         self._slot_args = (self._context, database, modules)
@@ -174,20 +187,53 @@ class TaskWorker(loops.Loop):
                     f"{row.lost} run(s) lost with their workers, more than SLUICE_TASK_MAX_LOST allows"
                 ))
                 return
+            try:
+                started = self._take_limits(row, definition)
+            except OverLimit as refused:
+                self._defer(record, row, refused.over)
+                return
             row.state, row.attempts, row.worker = models.State.RUNNING, row.attempts + 1, self.worker_id
-            row.started_at = row.started_at or timezone.now()
+            row.started_at = row.started_at or started or timezone.now()
             row.eta = row.delayed_id = None
             row.save(update_fields=["state", "attempts", "lost", "worker", "started_at", "eta", "delayed_id"])
-            models.TaskAttempt.objects.create(task=row, number=row.attempts, worker=self.worker_id)
+            models.TaskAttempt.objects.create(task=row, number=row.attempts, worker=self.worker_id,
+                                              **({"started_at": started} if started else {}))
         job = execution.Job(task_id=str(row.id), name=row.task_name, args=row.args, kwargs=row.kwargs,
                             attempt=row.attempts)
         now = time.monotonic()
         slot.running = Running(record=record, job=job, definition=definition, started=now,
-                               hard_deadline=now + definition.hard_time_limit if definition.hard_time_limit else None)
+                               hard_deadline=now + definition.hard_time_limit if definition.hard_time_limit else None,
+                               limited=row.concurrency_key is not None)
         try:
             slot.conn.send((job, definition.soft_time_limit))
         except OSError:  # the process died since it said it was ready
             self._lost_process(slot)
+
+    def _take_limits(self, row, definition):
+        """Take the task's concurrency slot and count its start against its rate, in a savepoint;
+        return the start's time if rate-limited (the attempt's start, as the window counted it).
+        Raises OverLimit, with both rolled back, if either refuses."""
+        with transaction.atomic():
+            over = limits.take_slot(row, worker=self.consumer.member_id, lease_ms=self.consumer.lock_ms)
+            if over is not None:
+                raise OverLimit(over)
+            if definition.rate_limit is None:
+                return None
+            started = limits.take_start(definition.rate_limit, row.task_name)
+            if isinstance(started, limits.Over):
+                raise OverLimit(started)
+            return started
+
+    def _defer(self, record, row, over):
+        """Hand a task over a limit back, uncounted (no attempt, no delivery), until it may start."""
+        if not self.consumer.settle(record, share.DEFER, delay=over.delay):
+            return  # the lock lapsed meanwhile: another worker has the record now
+        if over.key is not None:
+            limits.wait_for_slot(row, record, group=self.group)
+        # A run lost with its worker (counted above) leaves the task queued, not running.
+        state = models.State.QUEUED if row.state == models.State.RUNNING else row.state
+        models.TaskResult.objects.filter(id=row.id).update(lost=row.lost, state=state)
+        logger.debug("task %s over its limit (%s): handed back for %.3fs", row.id, over.key or "rate", over.delay)
 
     def _fail_now(self, record, row, error):
         """Fail a task without running it (unknown task, attempts used up), with its dead letter."""
@@ -273,13 +319,15 @@ class TaskWorker(loops.Loop):
             logger.warning("task %s: lock lost before its outcome was recorded; it runs again elsewhere",
                            running.job.task_id)
 
-    def _settle(self, running, fate, **options):
-        if not self.consumer.settle(running.record, fate, **options):
-            raise LockLost()
-
     def _attempt(self, running):
         return models.TaskAttempt.objects.filter(task_id=running.job.task_id, number=running.job.attempt,
                                                  outcome=models.TaskAttempt.Outcome.RUNNING)
+
+    def _settle(self, running, fate, **options):
+        if not self.consumer.settle(running.record, fate, **options):
+            raise LockLost()
+        if running.limited:
+            limits.free_slot(running.job.task_id)
 
     def _succeed(self, running, value):
         self._settle(running, share.ACCEPT)
@@ -294,6 +342,14 @@ class TaskWorker(loops.Loop):
         policy = running.definition.retry
         row = models.TaskResult.objects.filter(id=running.job.task_id)
         error = {"error_class": error_class, "error_message": message, "traceback": tb}
+        if error_class == ABORTED and row.filter(abort_requested_at__isnull=False).exists():
+            # The task saw the abort asked for and stopped: cancelled, its attempt aborted.
+            self._settle(running, share.ACCEPT)
+            row.update(state=models.State.CANCELLED, finished_at=Now(), **error)
+            storage.announce_finished(running.job.task_id)
+            self._attempt(running).update(outcome=models.TaskAttempt.Outcome.ABORTED, ended_at=Now(), **error)
+            logger.info("task %s aborted on request", running.job.task_id)
+            return
         failures = row.values_list("failures", flat=True).first() + 1
         if retryable and failures < policy.max_attempts:
             delay = countdown if countdown is not None else policy.delay(failures)
@@ -324,6 +380,17 @@ class TaskWorker(loops.Loop):
                 slot.running = slot.outcome = None
                 slot.kill()
                 self._replace(slot)
+        # Concurrency slots are leased like locks: a slot that lapsed anyway may be another task's
+        # now, so this run must stop (and its task waits for a slot again).
+        limited = {s.running.job.task_id: s for s in running if s.running is not None and s.running.limited}
+        for task_id in limits.renew_slots(limited, worker=self.consumer.member_id, lease_ms=self.consumer.lock_ms):
+            slot = limited[task_id]
+            if slot.outcome is None:
+                logger.warning("task %s: concurrency slot lapsed while running; stopping it here", task_id)
+                stopped, slot.running = slot.running, None
+                slot.kill()
+                self._replace(slot)
+                self._hand_back(stopped)
 
     def _prune(self):
         if time.monotonic() - self._pruned >= PRUNE_EVERY_S:

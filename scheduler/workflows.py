@@ -303,7 +303,7 @@ def _stop(workflow, state, *, failed=None, task_id=None, error_class="", error_m
     # outcome finds the workflow stopped) or is in an outcome transaction (which, after this one,
     # cancels a retry); waiting for it could deadlock, as those lock the task before the workflow.
     pending = models.TaskResult.objects.select_for_update(skip_locked=True).filter(
-        id__in=started.values("task_id"), state__in=control.CANCELLABLE)
+        id__in=started.values("task_id"), state__in=control.NOT_STARTED)
     cancelled = []
     for row in pending:
         control.cancel_locked(row)

@@ -77,3 +77,28 @@ UPDATE queueing_sharedelivery d
  WHERE d.group_id = %(group_id)s AND d.topic_id = held.topic_id AND d.partition = held.partition
    AND d."offset" = held."offset"
 RETURNING d.topic_id, d.partition, d."offset", d.last_offset
+
+-- name: defer_deliveries --
+-- Hand held single-record rows back, each after its own delay, without counting the delivery: the
+-- count goes back to what it was before this acquisition, so the next one gives the same count
+-- (for a member that acquired a record it may not run yet: a limit, not a failure). Fenced as
+-- release_deliveries.
+UPDATE queueing_sharedelivery d
+   SET state = 2, member_id = NULL, lock_until = NULL, delivery_count = d.delivery_count - 1,
+       available_at = now() + a.delay_ms * interval '1 millisecond'
+  FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[], %(offsets)s::bigint[], %(counts)s::int[],
+              %(delays_ms)s::bigint[]) AS a(topic_id, partition, "offset", delivery_count, delay_ms)
+ WHERE d.group_id = %(group_id)s AND d.topic_id = a.topic_id AND d.partition = a.partition
+   AND d."offset" = a."offset" AND d.last_offset = a."offset" AND d.state = 1 AND d.member_id = %(member_id)s
+   AND d.delivery_count = a.delivery_count
+RETURNING d.topic_id, d.partition, d."offset"
+
+-- name: expedite_deliveries --
+-- Make handed-back records that wait for their delay available now (a slot they wait for freed).
+-- Records held by a member, or already available, are left alone.
+UPDATE queueing_sharedelivery d
+   SET available_at = now()
+  FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[], %(offsets)s::bigint[]) AS a(topic_id, partition, "offset")
+ WHERE d.group_id = %(group_id)s AND d.topic_id = a.topic_id AND d.partition = a.partition
+   AND d."offset" = a."offset" AND d.state = 2 AND d.available_at > now()
+RETURNING d.topic_id, d.partition, d."offset"

@@ -96,3 +96,21 @@ def renew_deliveries(*, group_id, member_id, items, lock_ms):
     params = {**_ack_params(group_id, member_id, items), "lock_ms": lock_ms}
     rows = run(cursor(), "renew_deliveries", params).fetchall()
     return {(t, p, o) for t, p, first, last in rows for o in range(first, last + 1)}
+
+
+def defer_deliveries(*, group_id, member_id, items, delays_ms):
+    """Hand held single-record rows back after their delays without counting the delivery; return
+    the set handed back (fenced like release_deliveries)."""
+    if not items:
+        return set()
+    params = {**_ack_params(group_id, member_id, items), "delays_ms": delays_ms}
+    return {tuple(r) for r in run(cursor(), "defer_deliveries", params).fetchall()}
+
+
+def expedite_deliveries(*, group_id, items):
+    """Make waiting handed-back records [(topic_id, partition, offset)] available now; return those changed."""
+    if not items:
+        return set()
+    params = {"group_id": group_id, "topic_ids": [i[0] for i in items], "partitions": [i[1] for i in items],
+              "offsets": [i[2] for i in items]}
+    return {tuple(r) for r in run(cursor(), "expedite_deliveries", params).fetchall()}

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scheduler', '0003_schedules'),
+        ('scheduler', '0004_acquisition'),
     ]
 
     operations = [

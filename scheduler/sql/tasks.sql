@@ -3,7 +3,7 @@
 
 -- name: prune_results --
 -- Delete up to %(limit)s tasks finished more than %(keep_s)s seconds ago, oldest first, with their
--- attempts. Batches keep each transaction short; SKIP LOCKED passes over rows a reader is changing
+-- attempts, slots and waiters. Batches keep each transaction short; SKIP LOCKED passes over rows a reader is changing
 -- (a retry by hand), and the partial index on finished_at finds the oldest without a scan.
 WITH doomed AS (
     SELECT id FROM scheduler_taskresult
@@ -13,6 +13,12 @@ WITH doomed AS (
        FOR UPDATE SKIP LOCKED
 ), attempts AS (
     DELETE FROM scheduler_taskattempt a USING doomed WHERE a.task_id = doomed.id
+), slots AS (
+    -- A slot left by a run whose outcome was recorded elsewhere, until its lease lapsed.
+    DELETE FROM scheduler_concurrencyslot s USING doomed WHERE s.task_id = doomed.id
+), waiters AS (
+    -- A task cancelled while it waited for a slot.
+    DELETE FROM scheduler_concurrencywaiter w USING doomed WHERE w.task_id = doomed.id
 )
 DELETE FROM scheduler_taskresult t USING doomed WHERE t.id = doomed.id
 
@@ -22,7 +28,7 @@ DELETE FROM scheduler_taskresult t USING doomed WHERE t.id = doomed.id
 -- defaults are not column defaults.
 COPY scheduler_taskresult (id, task_name, queue, args, kwargs, state, unique_key, enqueued_at, eta,
                            generation, attempts, failures, lost, worker, error_class, error_message,
-                           traceback, progress_message)
+                           traceback, progress_message, priority, concurrency_key, concurrency_limit)
 FROM STDIN
 
 -- name: transaction_now --
@@ -37,3 +43,21 @@ SELECT now()
 -- key is held to our commit, so a waiter that asks meanwhile waits for it, then reads the finish.
 SELECT CASE WHEN pg_try_advisory_xact_lock(1397511938, %(key)s) THEN NULL
             ELSE pg_notify(%(channel)s, '') END
+
+-- name: purge_results --
+-- Cancel up to %(limit)s tasks of a queue that have not started, oldest first; return the delayed
+-- records of the scheduled ones, to be removed in the same transaction. FOR UPDATE waits for a
+-- worker starting one of them right now, and the state is checked again after the wait, so a task
+-- that started meanwhile is left alone (the index on (queue, state) finds them).
+WITH doomed AS (
+    SELECT id, delayed_id FROM scheduler_taskresult
+     WHERE queue = %(queue)s AND state = ANY(%(states)s::text[])
+     ORDER BY enqueued_at
+     LIMIT %(limit)s
+       FOR UPDATE
+)
+UPDATE scheduler_taskresult t
+   SET state = 'cancelled', delayed_id = NULL, finished_at = now()
+  FROM doomed
+ WHERE t.id = doomed.id
+RETURNING doomed.delayed_id

@@ -127,3 +127,37 @@ def _wait_for(path, count=None, timeout=30):
             return
         time.sleep(0.02)
     raise TimeoutError(f"waited {timeout} s for {path}")
+
+
+@task(queue="sample", takes_context=True)
+def gated(context, gate):
+    """Wait until the file gate exists, checking for an abort all along."""
+    while not pathlib.Path(gate).exists():
+        context.check_abort()
+        time.sleep(0.02)
+    return gate
+
+
+@task(queue="sample", concurrency_key=lambda args, kwargs: args[0], concurrency_limit=1)
+def one_at_a_time(key, gate):
+    """At most one of these runs per key; waits until the file gate exists."""
+    _wait_for(gate)
+    return key
+
+
+@task(queue="sample", rate_limit="2/s")
+def rated(n):
+    return n
+
+
+@task(queue="sample", concurrency_key=lambda args, kwargs: args[0], concurrency_limit=2, takes_context=True)
+def recorded_run(context, key, seconds):
+    """Write when it starts and ends (committed at once, the database's clock) into acq_runs, for the
+    acceptance checker; at most two run at once per key (none: no limit)."""
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO acq_runs (task_id, key, pid, started_at) VALUES (%s, %s, %s, clock_timestamp()) "
+                       "RETURNING id", [context.task_id, key, os.getpid()])
+        run_id = cursor.fetchone()[0]
+        time.sleep(seconds)
+        cursor.execute("UPDATE acq_runs SET ended_at = clock_timestamp() WHERE id = %s", [run_id])
+    return key

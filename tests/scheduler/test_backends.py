@@ -111,9 +111,12 @@ def test_a_deferred_task_runs_only_once_its_run_after_came():
     assert result.started_at >= run_after
 
 
-def test_priority_is_refused_until_sluice_has_priorities():
-    with pytest.raises(InvalidTask, match="priority"):
-        django_tasks.multiply.using(priority=10)
+def test_a_priority_is_kept_and_reads_back(db):
+    urgent = django_tasks.multiply.using(priority=10).enqueue(1, 2)
+    assert models.TaskResult.objects.get(id=urgent.id).priority == 10  # in the queue's band 10
+    assert task_backends["default"].get_result(urgent.id).task.priority == 10
+    with pytest.raises(InvalidTask):
+        django_tasks.multiply.using(priority=101)  # Django's own range check
 
 
 def test_queue_names_are_validated_against_queues(settings):

@@ -1,5 +1,9 @@
-"""manage.py tasks list|show|cancel|retry|prune|workflows|workflow|cancel-workflow: look at tasks and
-their workflows, and act on them."""
+"""manage.py tasks list|show|cancel|abort|retry|purge|prune|workflows|workflow|cancel-workflow: look at
+tasks and their workflows, and act on them."""
+import sys
+
+from django.core.management.base import CommandError
+
 from outbox import retention
 from queueing.management.base import EngineCommand, positive
 from scheduler import control, models, results, selectors, workflows
@@ -10,12 +14,14 @@ def when(value):
 
 
 class Command(EngineCommand):
-    help = ("List tasks, show one with its attempts, cancel one not yet started, retry a failed one, prune old ones; "
-            "list workflows, show one with its steps, cancel one.")
+    help = ("List tasks, show one with its attempts, cancel one not yet started, abort a running one, retry a "
+            "failed one, purge a queue of what has not started, prune old ones; list workflows, show one with "
+            "its steps, cancel one.")
 
     def add_arguments(self, parser):
-        actions = parser.add_subparsers(dest="action", required=True,
-                                        metavar="{list,show,cancel,retry,prune,workflows,workflow,cancel-workflow}")
+        actions = parser.add_subparsers(
+            dest="action", required=True,
+            metavar="{list,show,cancel,abort,retry,purge,prune,workflows,workflow,cancel-workflow}")
         listing = actions.add_parser("list", help="tasks, newest first")
         listing.add_argument("--queue")
         listing.add_argument("--state", choices=models.State.values)
@@ -23,8 +29,12 @@ class Command(EngineCommand):
         listing.add_argument("--limit", type=positive, default=50)
         for name, text in (("show", "a task's state, result, error and attempts"),
                            ("cancel", "cancel a queued, scheduled or retrying task: it will never start"),
+                           ("abort", "ask a running task to stop at its next check (or cancel one not started)"),
                            ("retry", "enqueue a failed or cancelled task again, now")):
             actions.add_parser(name, help=text).add_argument("id")
+        purge = actions.add_parser("purge", help="cancel every task of a queue that has not started")
+        purge.add_argument("--queue", required=True)
+        purge.add_argument("--yes", action="store_true", help="do not ask")
         prune = actions.add_parser("prune", help="delete tasks finished longer ago than --older-than")
         prune.add_argument("--older-than", metavar="AGE",
                            help="7d, 12h, 30m or ISO 8601 (P7D); default SLUICE_TASK_RESULT_TTL_S, 7 days")
@@ -51,13 +61,17 @@ class Command(EngineCommand):
         result = results.get(id)
         row = result.row
         fields = [("id", row.id), ("task", row.task_name), ("queue", row.queue), ("state", result.state),
-                  ("args", row.args), ("kwargs", row.kwargs), ("unique key", row.unique_key),
+                  ("args", row.args), ("kwargs", row.kwargs), ("priority", row.priority), ("unique key", row.unique_key),
                   ("enqueued", when(row.enqueued_at)), ("eta", when(row.eta)), ("started", when(row.started_at)),
                   ("finished", when(row.finished_at)), ("attempts", row.attempts), ("failures", row.failures),
                   ("lost", row.lost)]
         step = workflows.step_of(row.id)
         if step is not None:
             fields.append(("workflow", f"{step.workflow_id} step {step.path} of {step.workflow.description}"))
+        if row.concurrency_key is not None:
+            fields.append(("concurrency", f"key {row.concurrency_key}, at most {row.concurrency_limit} at once"))
+        if row.abort_requested_at is not None:
+            fields.append(("abort asked", when(row.abort_requested_at)))
         if result.progress:
             current, total, message = result.progress
             fields.append(("progress", f"{current}/{'-' if total is None else total} {message}".rstrip()))
@@ -81,6 +95,29 @@ class Command(EngineCommand):
     def do_cancel(self, *, id, **options):
         control.cancel(id)
         self.stdout.write(f"Cancelled task {id}.")
+
+    def do_abort(self, *, id, **options):
+        result = control.abort(id)
+        if result.state == models.State.CANCELLED:
+            self.stdout.write(f"Cancelled task {id} (it had not started).")
+        else:
+            self.stdout.write(f"Abort of task {id} requested: it stops at its next check.")
+
+    def do_purge(self, *, queue, yes, **options):
+        waiting = control.not_started(queue)
+        if not waiting:
+            self.stdout.write(f"No task of queue {queue!r} is waiting to start: nothing purged.")
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                raise CommandError(f"{waiting} task(s) of queue {queue!r} would be cancelled: give --yes "
+                                   "(standard input is not a terminal to ask)", returncode=2)
+            answer = input(f"Cancel {waiting} task(s) of queue {queue!r} that have not started? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                self.stdout.write("Nothing purged.")
+                return
+        total = control.purge(queue)
+        self.stdout.write(f"Cancelled {total} task(s) of queue {queue!r} that had not started.")
 
     def do_retry(self, *, id, **options):
         control.retry(id)

@@ -59,7 +59,7 @@ def test_sluice_is_the_projects_tasks_backend_and_says_what_it_supports():
     backend = task_backends["default"]
     assert type(backend).__name__ == "SluiceBackend"
     assert (backend.supports_defer, backend.supports_get_result, backend.supports_async_task,
-            backend.supports_priority) == (True, True, True, False)
+            backend.supports_priority) == (True, True, True, True)
 
 
 def test_enqueue_stores_a_sluice_task_and_returns_a_ready_result(db):

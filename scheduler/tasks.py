@@ -149,7 +149,26 @@ class Task:
         Commits with the caller's transaction when there is one. Raises NotJSON for arguments that
         are not JSON, AlreadyEnqueued when the unique key is taken by a task still to finish.
         """
-        return self.enqueue_many([(args, kwargs)])[0]
+        from scheduler import results
+
+        due = self._due()
+        if due is not None:
+            return self.enqueue_many([(args, kwargs)])[0]
+        # The row and its record in one statement; a taken unique key writes nothing, so no
+        # savepoint is needed to keep the caller's transaction usable.
+        row = self._rows([(list(args), dict(kwargs))], None)[0]
+        topic = ensure_queue(self.queue, self.priority).name
+        value = {"id": str(row.id), "task": row.task_name, "generation": row.generation}
+        if transaction.get_autocommit():
+            # Without a transaction of the caller's: the row and a record appended again after a
+            # topic was recreated (send_after's fallback) still commit together.
+            with transaction.atomic():
+                written = storage.enqueue_task(row, topic, value)
+        else:
+            written = storage.enqueue_task(row, topic, value)
+        if not written:
+            raise exceptions.AlreadyEnqueued(unique_key=row.unique_key)
+        return results.Result(row)
 
     def enqueue_many(self, calls, *, steps=None):
         """Enqueue many runs at once: calls are (args, kwargs) pairs. One INSERT of the rows and one
@@ -161,10 +180,32 @@ class Task:
         from scheduler import results
 
         calls = [(list(a), dict(k)) for a, k in calls]
+        due = self._due()
+        rows = self._rows(calls, due)
+        if not rows:
+            return []
+        ensure_queue(self.queue, self.priority)
+        try:
+            # A savepoint only where a unique key may be taken: to raise AlreadyEnqueued with the
+            # caller's transaction still usable. Without one nothing here can conflict.
+            unique = any(row.unique_key is not None for row in rows)
+            with transaction.atomic(savepoint=unique):
+                if len(rows) >= storage.COPY_FROM:
+                    storage.copy_results(rows)
+                else:
+                    models.TaskResult.objects.bulk_create(rows)
+                send_records(rows, due, steps=steps)
+        except IntegrityError as error:
+            if "task_unique_key_active" in str(error):
+                raise exceptions.AlreadyEnqueued(unique_key=_taken_key(error, rows)) from None
+            raise
+        return [results.Result(row) for row in rows]
+
+    def _rows(self, calls, due):
+        """The new TaskResult rows (not saved) of (args, kwargs) calls; raises NotJSON, InvalidTask."""
         for args, kwargs in calls:
             check_json(args, what="arguments", task=self.name)
             check_json(kwargs, what="arguments", task=self.name)
-        due = self._due()
         rows = [
             models.TaskResult(
                 id=uuid.uuid4(), task_name=self.name, queue=self.queue, args=args, kwargs=kwargs,
@@ -177,21 +218,7 @@ class Task:
         for row in rows:
             if row.concurrency_key is None:
                 row.concurrency_limit = None
-        if not rows:
-            return []
-        ensure_queue(self.queue, self.priority)
-        try:
-            with transaction.atomic():
-                if len(rows) >= storage.COPY_FROM:
-                    storage.copy_results(rows)
-                else:
-                    models.TaskResult.objects.bulk_create(rows)
-                send_records(rows, due, steps=steps)
-        except IntegrityError as error:
-            if "task_unique_key_active" in str(error):
-                raise exceptions.AlreadyEnqueued(unique_key=_taken_key(error, rows)) from None
-            raise
-        return [results.Result(row) for row in rows]
+        return rows
 
     def _due(self):
         if self.countdown is not None and self.eta is not None:

@@ -162,13 +162,14 @@ def _gated_query(gate):
     if query is None:
         base = queries["append_record"]
         where = "WHERE topic_id = %(topic_id)s AND number = %(partition)s"
-        if not base.startswith("WITH slot AS (") or base.count(where) != 1 or not base.endswith("SELECT base_offset FROM slot"):
+        tail = "SELECT base_offset FROM slot"
+        if not base.startswith("WITH slot AS (") or base.count(where) != 1 or not base.endswith(tail):
             raise RuntimeError("append_record no longer has the shape append_record_after expects")
         query = base.replace("WITH slot AS (", f"WITH gate AS (\n{gate}\n), slot AS (", 1)
         query = query.replace(where, where + " AND EXISTS (SELECT FROM gate)", 1)
         # The gate's value rides along, so the caller can tell "the gate wrote nothing" from "the
         # partition is missing" without a second query.
-        query = query[:-len("SELECT base_offset FROM slot")] + (
+        query = query[:-len(tail)] + (
             "SELECT (SELECT base_offset FROM slot), (SELECT * FROM gate)")
         _GATED[gate] = query
     return query

@@ -60,7 +60,8 @@ def test_a_single_enqueue_writes_the_row_and_its_record_together(db):
     row = models.TaskResult.objects.get(id=result.id)
     assert (row.state, row.args, row.kwargs, row.enqueued_at) == ("queued", [2], {"b": 3}, result.row.enqueued_at)
     [record] = records(tasks.topic_for("sample"))
-    assert json.loads(bytes(record.value)) == {"id": str(result.id), "task": "tests.sampleapp.tasks.add", "generation": 1}
+    assert json.loads(bytes(record.value)) == {
+        "id": str(result.id), "task": "tests.sampleapp.tasks.add", "generation": 1}
 
 
 def test_a_priority_enqueue_is_one_statement_to_its_band(db):
@@ -116,3 +117,21 @@ def test_a_single_enqueue_survives_its_topic_recreated_behind_the_cache(db):
     [record] = records(name)
     assert json.loads(bytes(record.value))["id"] == str(result.id)
     assert models.TaskResult.objects.filter(id=result.id).exists()
+
+
+def test_enqueue_many_without_unique_keys_takes_no_savepoint(db):
+    sample.add.enqueue_many([((0,), {"b": 0})])
+    with transaction.atomic():
+        sent = statements(lambda: sample.add.enqueue_many([((n,), {"b": n}) for n in range(3)]))
+    assert not [query for query in sent if "SAVEPOINT" in query.upper()], sent
+    assert models.TaskResult.objects.count() == 4
+    assert len(records(tasks.topic_for("sample"))) == 4
+
+
+def test_enqueue_many_with_a_taken_unique_key_leaves_the_callers_transaction_usable(db):
+    sample.add.using(unique_key="batch").enqueue(1, b=1)
+    with transaction.atomic():
+        with pytest.raises(exceptions.AlreadyEnqueued):
+            sample.add.using(unique_key="batch").enqueue_many([((2,), {"b": 2})])
+        sample.add.enqueue(3, b=3)
+    assert models.TaskResult.objects.count() == 2

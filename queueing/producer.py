@@ -166,6 +166,31 @@ class Producer:
                     results[index] = delayed.schedule(info, record, partition=keep, deliver_at=due)
         return results
 
+    def send_after(self, gate, gate_params, topic, value=None, *, key=None):
+        """Append one record in the same statement as gate, a data-modifying query of the caller's
+        (see storage.append_record_after): the record is appended only if gate returns a row.
+
+        For a write and its record in one round trip (a task's row and its record). Call it inside
+        the caller's transaction.atomic(); acks=all, not idempotent. Returns (RecordMetadata, gate's
+        value), or (None, None) if gate returned no row (then nothing was appended). Raises TopicNotFound,
+        MessageTooLarge, InvalidArgument.
+        """
+        info = topics.cached_topic(topic)
+        target, record = self._encode(info, value, encode_key(key), None, None)
+        self._sticky.new_batch(info.name)
+        base, gated = storage.append_record_after(gate, gate_params, topic_id=info.id, partition=target,
+                                                  record=record)
+        if gated is None:
+            return None, None
+        if base is None:
+            # The cached topic was deleted or recreated since it was read; gate's write stands, and
+            # the record goes to the topic as it is now, in the same transaction.
+            topics.forget_topic(topic)
+            info = topics.cached_topic(topic)
+            target, record = self._encode(info, value, encode_key(key), None, None)
+            base, _ = self._append(info, target, [record], types.Acks.ALL)
+        return types.RecordMetadata(info.name, target, base, False), gated
+
     def append(self, topic, partition, records, *, acks=None):
         """Append already-encoded OutgoingRecords, each with its own headers, to one partition.
 
@@ -253,3 +278,8 @@ def send_batch(topic, values, *, key=None, keys=None, headers=None, partition=No
     """Append records with the process's default producer; see Producer.send_batch."""
     return _default.send_batch(topic, values, key=key, keys=keys, headers=headers, partition=partition, acks=acks,
                                **when)
+
+
+def send_after(gate, gate_params, topic, value=None, *, key=None):
+    """Append one record in gate's statement with the default producer; see Producer.send_after."""
+    return _default.send_after(gate, gate_params, topic, value, key=key)

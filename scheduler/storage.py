@@ -5,6 +5,7 @@ import uuid
 from django.db import connection
 from psycopg.types.json import Jsonb
 
+from queueing import producer
 from scheduler.sql import queries
 
 COPY_FROM = 64  # enqueue_many writes this many tasks or more with COPY, fewer with one INSERT
@@ -36,6 +37,22 @@ def copy_results(rows):
                 copy.write_row((row.id, row.task_name, row.queue, Jsonb(row.args), Jsonb(row.kwargs), row.state,
                                 row.unique_key, now, row.eta, row.generation, 0, 0, 0, "", "", "", "", "", row.priority,
                                 row.concurrency_key, row.concurrency_limit))
+
+
+def enqueue_task(row, topic, value):
+    """Write a queued task's row and append its record (value) to topic, in one statement of the
+    caller's transaction (no savepoint); set its enqueued_at. Return False, writing nothing, if its
+    unique key is taken by a task still to finish."""
+    params = {
+        "id": row.id, "task_name": row.task_name, "queue": row.queue, "args": Jsonb(row.args),
+        "kwargs": Jsonb(row.kwargs), "unique_key": row.unique_key, "priority": row.priority,
+        "concurrency_key": row.concurrency_key, "concurrency_limit": row.concurrency_limit,
+    }
+    _, enqueued_at = producer.send_after(queries["enqueue_task"], params, topic, value)
+    if enqueued_at is None:
+        return False
+    row.enqueued_at = enqueued_at
+    return True
 
 
 def finish_channel(task_id):

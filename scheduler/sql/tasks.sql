@@ -61,3 +61,17 @@ UPDATE scheduler_taskresult t
   FROM doomed
  WHERE t.id = doomed.id
 RETURNING doomed.delayed_id
+
+-- name: enqueue_task --
+-- A single enqueue's task row, run as the gate of its record's append (producer.send_after): the
+-- row and the record are one statement. ON CONFLICT DO NOTHING (no target, so it covers the
+-- partial unique index task_unique_key_active) writes nothing when the unique key is taken: no
+-- row comes back, the record is not appended, and the caller's transaction stays usable without a
+-- savepoint. Every NOT NULL column is given: the model's Python defaults are not column defaults.
+INSERT INTO scheduler_taskresult (id, task_name, queue, args, kwargs, state, unique_key, enqueued_at, eta,
+                                  generation, attempts, failures, lost, worker, error_class, error_message,
+                                  traceback, progress_message, priority, concurrency_key, concurrency_limit)
+VALUES (%(id)s, %(task_name)s, %(queue)s, %(args)s, %(kwargs)s, 'queued', %(unique_key)s, now(), NULL,
+        1, 0, 0, 0, '', '', '', '', '', %(priority)s, %(concurrency_key)s, %(concurrency_limit)s)
+    ON CONFLICT DO NOTHING
+RETURNING enqueued_at

@@ -1,0 +1,137 @@
+"""A single enqueue is one statement in the caller's transaction: the task's row and its record."""
+import json
+import time
+
+import psycopg
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from psycopg.types.json import JsonbBinaryLoader, JsonbLoader
+
+from queueing import models as engine_models, storage as engine_storage, topics
+from scheduler import exceptions, models, tasks
+from tests.sampleapp import tasks as sample
+
+
+def records(topic):
+    info = topics.get_topic(topic)
+    return list(engine_models.Record.objects.filter(topic_id=info.id).order_by("partition", "offset"))
+
+
+class CountingCursor(psycopg.Cursor):
+    """The engine's cursor, noting each statement it runs."""
+
+    sent = None
+
+    def execute(self, query, *args, **kwargs):
+        self.sent.append(str(query))
+        return super().execute(query, *args, **kwargs)
+
+
+def statements(run):
+    """The statements run() sends through Django's connection and through the engine's cursor
+    (which binds on the server, past Django's query log)."""
+    raw = engine_storage.cursor().connection
+    own = raw._sluice_cursor
+    counting = CountingCursor(raw)
+    counting.adapters.register_loader("jsonb", JsonbLoader)
+    counting.adapters.register_loader("jsonb", JsonbBinaryLoader)
+    counting.sent = []
+    raw._sluice_cursor = counting
+    try:
+        with CaptureQueriesContext(connection) as django_queries:
+            run()
+    finally:
+        raw._sluice_cursor = own
+    return [q["sql"] for q in django_queries.captured_queries] + counting.sent
+
+
+def test_a_single_enqueue_is_one_statement(db):
+    sample.add.enqueue(0, b=0)  # the topic is created and cached on first use
+    with transaction.atomic():
+        sent = statements(lambda: sample.add.enqueue(1, b=2))
+    assert len(sent) == 1, sent
+    assert "SAVEPOINT" not in sent[0]
+
+
+def test_a_single_enqueue_writes_the_row_and_its_record_together(db):
+    with transaction.atomic():
+        result = sample.add.enqueue(2, b=3)
+    row = models.TaskResult.objects.get(id=result.id)
+    assert (row.state, row.args, row.kwargs, row.enqueued_at) == ("queued", [2], {"b": 3}, result.row.enqueued_at)
+    [record] = records(tasks.topic_for("sample"))
+    assert json.loads(bytes(record.value)) == {
+        "id": str(result.id), "task": "tests.sampleapp.tasks.add", "generation": 1}
+
+
+def test_a_priority_enqueue_is_one_statement_to_its_band(db):
+    urgent = sample.add.using(priority=10)
+    urgent.enqueue(0, b=0)
+    with transaction.atomic():
+        sent = statements(lambda: urgent.enqueue(1, b=1))
+    assert len(sent) == 1, sent
+    assert len(records(tasks.topic_for("sample", 10))) == 2
+    assert models.TaskResult.objects.filter(priority=10).count() == 2
+
+
+def test_a_taken_unique_key_raises_and_leaves_the_callers_transaction_usable(db):
+    keyed = sample.add.using(unique_key="only-one")
+    first = keyed.enqueue(1, b=1)
+    with transaction.atomic():
+        with pytest.raises(exceptions.AlreadyEnqueued) as taken:
+            keyed.enqueue(2, b=2)
+        assert taken.value.data["unique_key"] == "only-one"
+        sample.add.enqueue(3, b=3)  # the transaction still works: no savepoint was needed
+    assert list(models.TaskResult.objects.filter(unique_key="only-one").values_list("id", flat=True)) == [first.id]
+    assert len(records(tasks.topic_for("sample"))) == 2
+
+
+def test_a_rolled_back_enqueue_leaves_no_row_and_no_record(db):
+    sample.add.enqueue(0, b=0)
+    with pytest.raises(RuntimeError):
+        with transaction.atomic():
+            sample.add.enqueue(1, b=1)
+            raise RuntimeError("the caller's transaction fails")
+    assert models.TaskResult.objects.count() == 1
+    assert len(records(tasks.topic_for("sample"))) == 1
+
+
+def test_a_single_enqueue_keeps_its_concurrency_key(db):
+    limited = sample.add.using(concurrency_key="k", concurrency_limit=2)
+    result = limited.enqueue(1, b=1)
+    row = models.TaskResult.objects.get(id=result.id)
+    assert (row.concurrency_key, row.concurrency_limit) == ("k", 2)
+
+
+def test_a_single_enqueue_survives_its_topic_recreated_behind_the_cache(db):
+    """Guards send_after's fallback: a cached topic id that no longer exists must not leave a task
+    row without its record."""
+    sample.add.enqueue(0, b=0)
+    name = tasks.topic_for("sample")
+    stale = topics.cached_topic(name)
+    topics.delete_topic(name)
+    topics.create_topic(name, partitions=1)
+    topics._cache[name] = (time.monotonic(), stale)  # as another process's cache would still hold it
+    with transaction.atomic():
+        result = sample.add.enqueue(1, b=1)
+    [record] = records(name)
+    assert json.loads(bytes(record.value))["id"] == str(result.id)
+    assert models.TaskResult.objects.filter(id=result.id).exists()
+
+
+def test_enqueue_many_without_unique_keys_takes_no_savepoint(db):
+    sample.add.enqueue_many([((0,), {"b": 0})])
+    with transaction.atomic():
+        sent = statements(lambda: sample.add.enqueue_many([((n,), {"b": n}) for n in range(3)]))
+    assert not [query for query in sent if "SAVEPOINT" in query.upper()], sent
+    assert models.TaskResult.objects.count() == 4
+    assert len(records(tasks.topic_for("sample"))) == 4
+
+
+def test_enqueue_many_with_a_taken_unique_key_leaves_the_callers_transaction_usable(db):
+    sample.add.using(unique_key="batch").enqueue(1, b=1)
+    with transaction.atomic():
+        with pytest.raises(exceptions.AlreadyEnqueued):
+            sample.add.using(unique_key="batch").enqueue_many([((2,), {"b": 2})])
+        sample.add.enqueue(3, b=3)
+    assert models.TaskResult.objects.count() == 2

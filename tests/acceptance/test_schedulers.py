@@ -53,6 +53,7 @@ def start(process_env, tmp_path):
         started.append(process)
         return process
 
+    run.started = started
     yield run
     for process in started:
         if process.poll() is None:
@@ -89,6 +90,24 @@ def log(process):
     return process.log_path.read_text()
 
 
+def trouble(processes):
+    """The lines of the schedulers' logs that tell why a tick did not fire: each one's start and stop,
+    its warnings and errors ("could not fire", a lost connection) with their tracebacks."""
+    lines = []
+    for process in processes:
+        keep = False
+        for line in log(process).splitlines():
+            if not line[:4].isdigit():  # a traceback's line, or a message's continuation
+                if keep:
+                    lines.append(f"{process.log_path.name}: {line}")
+                continue
+            keep = any(f" {level} " in line for level in ("WARNING", "ERROR", "CRITICAL")) or any(
+                phase in line for phase in ("scheduler starting", "scheduler stopped", "synced"))
+            if keep:
+                lines.append(f"{process.log_path.name}: {line}")
+    return "\n".join(lines[-300:]) or "(nothing in the schedulers' logs)"
+
+
 def wait_for(condition, timeout=60):
     deadline = time.monotonic() + timeout
     while not condition():
@@ -103,6 +122,7 @@ def test_each_tick_is_enqueued_exactly_once_across_three_schedulers_killed_at_ra
     for name in names:
         schedules.create(name=name, task=sched.beat, every=1, args=[name], catch_up="all", catch_up_limit=1000)
     running = [start() for _ in range(3)]
+    everyone = start.started
     killed_mid_tick = cut_mid_tick = restarts = 0
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -147,9 +167,11 @@ def test_each_tick_is_enqueued_exactly_once_across_three_schedulers_killed_at_ra
     for name in names:
         row = schedules.get(name)
         ticks = list(row.ticks.order_by("tick_at"))
-        assert len(ticks) >= 10, name
+        assert len(ticks) >= 10, (f"seed {seed}: {name} fired {len(ticks)} tick(s), next at {row.next_run_at}; "
+                                  f"logs:\n{trouble(everyone)}")
         expected = [ticks[0].tick_at + i * row.interval for i in range(len(ticks))]
-        assert [t.tick_at for t in ticks] == expected, f"seed {seed}: {name} has a gap or a duplicate"
+        assert [t.tick_at for t in ticks] == expected, (f"seed {seed}: {name} has a gap or a duplicate; "
+                                                        f"logs:\n{trouble(everyone)}")
         assert all(t.task_id is not None and not t.error for t in ticks)
         enqueued = models.TaskResult.objects.filter(task_name=sched.beat.name, args=[name])
         assert sorted(str(i) for i in enqueued.values_list("id", flat=True)) == sorted(str(t.task_id) for t in ticks)

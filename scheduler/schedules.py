@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone as django_timezone
 
+from queueing import topics
 from queueing.loops import CONNECTION_ERRORS
 from scheduler import cron as timing, exceptions, models, storage, tasks
 
@@ -178,21 +179,47 @@ def fire_due(*, limit=100):
     scheduler fires the same ticks; the unique (schedule, tick_at) stops a tick firing twice.
     """
     fired = 0
-    with transaction.atomic():
-        ids, now = storage.claim_due_schedules(limit=limit)
-        for row in models.Schedule.objects.filter(id__in=ids).order_by("next_run_at", "id"):
-            try:
-                with transaction.atomic():
-                    fired += _fire(row, now)
-            except CONNECTION_ERRORS:
-                raise
-            except Exception:
-                # One broken schedule (a timing edited into nonsense by hand) must not stop the
-                # others, nor be claimed again at once: it is retried a minute later.
-                logger.exception("schedule %s could not fire; retrying at %s", row.name,
-                                 (now + RETRY_BROKEN).isoformat(), extra={"schedule": row.name})
-                models.Schedule.objects.filter(id=row.id).update(next_run_at=now + RETRY_BROKEN)
+    try:
+        with transaction.atomic():
+            ids, now = storage.claim_due_schedules(limit=limit)
+            for row in models.Schedule.objects.filter(id__in=ids).order_by("next_run_at", "id"):
+                fired += _fire_or_back_off(row, now)
+    except BaseException:
+        _forget_queues()
+        raise
     return fired, len(ids) == limit
+
+
+def _fire_or_back_off(row, now):
+    """Fire a claimed schedule in a savepoint; if that fails, once more at once; if that fails too,
+    retry it RETRY_BROKEN later. Connection errors propagate (the whole firing rolls back)."""
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic():
+                return _fire(row, now)
+        except CONNECTION_ERRORS:
+            raise
+        except Exception:
+            _forget_queues()
+            if attempt == 1:
+                # A passing error (a topic taken away under the producers' cache) must not silence
+                # a schedule for a minute, and the retry keeps its ticks where they are.
+                logger.warning("schedule %s could not fire; trying again at once", row.name, exc_info=True,
+                               extra={"schedule": row.name})
+                continue
+            # One broken schedule (a timing edited into nonsense by hand) must not stop the
+            # others, nor be claimed again at once: it is retried a minute later.
+            logger.exception("schedule %s could not fire; retrying at %s", row.name,
+                             (now + RETRY_BROKEN).isoformat(), extra={"schedule": row.name})
+            models.Schedule.objects.filter(id=row.id).update(next_run_at=now + RETRY_BROKEN)
+    return 0
+
+
+def _forget_queues():
+    """Drop the task queues' topics from the producers' cache after a rollback: a topic the first
+    enqueue created went with it, and a cached one would fail the next firing (TopicNotFound)."""
+    for queue, priority in {(t.queue, t.priority) for t in tasks.registered().values()}:
+        topics.forget_topic(tasks.topic_for(queue, priority))  # each priority band's topic
 
 
 def _fire(row, now):

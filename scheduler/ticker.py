@@ -7,8 +7,8 @@ import time
 import psycopg
 from django.conf import settings
 
-from queueing import loops, topics, wakeups
-from scheduler import schedules, storage, tasks
+from queueing import loops, wakeups
+from scheduler import schedules, storage
 
 logger = logging.getLogger("sluice.scheduler")
 
@@ -81,9 +81,6 @@ class Scheduler(loops.Loop):
         """Log an unexpected error and go on after a pause: the firing rolled back whole, and is
         tried again (by this scheduler or another), so one bad schedule cannot stop the others for good."""
         logger.exception("firing schedules failed (rolled back; retrying): %s", error)
-        for queue, priority in {(t.queue, t.priority) for t in tasks.registered().values()}:
-            # A topic (or priority band) created in the rolled-back transaction is gone.
-            topics.forget_topic(tasks.topic_for(queue, priority))
         self.stop_event.wait(1.0)
         return True
 

@@ -255,3 +255,68 @@ def test_each_caught_up_tick_can_tell_its_task_which_tick_it_is(db):
     assert [t.kwargs for t in tasks] == [{"tick_at": t.tick_at.isoformat()} for t in ticks]
     with pytest.raises(exceptions.InvalidSchedule, match="tick_kwarg must be a Python identifier"):
         every_minute("other", tick_kwarg="tick at")
+
+
+def tick_trigger(body):
+    """SQL creating a trigger on the tick records that runs body (PL/pgSQL, NEW is the tick) once:
+    on the first tick recorded that matches its IF (a sequence counts, outside transactions)."""
+    return f"""
+        CREATE SEQUENCE test_tick_once;
+        CREATE FUNCTION test_tick_once() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN {body} RETURN NEW; END $$;
+        CREATE TRIGGER test_tick_once BEFORE INSERT ON scheduler_scheduletick
+            FOR EACH ROW EXECUTE FUNCTION test_tick_once();
+    """
+
+
+def drop_tick_trigger():
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER IF EXISTS test_tick_once ON scheduler_scheduletick;"
+                       "DROP FUNCTION IF EXISTS test_tick_once(); DROP SEQUENCE IF EXISTS test_tick_once")
+
+
+def test_a_firing_cut_after_creating_the_queue_topic_does_not_silence_a_schedule(transactional_db, caplog):
+    """Guards the schedule that fired no tick in the schedulers' acceptance test on a busy machine:
+    the first firing created the queue's topic, cached it, and lost its connection before its commit;
+    the next firing used the cached topic, which the rollback had taken away (TopicNotFound), and
+    its schedule was pushed a minute ahead."""
+    assert "tasks.sched" not in [t.name for t in topics.list_topics()]
+    first, second = every_minute("first"), every_minute("second")
+    now = db_now()
+    for row in (first, second):
+        due_since(row, now - datetime.timedelta(seconds=5))
+    with connection.cursor() as cursor:
+        # The second schedule's tick is recorded after the first's enqueue created the topic.
+        cursor.execute(tick_trigger(f"IF NEW.schedule_id = {second.id} AND nextval('test_tick_once') = 1 THEN "
+                                    "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5); END IF;"))
+    loop = ticker.Scheduler(max_sleep=300, sync=False)
+    thread = threading.Thread(target=loop.run)
+    thread.start()
+    try:
+        for _ in range(200):
+            if models.ScheduleTick.objects.filter(schedule=second).exists():
+                break
+            loop.stop_event.wait(0.05)
+    finally:
+        loop.stop()
+        thread.join(30)
+        drop_tick_trigger()
+    assert "database connection lost" in caplog.text  # the cut landed
+    ticks = {t.schedule.name: t for t in models.ScheduleTick.objects.select_related("schedule")}
+    assert sorted(ticks) == ["first", "second"], caplog.text
+    for row in (first, second):
+        row.refresh_from_db()
+        assert row.next_run_at == ticks[row.name].tick_at + MINUTE
+
+
+def test_a_passing_error_in_a_firing_is_retried_at_once(db):
+    """Guards against one failed attempt (here an error raised once while its tick is recorded)
+    silencing a schedule for RETRY_BROKEN: that is for a schedule that fails again."""
+    row = every_minute("flaky")
+    due_since(row, db_now() - datetime.timedelta(seconds=5))
+    with connection.cursor() as cursor:
+        cursor.execute(tick_trigger("IF nextval('test_tick_once') = 1 THEN RAISE EXCEPTION 'passing'; END IF;"))
+    assert schedules.fire_due() == (1, False)
+    tick = models.ScheduleTick.objects.get(schedule=row)
+    row.refresh_from_db()
+    assert tick.task_id is not None and row.next_run_at == tick.tick_at + MINUTE

@@ -46,17 +46,19 @@ def _answers(address):
     return True
 
 
-def database_url():
-    """The URL of the test database, for processes the tests start."""
+def database_url(name=None):
+    """The URL of the test database (or of database name on the same server), for processes the
+    tests start."""
     s = connection.settings_dict
     auth = quote(s["USER"] or "")
     if s["PASSWORD"]:
         auth += ":" + quote(s["PASSWORD"])
     host = s["HOST"] or ""
-    if host.startswith("/"):
-        return f"postgresql://{auth}@/{s['NAME']}?host={quote(host)}"
+    name = quote(name or s["NAME"])
+    if host.startswith("/"):  # the embedded server's socket folder
+        return f"postgresql://{auth}@/{name}?host={quote(host, safe='')}"
     port = f":{s['PORT']}" if s["PORT"] else ""
-    return f"postgresql://{auth}@{host}{port}/{s['NAME']}"
+    return f"postgresql://{auth}@{host}{port}/{name}"
 
 
 def cut_connection():

@@ -86,10 +86,18 @@ def test_limits_and_unique_keys_hold_with_a_worker_killed_midway(start, runs, tm
     running = models.TaskResult.objects.filter(state="running", worker__endswith=f"/{victim.pid}",
                                                concurrency_key__isnull=False)
     wait_for(lambda: running.count() >= 2, timeout=60)
-    with connection.cursor() as cursor:  # the processes running the victim's tasks
-        cursor.execute("SELECT pid FROM acq_runs WHERE ended_at IS NULL AND task_id = ANY(%s::uuid[])",
-                       [[str(i) for i in running.values_list("id", flat=True)]])
-        children = [pid for (pid,) in cursor.fetchall()]
+    children = []
+
+    def victims_children():
+        """The processes running the victim's tasks. A task is marked running just before its
+        function starts (and writes its run), so on a busy machine the two are read again."""
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pid FROM acq_runs WHERE ended_at IS NULL AND task_id = ANY(%s::uuid[])",
+                           [[str(i) for i in running.values_list("id", flat=True)]])
+            children[:] = [pid for (pid,) in cursor.fetchall()]
+        return children
+
+    wait_for(victims_children, timeout=60)
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
     wait_for(lambda: not any(alive(pid) for pid in children), timeout=10)  # they died with their worker

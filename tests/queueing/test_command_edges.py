@@ -273,11 +273,11 @@ def test_an_unreachable_database_is_one_line(manage):
 def unmigrated_url():
     """An empty database on the test server: what a new user has before `manage.py migrate`."""
     name = f"{connection.settings_dict['NAME']}_bare"[:63]
-    admin = database_url().rsplit("/", 1)[0] + "/postgres"
+    admin = database_url("postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield database_url().rsplit("/", 1)[0] + f"/{name}"
+    yield database_url(name)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

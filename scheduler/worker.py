@@ -228,9 +228,10 @@ class TaskWorker(loops.Loop):
                 # Row locks in id order, so two workers never wait on each other in a cycle.
                 rows = {str(r.id): r for r in models.TaskResult.objects.select_for_update().filter(id__in=ids)
                         .order_by("id")}
+                known = tasks.registered()  # once a batch (a Django task by path goes the per-record way)
                 for record in simple:
                     row = rows.get(record.data["id"])
-                    definition = tasks.registered().get(row.task_name) if row is not None else None
+                    definition = known.get(row.task_name) if row is not None else None
                     # A row left running had an attempt that may still say so: _dispatch marks it lost.
                     if row is None or definition is None or row.state not in models.ACTIVE \
                             or row.state == models.State.RUNNING \

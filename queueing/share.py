@@ -263,19 +263,9 @@ class ShareConsumer:
         return types.Record(topic.name, partition, offset, key, value, value_format, headers or {}, timestamp, count)
 
     def _wait(self, seconds):
-        """Wait for a NOTIFY up to seconds (0: take those already here); return whether one came."""
-        if self._listener is None or self._listener.closed:
-            if seconds > 0:
-                time.sleep(seconds)
-            return False
-        came = False
-        try:
-            for _ in self._listener.notifies(timeout=max(0.0, seconds), stop_after=1 if seconds else None):
-                came = True
-        except psycopg.Error as error:
-            logger.warning("LISTEN connection lost (%s); polling until the next join", error)
-            self._listener.close()
-        return came
+        """Wait for a NOTIFY up to seconds (0: take those already here); return whether one came.
+        A lost LISTEN connection means polling until the next join."""
+        return wakeups.heard(self._listener, seconds, who=f"share member {self.member_id}")
 
     # Acknowledging ------------------------------------------------------------------------
 

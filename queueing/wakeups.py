@@ -29,6 +29,24 @@ def listen_connection(channels):
     return conn
 
 
+def heard(listener, seconds, *, idle=time.sleep, who="a reader"):
+    """Wait up to seconds for a NOTIFY on listener (0: take those already here); return whether one
+    came. Without a usable listener, only idle(seconds). A listener that fails is closed (its
+    owner opens another, or polls)."""
+    if listener is None or listener.closed:
+        if seconds > 0:
+            idle(seconds)
+        return False
+    came = False
+    try:
+        for _ in listener.notifies(timeout=max(0.0, seconds), stop_after=1 if seconds else None):
+            came = True
+    except psycopg.Error as error:
+        logger.warning("%s: LISTEN connection lost (%s)", who, error)
+        listener.close()
+    return came
+
+
 def partition_keys(slots):
     """The wake-up lock keys of slots {(topic_id, partition)}: partitions 64 apart share one."""
     return frozenset((topic_id % 33554432) * 64 + partition % 64 for topic_id, partition in slots)

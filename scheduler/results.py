@@ -123,7 +123,8 @@ class Result:
                 if left <= 0:
                     raise exceptions.ResultTimeout(id=self.id, timeout=timeout, state=self.state)
                 waiter.sleep(listener, {storage.finish_key(self.id)}, min(left, fallback),
-                             lambda seconds: _heard(listener, seconds))
+                             lambda seconds: wakeups.heard(listener, seconds, idle=threading.Event().wait,
+                                                           who=f"result {self.id}"))
         finally:
             if listener is not None:
                 listener.close()  # its session's asks go with it
@@ -140,19 +141,3 @@ def _listener(channel):
     except psycopg.Error as error:
         logger.warning("no LISTEN connection for a result wait (%s); polling", error)
         return None
-
-
-def _heard(listener, seconds):
-    """Wait up to seconds for a NOTIFY on listener (0: take those already here); return whether one
-    came. Without a usable listener, only wait."""
-    if listener is None or listener.closed:
-        threading.Event().wait(seconds)
-        return False
-    heard = False
-    try:
-        for _ in listener.notifies(timeout=max(0.0, seconds), stop_after=1 if seconds else None):
-            heard = True
-    except psycopg.Error as error:
-        logger.warning("result wait: LISTEN connection lost (%s); polling", error)
-        listener.close()
-    return heard

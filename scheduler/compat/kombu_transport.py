@@ -449,19 +449,11 @@ class Transport(virtual.Transport):
                 logger.warning("LISTEN connection failed (%s); polling", error)
 
     def _listen(self, seconds):
-        """Wait for a NOTIFY up to seconds (0: take those already here); return whether one came."""
-        if self._listener is None or self._listener.closed:
-            if seconds > 0:
-                self.acked.wait(seconds)
-            return False
-        came = False
-        try:
-            for _ in self._listener.notifies(timeout=max(0.0, seconds), stop_after=1 if seconds else None):
-                came = True
-        except psycopg.Error as error:
-            logger.warning("LISTEN connection lost (%s); reconnecting", error)
-            self._listener.close()
-        return came
+        """Wait for a NOTIFY up to seconds (0: take those already here); return whether one came. A
+        lost LISTEN connection is opened again."""
+        from queueing import wakeups
+
+        return wakeups.heard(self._listener, seconds, idle=self.acked.wait, who="kombu transport")
 
     # Closing ------------------------------------------------------------------------------
 

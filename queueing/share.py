@@ -432,6 +432,22 @@ class ShareConsumer:
                                        traceback=traceback)
             return bool(done)
 
+    def accept_now(self, records):
+        """ACCEPT held records now, in the caller's transaction, as settle does for one: a split per
+        partition and one statement for all; return the records refused (their locks were lost and
+        they were acquired again: the caller discards its writes for those only)."""
+        if not records:
+            return []
+        items = [self._item(r) for r in records]
+        base = {"group_id": self.group_row.id, "member_id": self.member_id}
+        by_slot = {}
+        for item in items:
+            by_slot.setdefault(item[:2], []).append(item[2])
+        for (topic_id, partition), offsets in by_slot.items():
+            storage.split(**base, topic_id=topic_id, partition=partition, offsets=offsets)
+        done = storage.finish_deliveries(**base, items=items)
+        return [r for r, item in zip(records, items) if item[:3] not in done]
+
     def heartbeat(self):
         """Tell the group this member is alive. poll() does it; a member busy for long between
         polls (a task worker whose processes are all running) calls it to stay listed."""

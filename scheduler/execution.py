@@ -1,5 +1,5 @@
-"""The child process a worker runs tasks in, one at a time: it runs what the worker sends it and
-sends back the return value or the error. A process, so a hard time limit can kill it."""
+"""The child process a worker runs tasks in, one at a time: it runs the batch of jobs the worker
+sends it and sends back each one's return value or error. A process, so a hard time limit can kill it."""
 import ctypes
 import dataclasses
 import importlib
@@ -152,6 +152,11 @@ def serve(conn, database_name, modules):
             return
         if message is None:
             return
-        job, soft_time_limit = message
-        conn.send(run(job, soft_time_limit=soft_time_limit))
+        # A batch of jobs, run in order: each outcome is sent as soon as it is known, so a death
+        # midway loses only the job it was running (the worker hands the rest back); a job with a
+        # hard time limit is announced first, so its deadline starts when it does.
+        for job, soft_time_limit, announce in message:
+            if announce:
+                conn.send(("started", job.task_id))
+            conn.send(run(job, soft_time_limit=soft_time_limit))
         close_old_connections()

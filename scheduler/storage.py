@@ -73,6 +73,32 @@ def announce_finished(task_id):
         cursor.execute(queries["announce_finished"], {"key": finish_key(task_id), "channel": finish_channel(task_id)})
 
 
+def succeed_tasks(results):
+    """Record [(task_id, return value)] as succeeded, in the caller's transaction (one statement)."""
+    if results:
+        with connection.cursor() as cursor:
+            cursor.execute(queries["succeed_tasks"], {
+                "ids": [str(i) for i, _ in results],
+                "values": [None if v is None else Jsonb(v) for _, v in results],
+            })
+
+
+def end_attempts(attempts, *, outcome):
+    """End the running attempts [(task_id, number)] with outcome, in the caller's transaction."""
+    if attempts:
+        with connection.cursor() as cursor:
+            cursor.execute(queries["end_attempts"], {"ids": [str(i) for i, _ in attempts],
+                                                     "numbers": [n for _, n in attempts], "outcome": outcome})
+
+
+def announce_finished_many(task_ids):
+    """announce_finished for every task of task_ids, in one statement."""
+    if task_ids:
+        with connection.cursor() as cursor:
+            cursor.execute(queries["announce_finished_many"], {"keys": [finish_key(i) for i in task_ids],
+                                                               "channels": [finish_channel(i) for i in task_ids]})
+
+
 def claim_due_schedules(*, limit):
     """Lock up to limit due schedules in the caller's transaction; return (their ids, its now())."""
     with connection.cursor() as cursor:

@@ -8,10 +8,12 @@ import multiprocessing.connection
 import os
 import socket
 import time
+import uuid
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models.functions import Now
+from django.db.models import F
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 from queueing import loops, share
@@ -19,7 +21,22 @@ from scheduler import control, exceptions, execution, limits, models, storage, t
 
 logger = logging.getLogger("sluice.tasks")
 PRUNE_EVERY_S = 600
+# A child gets a batch of jobs at once, so the pipe and the database work of starting and recording
+# are paid once a batch: as many as it is expected to run in BATCH_WINDOW_S (by the tasks' recent
+# run time), at most MAX_BATCH, at least one (a long task is sent alone, as it always was, and
+# never waits in a child behind another).
+BATCH_WINDOW_S = 0.05
+MAX_BATCH = 64
+RECORDED = object()  # an outcome written (its slot's entry goes at the end of _record_outcomes)
 ABORTED = execution.error_class_path(exceptions.TaskAborted())
+
+
+def _is_uuid(value):
+    try:
+        uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True
 
 
 class LockLost(Exception):
@@ -40,12 +57,12 @@ class Running:
     job: execution.Job
     definition: object
     started: float
-    hard_deadline: float | None
+    hard_deadline: float | None = None  # set when the child says the job started
     limited: bool = False  # holds a concurrency slot, renewed with the lock
 
 
 class Slot:
-    """One child process that runs tasks one at a time (execution.serve)."""
+    """One child process that runs the jobs of a batch one at a time, in order (execution.serve)."""
 
     def __init__(self, context, database, modules, number):
         self.conn, child = context.Pipe()
@@ -54,12 +71,25 @@ class Slot:
         self.process.start()
         child.close()
         self.ready = False
-        self.running = None  # the Running task, until its outcome is recorded
-        self.outcome = None  # what came of it, until recorded (kept across a lost database connection)
+        self.batch = []  # the Running tasks sent, in order, until their outcomes are recorded
+        # What came of the first len(outcomes) of them, until recorded (kept across a lost database
+        # connection); the child runs them in order, so the next one is the one it runs.
+        self.outcomes = []
+        self.since = 0.0  # when the last outcome came (or the batch was sent)
 
     @property
     def free(self):
-        return self.ready and self.running is None
+        return self.ready and not self.batch
+
+    @property
+    def running(self):
+        """The first task of the batch not recorded yet (None: the slot is idle)."""
+        return self.batch[0] if self.batch else None
+
+    @property
+    def current(self):
+        """The task the child runs now (or will run next), None if every outcome came."""
+        return self.batch[len(self.outcomes)] if len(self.outcomes) < len(self.batch) else None
 
     def kill(self):
         self.process.kill()
@@ -104,6 +134,7 @@ class TaskWorker(loops.Loop):
         self.recorded = 0
         self._renewed = time.monotonic()
         self._pruned = time.monotonic()
+        self._run_s = None  # the recent run time of a task (moving average), which sizes batches
         self._context = multiprocessing.get_context("spawn")
 
     # The loop ----------------------------------------------------------------------------
@@ -127,9 +158,9 @@ class TaskWorker(loops.Loop):
             self.consumer.subscribe(tasks.bands(self.queue))
             # Idle: the poll itself waits for records (LISTEN). Busy: look and return at once, and
             # wait on the processes below.
-            records = self.consumer.poll(timeout=0 if busy else self.poll_timeout, max_records=len(free))
-            for record in records:
-                self._dispatch(record, free.pop())
+            records = self.consumer.poll(timeout=0 if busy else self.poll_timeout,
+                                         max_records=len(free) * self._batch_size())
+            self._send(free, self._dispatch_many(records))
             busy = busy or bool(records)
         if busy or not all(s.ready for s in self.slots):
             self._collect(0.2)
@@ -156,8 +187,87 @@ class TaskWorker(loops.Loop):
 
     # Starting a task ---------------------------------------------------------------------
 
-    def _dispatch(self, record, slot):
-        """Mark the record's task running and hand it to slot; settle records that must not run."""
+    def _batch_size(self):
+        if self._run_s is None:
+            return 1
+        return max(1, min(MAX_BATCH, int(BATCH_WINDOW_S / max(self._run_s, 1e-6))))
+
+    def _send(self, free, started):
+        """Share the started tasks among the free slots, each slot's share in one message."""
+        size = -(-len(started) // len(free)) if started else 0
+        for slot in free:
+            batch, started = started[:size], started[size:]
+            if not batch:
+                break
+            slot.batch, slot.outcomes, slot.since = batch, [], time.monotonic()
+            try:
+                slot.conn.send([(r.job, r.definition.soft_time_limit, r.definition.hard_time_limit is not None)
+                                for r in batch])
+            except OSError:  # the process died since it said it was ready
+                self._lost_process(slot)
+
+    def _dispatch_many(self, records):
+        """Mark the tasks of a poll's records running; return them (Running) in the records' order.
+
+        The common case, a record's first delivery of a task that may start (active, this
+        generation, registered, without a limit, not left running), is done for all of them in one
+        transaction: one SELECT ... FOR UPDATE of their rows, one UPDATE, one INSERT of their
+        attempts. No attempt of theirs can be running (the record's first delivery, the row not
+        running), so the UPDATE marking attempts lost is not needed. Every
+        other record goes through _dispatch, one transaction each, as before.
+        """
+        simple, ids = [], []
+        for record in records:
+            task_id = record.data.get("id") if isinstance(record.data, dict) else None
+            if record.delivery_count == 1 and _is_uuid(task_id):
+                simple.append(record)
+                ids.append(task_id)
+        fast, started = {}, []
+        if simple:
+            with transaction.atomic():
+                # Row locks in id order, so two workers never wait on each other in a cycle.
+                rows = {str(r.id): r for r in models.TaskResult.objects.select_for_update().filter(id__in=ids)
+                        .order_by("id")}
+                known = tasks.registered()  # once a batch (a Django task by path goes the per-record way)
+                for record in simple:
+                    row = rows.get(record.data["id"])
+                    definition = known.get(row.task_name) if row is not None else None
+                    # A row left running had an attempt that may still say so: _dispatch marks it lost.
+                    if row is None or definition is None or row.state not in models.ACTIVE \
+                            or row.state == models.State.RUNNING \
+                            or record.data.get("generation", 1) != row.generation or row.concurrency_key is not None \
+                            or definition.rate_limit is not None or row.lost > settings.SLUICE["TASK_MAX_LOST"]:
+                        continue
+                    fast[id(record)] = (row, definition)
+                if fast:
+                    models.TaskResult.objects.filter(id__in=[row.id for row, _ in fast.values()]).update(
+                        state=models.State.RUNNING, attempts=F("attempts") + 1, worker=self.worker_id,
+                        started_at=Coalesce("started_at", Now()), eta=None, delayed_id=None,
+                    )
+                    models.TaskAttempt.objects.bulk_create(
+                        models.TaskAttempt(task_id=row.id, number=row.attempts + 1, worker=self.worker_id)
+                        for row, _ in fast.values()
+                    )
+        for record in records:
+            if id(record) in fast:
+                row, definition = fast[id(record)]
+                started.append(self._running(record, row, definition, row.attempts + 1))
+            else:
+                running = self._dispatch(record)
+                if running is not None:
+                    started.append(running)
+        return started
+
+    @staticmethod
+    def _running(record, row, definition, attempt):
+        job = execution.Job(task_id=str(row.id), name=row.task_name, args=row.args, kwargs=row.kwargs,
+                            attempt=attempt)
+        return Running(record=record, job=job, definition=definition, started=time.monotonic(),
+                       limited=row.concurrency_key is not None)
+
+    def _dispatch(self, record):
+        """Mark the record's task running and return it (Running); settle records that must not run
+        and return None."""
         data = record.data if isinstance(record.data, dict) else {}
         task_id = data.get("id")
         with transaction.atomic():
@@ -169,7 +279,7 @@ class TaskWorker(loops.Loop):
                 why = "no such task" if row is None else ("an older record" if stale else row.state)
                 logger.info("skipping %s: %s", task_id, why)
                 self.consumer.settle(record, share.ACCEPT)
-                return
+                return None
             lost = models.TaskAttempt.objects.filter(task=row, outcome=models.TaskAttempt.Outcome.RUNNING).update(
                 outcome=models.TaskAttempt.Outcome.LOST, ended_at=Now(),
                 error_class=execution.error_class_path(exceptions.WorkerLost()),
@@ -180,34 +290,25 @@ class TaskWorker(loops.Loop):
                 definition = tasks.get(row.task_name)
             except exceptions.TaskNotRegistered as error:
                 self._fail_now(record, row, error)
-                return
+                return None
             if row.lost > settings.SLUICE["TASK_MAX_LOST"]:
                 # A task that keeps taking its worker down (out of memory, say) must not do it forever.
                 self._fail_now(record, row, exceptions.WorkerLost(
                     f"{row.lost} run(s) lost with their workers, more than SLUICE_TASK_MAX_LOST allows"
                 ))
-                return
+                return None
             try:
                 started = self._take_limits(row, definition)
             except OverLimit as refused:
                 self._defer(record, row, refused.over)
-                return
+                return None
             row.state, row.attempts, row.worker = models.State.RUNNING, row.attempts + 1, self.worker_id
             row.started_at = row.started_at or started or timezone.now()
             row.eta = row.delayed_id = None
             row.save(update_fields=["state", "attempts", "lost", "worker", "started_at", "eta", "delayed_id"])
             models.TaskAttempt.objects.create(task=row, number=row.attempts, worker=self.worker_id,
                                               **({"started_at": started} if started else {}))
-        job = execution.Job(task_id=str(row.id), name=row.task_name, args=row.args, kwargs=row.kwargs,
-                            attempt=row.attempts)
-        now = time.monotonic()
-        slot.running = Running(record=record, job=job, definition=definition, started=now,
-                               hard_deadline=now + definition.hard_time_limit if definition.hard_time_limit else None,
-                               limited=row.concurrency_key is not None)
-        try:
-            slot.conn.send((job, definition.soft_time_limit))
-        except OSError:  # the process died since it said it was ready
-            self._lost_process(slot)
+        return self._running(record, row, definition, row.attempts)
 
     def _take_limits(self, row, definition):
         """Take the task's concurrency slot and count its start against its rate, in a savepoint;
@@ -250,58 +351,121 @@ class TaskWorker(loops.Loop):
     # Finishing a task --------------------------------------------------------------------
 
     def _collect(self, timeout):
-        """Take what the processes sent within timeout seconds: readiness, outcomes, deaths."""
+        """Take what the processes sent within timeout seconds (all of it, as a batch's outcomes come
+        together): readiness, starts, outcomes, deaths; then record the outcomes."""
         conns = {s.conn: s for s in self.slots}
         for conn in multiprocessing.connection.wait(list(conns), timeout):
             slot = conns[conn]
             try:
-                message = conn.recv()
+                while conn.poll():
+                    self._take(slot, conn.recv())
             except (EOFError, OSError):
                 self._lost_process(slot)
-                continue
-            if message[0] == "ready":
-                slot.ready = True
-            elif slot.running is not None:
-                slot.outcome = message
         self._record_outcomes()
+
+    def _take(self, slot, message):
+        if message[0] == "ready":
+            slot.ready = True
+        elif message[0] == "started":
+            current = slot.current
+            if current is not None and current.definition.hard_time_limit:
+                current.hard_deadline = time.monotonic() + current.definition.hard_time_limit
+        elif slot.current is not None:
+            now = time.monotonic()
+            took, slot.since = now - slot.since, now
+            self._run_s = took if self._run_s is None else 0.8 * self._run_s + 0.2 * took
+            slot.outcomes.append(message)
 
     def _record_outcomes(self):
         """Record the outcomes that came. A lost database connection raises out of here with the
-        outcome kept (and its lock renewed), to be recorded once the loop reconnected: a blip must
-        not make a finished task run again."""
-        for slot in self.slots:
-            if slot.outcome is not None:
-                self._finish(slot.running, slot.outcome)
-                slot.running = slot.outcome = None
+        outcomes not written kept (and their locks renewed), to be recorded once the loop
+        reconnected: a blip must not make a finished task run again."""
+        pairs = [(slot, i) for slot in self.slots for i, o in enumerate(slot.outcomes) if o is not RECORDED]
+        if not pairs:
+            return
+        try:
+            self._finish_many(pairs)
+        finally:
+            for slot in self.slots:
+                while slot.outcomes and slot.outcomes[0] is RECORDED:
+                    slot.outcomes.pop(0)
+                    slot.batch.pop(0)
 
-    def _failed_here(self, slot, error):
-        """Replace a killed or dead process; its task's outcome is the error."""
-        running = slot.running
+    def _finish_many(self, pairs):
+        """Record the successes of pairs (slot, index) in one transaction, then each failure in one
+        of its own (marking each RECORDED as it commits)."""
+        ok = [(slot, i) for slot, i in pairs if slot.outcomes[i][0] == execution.OK]
+        if ok:
+            self._succeed_many([(slot.batch[i], slot.outcomes[i][1]) for slot, i in ok])
+            for slot, i in ok:
+                slot.outcomes[i] = RECORDED
+        for slot, i in pairs:
+            if slot.outcomes[i] is not RECORDED:
+                self._finish(slot.batch[i], slot.outcomes[i])
+                slot.outcomes[i] = RECORDED
+
+    def _succeed_many(self, done):
+        """Write the results of tasks that succeeded [(Running, value)] and accept their records in
+        one transaction, with set-based statements. The acceptance is fenced per record: one whose
+        lock was lost is refused, and only its result is left out (it runs again elsewhere)."""
+        with transaction.atomic():
+            refused = {id(r) for r in self.consumer.accept_now([running.record for running, _ in done])}
+            kept = [(running, value) for running, value in done if id(running.record) not in refused]
+            for running, _ in kept:
+                if running.limited:
+                    limits.free_slot(running.job.task_id)
+            storage.succeed_tasks([(running.job.task_id, value) for running, value in kept])
+            storage.announce_finished_many([running.job.task_id for running, _ in kept])
+            storage.end_attempts([(running.job.task_id, running.job.attempt) for running, _ in kept],
+                                 outcome=models.TaskAttempt.Outcome.SUCCEEDED)
+            for running, _ in kept:
+                workflows.task_settled(running.record.data)  # its workflow moves on with this outcome
+        self.recorded += len(kept)
+        for running, _ in done:
+            if id(running.record) in refused:
+                logger.warning("task %s: lock lost before its outcome was recorded; it runs again elsewhere",
+                               running.job.task_id)
+
+    def _stop_slot(self, slot, error=None, forget=(), replace=True):
+        """Kill the slot's process and start another. Outcomes that came are kept, to be recorded;
+        the task it was running gets error as its outcome (handed back if error is None); the tasks
+        it had not started are handed back; those whose ids are in forget (locks lost) are dropped.
+        Return the task it was running."""
+        came = [(r, o) for r, o in zip(slot.batch, slot.outcomes) if id(r) not in forget]
+        pending = slot.batch[len(slot.outcomes):]
         slot.kill()
-        fresh = self._replace(slot)
-        if running is not None:
-            fresh.running = running
-            fresh.outcome = (execution.ERROR, execution.error_class_path(error), str(error), "",
-                             running.definition.retry.retries(error), None)
-        return running
+        fresh = self._replace(slot) if replace else slot  # not replaced: the worker is closing
+        fresh.batch, fresh.outcomes = [r for r, _ in came], [o for _, o in came]
+        back = []
+        for n, running in enumerate(pending):
+            if id(running) in forget:
+                continue
+            if n == 0 and error is not None:
+                fresh.batch.append(running)
+                fresh.outcomes.append((execution.ERROR, execution.error_class_path(error), str(error), "",
+                                       running.definition.retry.retries(error), None))
+            else:
+                back.append(running)
+        for running in back:
+            self._hand_back(running)
+        return pending[0] if pending else None
 
     def _lost_process(self, slot):
         code = slot.process.exitcode
         error = exceptions.WorkerLost(f"the process running the task exited with code {code}")
-        if self._failed_here(slot, error) is None:
+        if self._stop_slot(slot, error) is None:
             logger.warning("a task process exited (code %s) while idle; started another", code)
         self._record_outcomes()
 
     def _enforce_limits(self):
         now = time.monotonic()
         for slot in list(self.slots):
-            running = slot.running
-            if running is None or slot.outcome is not None or running.hard_deadline is None \
-                    or now < running.hard_deadline:
+            running = slot.current
+            if running is None or running.hard_deadline is None or now < running.hard_deadline:
                 continue
             limit = running.definition.hard_time_limit
             logger.warning("task %s passed its hard time limit (%s s): process killed", running.job.task_id, limit)
-            self._failed_here(slot, exceptions.HardTimeLimitExceeded(f"killed after its hard time limit of {limit} s"))
+            self._stop_slot(slot, exceptions.HardTimeLimitExceeded(f"killed after its hard time limit of {limit} s"))
         self._record_outcomes()
 
     def _finish(self, running, outcome):
@@ -367,30 +531,30 @@ class TaskWorker(loops.Loop):
     # Locks, pruning, shutdown ------------------------------------------------------------
 
     def _renew(self, force=False):
-        """Extend the locks of running tasks every third of the lock duration; a task whose lock
-        was lost anyway (a long database outage) is stopped, as it runs elsewhere now."""
-        running = [s for s in self.slots if s.running]
-        if not running or (not force and time.monotonic() - self._renewed < self.consumer.lock_ms / 3000):
+        """Extend the locks of the tasks sent to processes (running or waiting in a batch) every
+        third of the lock duration; a task whose lock was lost anyway (a long database outage) is
+        stopped, as it runs elsewhere now (its process is killed; the others of its batch that had
+        not finished are handed back)."""
+        held = [r for s in self.slots for r in s.batch]
+        if not held or (not force and time.monotonic() - self._renewed < self.consumer.lock_ms / 3000):
             return
         self._renewed = time.monotonic()
-        lost = {id(r) for r in self.consumer.renew([s.running.record for s in running])}
-        for slot in running:
-            if id(slot.running.record) in lost:
-                logger.warning("task %s: lock lost while running; stopping it here", slot.running.job.task_id)
-                slot.running = slot.outcome = None
-                slot.kill()
-                self._replace(slot)
+        lost = {id(r) for r in self.consumer.renew([r.record for r in held])}
+        for slot in list(self.slots):
+            gone = {id(r) for r in slot.batch if id(r.record) in lost}
+            for running in slot.batch:
+                if id(running) in gone:
+                    logger.warning("task %s: lock lost while running; stopping it here", running.job.task_id)
+            if gone:
+                self._stop_slot(slot, forget=gone)
         # Concurrency slots are leased like locks: a slot that lapsed anyway may be another task's
         # now, so this run must stop (and its task waits for a slot again).
-        limited = {s.running.job.task_id: s for s in running if s.running is not None and s.running.limited}
+        limited = {r.job.task_id: (s, r) for s in self.slots for r in s.batch[len(s.outcomes):] if r.limited}
         for task_id in limits.renew_slots(limited, worker=self.consumer.member_id, lease_ms=self.consumer.lock_ms):
-            slot = limited[task_id]
-            if slot.outcome is None:
+            slot, running = limited[task_id]
+            if slot in self.slots and running in slot.batch[len(slot.outcomes):]:
                 logger.warning("task %s: concurrency slot lapsed while running; stopping it here", task_id)
-                stopped, slot.running = slot.running, None
-                slot.kill()
-                self._replace(slot)
-                self._hand_back(stopped)
+                self._stop_slot(slot)
 
     def _prune(self):
         if time.monotonic() - self._pruned >= PRUNE_EVERY_S:
@@ -409,11 +573,9 @@ class TaskWorker(loops.Loop):
             self._collect(min(0.2, max(0.0, deadline - time.monotonic())))
             self._enforce_limits()
             self._renew()
-        for slot in self.slots:
-            if slot.running is not None and slot.outcome is None:
-                running, slot.running = slot.running, None
-                slot.kill()
-                self._hand_back(running)
+        for slot in list(self.slots):
+            if slot.current is not None:
+                self._stop_slot(slot, replace=False)
         try:
             self._record_outcomes()
         except loops.CONNECTION_ERRORS as error:

@@ -75,3 +75,24 @@ VALUES (%(id)s, %(task_name)s, %(queue)s, %(args)s, %(kwargs)s, 'queued', %(uniq
         1, 0, 0, 0, '', '', '', '', '', %(priority)s, %(concurrency_key)s, %(concurrency_limit)s)
     ON CONFLICT DO NOTHING
 RETURNING enqueued_at
+
+-- name: succeed_tasks --
+-- Record the results of tasks that succeeded together (the worker's batch, whose acknowledgements
+-- this transaction made): each its own return value, NULL for None as the ORM writes it.
+UPDATE scheduler_taskresult t
+   SET state = 'succeeded', return_value = a.value, finished_at = now(),
+       error_class = '', error_message = '', traceback = ''
+  FROM unnest(%(ids)s::uuid[], %(values)s::jsonb[]) AS a(id, value)
+ WHERE t.id = a.id
+
+-- name: end_attempts --
+-- End the running attempts (task, number) of a batch with one outcome.
+UPDATE scheduler_taskattempt t
+   SET outcome = %(outcome)s, ended_at = now()
+  FROM unnest(%(ids)s::uuid[], %(numbers)s::int[]) AS a(task_id, number)
+ WHERE t.task_id = a.task_id AND t.number = a.number AND t.outcome = 'running'
+
+-- name: announce_finished_many --
+-- announce_finished for each task of a batch in one statement (the same protocol, key by key).
+SELECT CASE WHEN pg_try_advisory_xact_lock(1397511938, a.key) THEN NULL ELSE pg_notify(a.channel, '') END
+  FROM unnest(%(keys)s::int[], %(channels)s::text[]) AS a(key, channel)

@@ -1,0 +1,144 @@
+"""The task worker's batched paths: a poll's records started in one transaction, a batch's
+successes recorded in one, and children running batches of jobs (real PostgreSQL, real children)."""
+import time
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from queueing import models as engine_models, share
+from queueing.storage import share as share_storage
+from scheduler import models, tasks, worker
+from tests.sampleapp import tasks as sample
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def fast(settings):
+    settings.SLUICE = {**settings.SLUICE, "POLL_FALLBACK_MS": 50}
+
+
+@pytest.fixture
+def bare():
+    """A worker with its consumer but no child processes: its steps are called one by one."""
+    loop = worker.TaskWorker("sample")
+    tasks.ensure_queue("sample")
+    share.configure_group(loop.group, delivery_limit=tasks.MAX_ATTEMPTS_LIMIT)
+    loop.consumer = share.ShareConsumer(loop.group, tasks.bands("sample"), auto_offset_reset="earliest",
+                                        max_records=10, client_id="task-worker", ordered=True, listen=False)
+    yield loop
+    loop.consumer.close()
+
+
+def take_away(loop, record):
+    """Make another member acquire record, as after a lapsed lock: this worker's acknowledgement of
+    it is then refused."""
+    topic_id = engine_models.Topic.objects.get(name=record.topic).id
+    share_storage.split(group_id=loop.consumer.group_row.id, topic_id=topic_id, partition=record.partition,
+                        member_id=loop.consumer.member_id, offsets=[record.offset])
+    engine_models.ShareDelivery.objects.filter(
+        group_id=loop.consumer.group_row.id, topic_id=topic_id, partition=record.partition, offset=record.offset,
+    ).update(delivery_count=record.delivery_count + 1, member_id="another-member")
+
+
+def test_a_polls_first_deliveries_start_in_three_statements(bare):
+    results = [sample.add.enqueue(n, n) for n in range(5)]
+    records = bare.consumer.poll(timeout=0, max_records=10)
+    assert len(records) == 5
+    with CaptureQueriesContext(connection) as queries:
+        started = bare._dispatch_many(records)
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert statements == ["BEGIN", "SELECT", "UPDATE", "INSERT", "COMMIT"]
+    assert "FOR UPDATE" in queries.captured_queries[1]["sql"]
+    assert [r.job.task_id for r in started] == [str(r.id) for r in results]
+    for result in results:
+        row = result.refresh().row
+        assert (row.state, row.attempts, row.worker, row.lost) == ("running", 1, bare.worker_id, 0)
+        assert row.started_at is not None
+        assert [(a.number, a.outcome, a.worker) for a in result.attempts()] == [(1, "running", bare.worker_id)]
+
+
+def test_a_batch_of_successes_is_recorded_in_one_transaction_and_a_lost_lock_discards_only_its_own(bare):
+    results = [sample.add.enqueue(n, 1) for n in range(3)]
+    started = bare._dispatch_many(bare.consumer.poll(timeout=0, max_records=10))
+    take_away(bare, started[1].record)
+    with CaptureQueriesContext(connection) as queries:
+        bare._succeed_many([(running, n + 1) for n, running in enumerate(started)])
+    # One transaction, no savepoint: results, announcements, attempts, one statement each (the
+    # engine's split and fenced accept run in it on its server-binding cursor, which
+    # CaptureQueriesContext does not see).
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert statements == ["BEGIN", "UPDATE", "SELECT", "UPDATE", "COMMIT"]
+    kept, lost, other = (r.refresh() for r in results)
+    assert (kept.state, kept.return_value, other.state, other.return_value) == ("succeeded", 1, "succeeded", 3)
+    assert [a.outcome for a in kept.attempts()] == ["succeeded"]
+    assert [a.ended_at is not None for a in kept.attempts()] == [True]
+    # The refused one: nothing written, it runs again where its record is now.
+    assert (lost.row.state, lost.row.return_value, lost.row.finished_at) == ("running", None, None)
+    assert [a.outcome for a in lost.attempts()] == ["running"]
+    assert bare.recorded == 2
+    remaining = engine_models.ShareDelivery.objects.filter(group_id=bare.consumer.group_row.id)
+    assert [(d.offset, d.member_id) for d in remaining] == [(started[1].record.offset, "another-member")]
+
+
+def test_records_that_are_not_first_deliveries_start_one_by_one_beside_a_batch(bare):
+    fresh, again = sample.add.enqueue(1, 1), sample.add.enqueue(2, 2)
+    models.TaskResult.objects.filter(id=again.id).update(state="running", attempts=1)
+    models.TaskAttempt.objects.create(task_id=again.id, number=1, worker="gone/1")
+    started = bare._dispatch_many(bare.consumer.poll(timeout=0, max_records=10))
+    assert [r.job.attempt for r in started] == [1, 2]
+    assert [(a.number, a.outcome) for a in again.attempts()] == [(1, "lost"), (2, "running")]
+    assert again.refresh().row.lost == 1
+    assert [(a.number, a.outcome) for a in fresh.attempts()] == [(1, "running")]
+
+
+def run_until(loop, condition, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        loop.run_once()
+
+
+def test_a_child_runs_a_batch_and_every_outcome_is_recorded(bare):
+    bare.consumer.close()
+    loop = worker.TaskWorker("sample", concurrency=1, poll_timeout=0.1)
+    try:
+        loop._run_s = 0.0001  # as after a run of quick tasks: the next poll takes a full batch
+        results = [sample.add.enqueue(n, 2) for n in range(20)]
+        batches = []
+        original = loop._send
+
+        def send(free, started):
+            batches.append(len(started))
+            original(free, started)
+
+        loop._send = send
+        run_until(loop, lambda: all(r.refresh().finished for r in results))
+        assert max(batches) > 1
+        assert [r.return_value for r in results] == [n + 2 for n in range(20)]
+        assert all([(a.number, a.outcome) for a in r.attempts()] == [(1, "succeeded")] for r in results)
+    finally:
+        loop.stop()
+        loop.close()
+
+
+def test_a_batch_whose_child_is_killed_midway_keeps_what_came_and_hands_back_the_rest(bare):
+    """Guards: the hard time limit kills the child running a batch; the jobs before it keep their
+    outcomes, the runaway fails, and the jobs it never started run again (their attempts interrupted)."""
+    bare.consumer.close()
+    loop = worker.TaskWorker("sample", concurrency=1, poll_timeout=0.1)
+    try:
+        loop._run_s = 0.0001
+        before, runaway, after = sample.add.enqueue(1, 1), sample.runaway.enqueue(), sample.add.enqueue(2, 2)
+        run_until(loop, lambda: all(r.refresh().finished for r in (before, runaway, after)))
+        assert (before.state, before.return_value, after.state, after.return_value) == ("succeeded", 2, "succeeded", 4)
+        assert runaway.state == "failed"
+        assert runaway.error[0] == "scheduler.exceptions.HardTimeLimitExceeded"
+        assert [a.outcome for a in before.attempts()] == ["succeeded"]
+        # In the runaway's batch (started after it) or alone, after's last attempt succeeded.
+        assert [a.outcome for a in after.attempts()][-1] == "succeeded"
+        assert set(a.outcome for a in after.attempts()[:-1]) <= {"interrupted"}
+    finally:
+        loop.stop()
+        loop.close()

@@ -10,6 +10,11 @@ from queueing import exceptions, models, types
 _NAME = re.compile(models.TOPIC_NAME_PATTERN)
 _CACHE_SECONDS = 5.0
 _cache: dict[str, tuple[float, types.TopicInfo]] = {}
+# Topics this process created in a transaction still open (name: when): not cached until it
+# commits, as a rollback would leave the cache naming a topic that does not exist. An entry older
+# than the cache's lifetime is dropped (a savepoint rolled back inside a transaction that went on
+# never runs its on_commit), so staleness stays bounded by the cache's lifetime as before.
+_uncommitted: dict[str, float] = {}
 
 
 def validate_name(name):
@@ -54,6 +59,9 @@ def create_topic(name, *, partitions=None, retention_ms=None, retention_bytes=No
             models.Partition.objects.bulk_create(models.Partition(topic=topic, number=n) for n in range(partitions))
     except IntegrityError:
         raise exceptions.TopicExists(name=name) from None
+    if transaction.get_connection().in_atomic_block:
+        _uncommitted[name] = time.monotonic()
+        transaction.on_commit(lambda: _uncommitted.pop(name, None))
     return _info(topic)
 
 
@@ -78,9 +86,14 @@ def get_topic(name):
 
 
 def cached_topic(name):
-    """Return the topic's TopicInfo from a short-lived per-process cache (producers' hot path)."""
-    hit = _cache.get(name)
+    """Return the topic's TopicInfo from a short-lived per-process cache (producers' hot path). A
+    topic created by the transaction still open is read, not cached, until that transaction commits."""
     now = time.monotonic()
+    if name in _uncommitted:
+        if transaction.get_connection().in_atomic_block and now - _uncommitted[name] < _CACHE_SECONDS:
+            return get_topic(name)
+        del _uncommitted[name]  # that transaction ended: committed (on_commit ran) or rolled back
+    hit = _cache.get(name)
     if hit is not None and now - hit[0] < _CACHE_SECONDS:
         return hit[1]
     info = get_topic(name)

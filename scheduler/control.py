@@ -64,16 +64,20 @@ def purge(queue, *, batch=PURGE_BATCH):
     """Cancel every task of the queue that has not started (queued, scheduled, retrying), in
     batches of batch tasks, each its own transaction; return how many were cancelled. Tasks
     enqueued meanwhile may be cancelled too; a task a worker is starting right now is waited for
-    and then left alone (it has started)."""
+    and then left alone (it has started). As with cancel, a waiter on a purged task hears of its
+    end, and the workflow of a purged task is cancelled."""
     total = 0
     while True:
         with transaction.atomic():
             cancelled = storage.purge_results(queue=queue, states=list(NOT_STARTED), limit=batch)
-            for delayed_id in [d for d in cancelled if d is not None]:
+            for delayed_id in [d for _, d in cancelled if d is not None]:
                 try:
                     delayed.cancel(delayed_id)
                 except engine_exceptions.DelayedRecordNotFound:
                     pass  # already in the log: the worker skips it
+            ids = [task_id for task_id, _ in cancelled]
+            storage.announce_finished_many(ids)
+            workflows.tasks_cancelled(ids)
         total += len(cancelled)
         if not cancelled:
             return total

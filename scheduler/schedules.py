@@ -9,7 +9,6 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone as django_timezone
 
-from queueing import topics
 from queueing.loops import CONNECTION_ERRORS
 from scheduler import cron as timing, exceptions, models, storage, tasks
 
@@ -179,14 +178,10 @@ def fire_due(*, limit=100):
     scheduler fires the same ticks; the unique (schedule, tick_at) stops a tick firing twice.
     """
     fired = 0
-    try:
-        with transaction.atomic():
-            ids, now = storage.claim_due_schedules(limit=limit)
-            for row in models.Schedule.objects.filter(id__in=ids).order_by("next_run_at", "id"):
-                fired += _fire_or_back_off(row, now)
-    except BaseException:
-        _forget_queues()
-        raise
+    with transaction.atomic():
+        ids, now = storage.claim_due_schedules(limit=limit)
+        for row in models.Schedule.objects.filter(id__in=ids).order_by("next_run_at", "id"):
+            fired += _fire_or_back_off(row, now)
     return fired, len(ids) == limit
 
 
@@ -200,7 +195,6 @@ def _fire_or_back_off(row, now):
         except CONNECTION_ERRORS:
             raise
         except Exception:
-            _forget_queues()
             if attempt == 1:
                 # A passing error (a topic taken away under the producers' cache) must not silence
                 # a schedule for a minute, and the retry keeps its ticks where they are.
@@ -213,13 +207,6 @@ def _fire_or_back_off(row, now):
                              (now + RETRY_BROKEN).isoformat(), extra={"schedule": row.name})
             models.Schedule.objects.filter(id=row.id).update(next_run_at=now + RETRY_BROKEN)
     return 0
-
-
-def _forget_queues():
-    """Drop the task queues' topics from the producers' cache after a rollback: a topic the first
-    enqueue created went with it, and a cached one would fail the next firing (TopicNotFound)."""
-    for queue, priority in {(t.queue, t.priority) for t in tasks.registered().values()}:
-        topics.forget_topic(tasks.topic_for(queue, priority))  # each priority band's topic
 
 
 def _fire(row, now):

@@ -182,7 +182,7 @@ def write_rate_window(*, task_name, starts):
 
 
 def purge_results(*, queue, states, limit):
-    """Cancel up to limit tasks of queue in states (caller's transaction); return their delayed ids
-    (None for those not scheduled)."""
+    """Cancel up to limit tasks of queue in states (caller's transaction); return (id, delayed id) of
+    each (the delayed id None for those not scheduled)."""
     rows = _run(queries["purge_results"], {"queue": queue, "states": [str(s) for s in states], "limit": limit}, "all")
-    return [row[0] for row in rows]
+    return [(row[0], row[1]) for row in rows]

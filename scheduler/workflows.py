@@ -204,14 +204,20 @@ def task_settled(data):
 def task_cancelled(row):
     """Cancel the workflow of a task cancelled by hand (its step can never finish), in the caller's
     transaction, which locked the task's row."""
-    step = Step.objects.filter(task_id=row.id).first()
-    if step is None:
-        return
-    workflow = models.Workflow.objects.select_for_update().get(id=step.workflow_id)
-    _finish(step, Step.State.CANCELLED, None)
-    if workflow.state == models.Workflow.State.RUNNING:
-        _stop(workflow, models.Workflow.State.CANCELLED, task_id=row.id,
-              error_message=f"its task {row.id} (step {step.path}) was cancelled")
+    tasks_cancelled([row.id])
+
+
+def tasks_cancelled(task_ids):
+    """task_cancelled for the tasks of task_ids (one read finds the few that are workflow steps)."""
+    for step in Step.objects.filter(task_id__in=task_ids).order_by("workflow_id", "id"):
+        workflow = models.Workflow.objects.select_for_update().get(id=step.workflow_id)
+        step.refresh_from_db()  # a step of the same workflow cancelled just before may have changed it
+        if step.state in (Step.State.CANCELLED, Step.State.SUCCEEDED, Step.State.FAILED):
+            continue
+        _finish(step, Step.State.CANCELLED, None)
+        if workflow.state == models.Workflow.State.RUNNING:
+            _stop(workflow, models.Workflow.State.CANCELLED, task_id=step.task_id,
+                  error_message=f"its task {step.task_id} (step {step.path}) was cancelled")
 
 
 def _start(workflow, step, value):

@@ -45,8 +45,8 @@ SELECT CASE WHEN pg_try_advisory_xact_lock(1397511938, %(key)s) THEN NULL
             ELSE pg_notify(%(channel)s, '') END
 
 -- name: purge_results --
--- Cancel up to %(limit)s tasks of a queue that have not started, oldest first; return the delayed
--- records of the scheduled ones, to be removed in the same transaction. FOR UPDATE waits for a
+-- Cancel up to %(limit)s tasks of a queue that have not started, oldest first; return their ids and
+-- the delayed records of the scheduled ones, to be removed in the same transaction. FOR UPDATE waits for a
 -- worker starting one of them right now, and the state is checked again after the wait, so a task
 -- that started meanwhile is left alone (the index on (queue, state) finds them).
 WITH doomed AS (
@@ -60,7 +60,7 @@ UPDATE scheduler_taskresult t
    SET state = 'cancelled', delayed_id = NULL, finished_at = now()
   FROM doomed
  WHERE t.id = doomed.id
-RETURNING doomed.delayed_id
+RETURNING t.id, doomed.delayed_id
 
 -- name: enqueue_task --
 -- A single enqueue's task row, run as the gate of its record's append (producer.send_after): the

@@ -58,3 +58,24 @@ def test_deleting_a_topic_removes_its_records(db, topic):
     topics.delete_topic(topic.name)
     assert not models.Record.objects.filter(topic_id=topic.id).exists()
     assert not models.Partition.objects.filter(topic_id=topic.id).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_topic_created_in_a_transaction_that_rolls_back_is_not_left_in_the_producers_cache():
+    from django.db import transaction
+
+    class RolledBack(Exception):
+        pass
+
+    with pytest.raises(RolledBack), transaction.atomic():
+        topics.create_topic("gone.v1", partitions=1)
+        assert topics.cached_topic("gone.v1").name == "gone.v1"  # its own transaction sees it
+        producer.send("gone.v1", b"x")
+        raise RolledBack()
+    with pytest.raises(exceptions.TopicNotFound):
+        topics.cached_topic("gone.v1")
+    with transaction.atomic():  # created again and committed: cached from then on
+        topics.create_topic("gone.v1", partitions=1)
+        producer.send("gone.v1", b"y")
+    assert topics.cached_topic("gone.v1") is topics.cached_topic("gone.v1")
+    assert producer.send("gone.v1", b"z").offset == 1

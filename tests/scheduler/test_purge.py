@@ -94,3 +94,28 @@ def test_the_purge_reads_the_index_on_queue_and_state(db):
                        {"queue": "sample", "states": ["queued", "scheduled", "retrying"], "limit": 1000})
         plan = json.dumps(cursor.fetchone()[0])
     assert '"Index Name": "task_queue_state"' in plan and '"Seq Scan"' not in plan, plan
+
+
+@pytest.mark.django_db(transaction=True)
+def test_purge_tells_a_waiter_its_task_ended_and_cancels_the_workflows_of_purged_tasks():
+    from queueing import storage as queueing_storage
+    from queueing import wakeups
+    from scheduler import storage
+    from scheduler.workflows import chain, group
+
+    waited = sample.add.enqueue(1, 2)
+    flow = group(sample.add.s(1, 1), sample.add.s(2, 2)).enqueue()
+    following = chain(sample.add.s(3, 3), sample.add.s(4)).enqueue()
+    with wakeups.listen_connection([storage.finish_channel(waited.id)]) as listener:
+        queueing_storage.ask_for_wakeups(listener, space=wakeups.FINISHES, keys={storage.finish_key(waited.id)})
+        # Oldest first, two a batch: the first takes `waited` and one task of the group, whose
+        # workflow's cancellation cancels the other (not counted by the purge); the second the chain's.
+        assert control.purge("sample", batch=2) == 3
+        channels = [n.channel for n in listener.notifies(timeout=30, stop_after=1)]
+    assert channels == [storage.finish_channel(waited.id)]
+    assert (flow.refresh().state, following.refresh().state) == ("cancelled", "cancelled")
+    assert {s.state for s in flow.steps()} == {"cancelled"}
+    assert [(s.path, s.state) for s in following.steps()] == [("", "cancelled"), ("1", "cancelled"),
+                                                             ("2", "cancelled")]
+    assert flow.error[2].startswith("its task ") and flow.error[2].endswith("was cancelled")
+    assert {t.refresh().state for t in [waited, *flow.tasks(), *following.tasks()]} == {"cancelled"}

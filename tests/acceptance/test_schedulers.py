@@ -2,7 +2,6 @@
 SIGKILL in the middle of a tick, have their connections cut with pg_terminate_backend, and are
 restarted at random: a checker then finds every tick fired, each enqueued exactly once."""
 import os
-import pathlib
 import random
 import signal
 import subprocess
@@ -46,10 +45,12 @@ def start(process_env, tmp_path):
         log = open(tmp_path / f"scheduler-{len(started)}.log", "w")
         process = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "scheduler", "--batch", "2"],
-            env={**process_env, "SLUICE_EXTRA_APPS": "tests.schedapp", "SLUICE_APP_NAME": APP_NAME},
+            env={**process_env, "SLUICE_EXTRA_APPS": "tests.schedapp",
+                 "SLUICE_APP_NAME": f"{APP_NAME}-{len(started)}"},
             stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT,
         )
         process.log_path = tmp_path / f"scheduler-{len(started)}.log"
+        process.app_name = f"{APP_NAME}-{len(started)}"
         started.append(process)
         return process
 
@@ -62,28 +63,19 @@ def start(process_env, tmp_path):
 
 
 def backends_mid_tick():
-    """(backend pid, client port) of scheduler connections inside a tick's INSERT."""
+    """(backend pid, application name) of scheduler connections inside a tick's INSERT. Each
+    scheduler process names its connections (SLUICE_APP_NAME), which tells whose a backend is over
+    TCP and over a Unix socket (the embedded server's) alike."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pid, client_port FROM pg_stat_activity WHERE application_name = %s AND state = 'active' "
-                       "AND query LIKE %s", [APP_NAME, "%INSERT INTO scheduler_scheduletick%"])
+        cursor.execute("SELECT pid, application_name FROM pg_stat_activity WHERE application_name LIKE %s "
+                       "AND state = 'active' AND query LIKE %s",
+                       [f"{APP_NAME}-%", "%INSERT INTO scheduler_scheduletick%"])
         return cursor.fetchall()
 
 
-def process_of_port(port, processes):
-    """The process among processes whose socket has local port port (from /proc, no extra tools)."""
-    inodes = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in pathlib.Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            inodes[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
-    for process in processes:
-        try:
-            links = [os.readlink(f"/proc/{process.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{process.pid}/fd")]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if any(inodes.get(link[8:-1]) == port for link in links if link.startswith("socket:[")):
-            return process
-    return None
+def process_named(app_name, processes):
+    """The process among processes whose connections are named app_name."""
+    return next((p for p in processes if p.app_name == app_name), None)
 
 
 def log(process):
@@ -148,13 +140,13 @@ def test_each_tick_is_enqueued_exactly_once_across_three_schedulers_killed_at_ra
             mid = backends_mid_tick()
             if not mid:
                 continue
-            pid, port = chance.choice(mid)
+            pid, app_name = chance.choice(mid)
             if action == "cut-mid-tick":
                 with connection.cursor() as cursor:
                     cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
                     cut_mid_tick += cursor.fetchone()[0]
                 continue
-            victim = process_of_port(port, running)
+            victim = process_named(app_name, running)
             if victim is None:
                 continue
             killed_mid_tick += 1

@@ -75,6 +75,11 @@ def test_limits_and_unique_keys_hold_with_a_worker_killed_midway(start, runs, tm
     with pytest.raises(exceptions.AlreadyEnqueued):
         sample.recorded_run.using(unique_key="u0").enqueue(None, 0.3)
     victim = start("--concurrency", "3")
+    running = models.TaskResult.objects.filter(state="running", worker__endswith=f"/{victim.pid}",
+                                               concurrency_key__isnull=False)
+    # The victim first, until it runs two limited tasks: started together, the other workers could
+    # take every limited slot whenever the victim's processes came up last (a slow machine).
+    wait_for(lambda: running.count() >= 2, timeout=60)
     start("--concurrency", "3"), start("--concurrency", "2")
 
     # Cancel some more while the workers run: those that had not started never will.
@@ -83,9 +88,6 @@ def test_limits_and_unique_keys_hold_with_a_worker_killed_midway(start, runs, tm
             cancelled.add(control.cancel(result.id).id)
         except exceptions.NotCancellable:
             keyed.append(result)
-    running = models.TaskResult.objects.filter(state="running", worker__endswith=f"/{victim.pid}",
-                                               concurrency_key__isnull=False)
-    wait_for(lambda: running.count() >= 2, timeout=60)
     children = []
 
     def victims_children():

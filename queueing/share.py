@@ -433,19 +433,22 @@ class ShareConsumer:
             return bool(done)
 
     def accept_now(self, records):
-        """ACCEPT held records now, in the caller's transaction, as settle does for one: a split per
-        partition and one statement for all; return the records refused (their locks were lost and
-        they were acquired again: the caller discards its writes for those only)."""
+        """ACCEPT held records now, in the caller's transaction, as settle does for one; return the
+        records refused (their locks were lost and they were acquired again: the caller discards its
+        writes for those only). A range acquired together and accepted whole goes in one statement;
+        the rest are split (one call a partition) and finished in one more."""
         if not records:
             return []
         items = [self._item(r) for r in records]
         base = {"group_id": self.group_row.id, "member_id": self.member_id}
+        done = storage.finish_ranges(**base, items=items)
+        rest = [item for item in items if item[:3] not in done]
         by_slot = {}
-        for item in items:
+        for item in rest:
             by_slot.setdefault(item[:2], []).append(item[2])
         for (topic_id, partition), offsets in by_slot.items():
             storage.split(**base, topic_id=topic_id, partition=partition, offsets=offsets)
-        done = storage.finish_deliveries(**base, items=items)
+        done |= storage.finish_deliveries(**base, items=rest)
         return [r for r, item in zip(records, items) if item[:3] not in done]
 
     def heartbeat(self):

@@ -51,6 +51,23 @@ DELETE FROM queueing_sharedelivery d
    AND d.delivery_count = a.delivery_count
 RETURNING d.topic_id, d.partition, d."offset"
 
+-- name: finish_ranges --
+-- Remove the ranges this member holds whose every record is among the items, with the range's
+-- delivery count: a batch accepted whole goes as one row, without a split. Fenced as
+-- finish_deliveries (a range re-acquired since has another count and is left alone). The items'
+-- offsets are distinct.
+DELETE FROM queueing_sharedelivery d
+ WHERE d.group_id = %(group_id)s AND d.state = 1 AND d.member_id = %(member_id)s AND d.last_offset > d."offset"
+   AND (d.topic_id, d.partition, d."offset") IN (
+       SELECT a.topic_id, a.partition, a."offset"
+         FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[], %(offsets)s::bigint[]) AS a(topic_id, partition, "offset"))
+   AND (SELECT count(*)
+          FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[], %(offsets)s::bigint[], %(counts)s::int[])
+               AS a(topic_id, partition, "offset", delivery_count)
+         WHERE a.topic_id = d.topic_id AND a.partition = d.partition AND a.delivery_count = d.delivery_count
+           AND a."offset" BETWEEN d."offset" AND d.last_offset) = d.last_offset - d."offset" + 1
+RETURNING d.topic_id, d.partition, d."offset", d.last_offset
+
 -- name: release_deliveries --
 -- Make held single-record rows available again, each after its own delay (fenced as above).
 UPDATE queueing_sharedelivery d

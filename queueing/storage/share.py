@@ -80,6 +80,17 @@ def finish_deliveries(*, group_id, member_id, items):
     return {tuple(r) for r in rows}
 
 
+def finish_ranges(*, group_id, member_id, items):
+    """Remove the held ranges (of more than one record) wholly covered by items [(topic_id,
+    partition, offset, delivery_count)]; return the (topic_id, partition, offset) of every record
+    they covered."""
+    if not items:
+        return set()
+    rows = run(cursor(), "finish_ranges", _ack_params(group_id, member_id, items)).fetchall()
+    return {(topic_id, partition, offset) for topic_id, partition, first, last in rows
+            for offset in range(first, last + 1)}
+
+
 def release_deliveries(*, group_id, member_id, items, delays_ms):
     """Make held single-record rows available again after their delays; return the set released."""
     if not items:

@@ -65,3 +65,33 @@ def test_a_settlement_after_the_lock_was_lost_is_refused(member):
         assert not member.settle(record, share.REJECT)
         assert held() == [(0, 0, 1)]
         assert other.settle(again, share.ACCEPT)
+
+
+def test_accept_now_of_a_whole_batch_removes_its_range_without_splitting_it(member):
+    producer.send_batch("jobs", [b"a", b"b", b"c", b"d"])
+    records = member.poll(timeout=0, max_records=3)
+    assert held() == [(0, 2, 1)]  # one row for the three
+    with transaction.atomic():
+        assert member.accept_now(records) == []
+    assert held() == []
+    assert [r.offset for r in member.poll(timeout=0)] == [3]
+
+
+def test_accept_now_of_part_of_a_batch_splits_and_finishes_only_those(member):
+    producer.send_batch("jobs", [b"a", b"b", b"c"])
+    records = member.poll(timeout=0)
+    with transaction.atomic():
+        assert member.accept_now([records[0], records[2]]) == []
+    assert held() == [(1, 1, 1)]
+
+
+def test_accept_now_refuses_a_range_acquired_again_and_keeps_what_it_holds(member):
+    producer.send_batch("jobs", [b"a", b"b", b"c", b"d"])
+    first = member.poll(timeout=0, max_records=2)
+    second = member.poll(timeout=0, max_records=2)
+    # The first range's lock was lost and another member holds it now (a new delivery count).
+    models.ShareDelivery.objects.filter(offset=0).update(delivery_count=2, member_id="another-member")
+    with transaction.atomic():
+        refused = member.accept_now([*first, *second])
+    assert [r.offset for r in refused] == [0, 1]
+    assert held() == [(0, 1, 1)]

@@ -1,5 +1,6 @@
 """The only module of the task layer that runs raw SQL, on Django's connection (so it joins the
 caller's transaction)."""
+import json
 import uuid
 
 from django.db import connection
@@ -71,6 +72,15 @@ def announce_finished(task_id):
     records the task's finish (succeeded, failed or cancelled)."""
     with connection.cursor() as cursor:
         cursor.execute(queries["announce_finished"], {"key": finish_key(task_id), "channel": finish_channel(task_id)})
+
+
+def start_tasks(*, ids, generations, names, max_lost, worker):
+    """Start the tasks of ids (with their records' generations) that may start at once (start_tasks
+    in tasks.sql); return (id, task name, args, kwargs, attempt number) of each started."""
+    rows = _run(queries["start_tasks"], {"ids": ids, "generations": generations, "names": names,
+                                         "max_lost": max_lost, "worker": worker}, "all")
+    # Django's connection reads jsonb as text (for JSONField): decode the arguments here.
+    return [(task_id, name, json.loads(args), json.loads(kwargs), attempt) for task_id, name, args, kwargs, attempt in rows]
 
 
 def succeed_tasks(results):

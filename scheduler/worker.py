@@ -12,8 +12,7 @@ import uuid
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
-from django.db.models.functions import Coalesce, Now
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from queueing import loops, share
@@ -209,53 +208,33 @@ class TaskWorker(loops.Loop):
     def _dispatch_many(self, records):
         """Mark the tasks of a poll's records running; return them (Running) in the records' order.
 
-        The common case, a record's first delivery of a task that may start (active, this
-        generation, registered, without a limit, not left running), is done for all of them in one
-        transaction: one SELECT ... FOR UPDATE of their rows, one UPDATE, one INSERT of their
-        attempts. No attempt of theirs can be running (the record's first delivery, the row not
-        running), so the UPDATE marking attempts lost is not needed. Every
-        other record goes through _dispatch, one transaction each, as before.
+        The common case, a record's first delivery of a task that may start (active and not
+        running, this generation, registered without a rate limit, no concurrency key, not lost too
+        often), is done for all of them by one statement (storage.start_tasks). Every other record
+        goes through _dispatch, one transaction each.
         """
-        simple, ids = [], []
+        first = {}
         for record in records:
-            task_id = record.data.get("id") if isinstance(record.data, dict) else None
-            if record.delivery_count == 1 and _is_uuid(task_id):
-                simple.append(record)
-                ids.append(task_id)
-        fast, started = {}, []
-        if simple:
-            with transaction.atomic():
-                # Row locks in id order, so two workers never wait on each other in a cycle.
-                rows = {str(r.id): r for r in models.TaskResult.objects.select_for_update().filter(id__in=ids)
-                        .order_by("id")}
-                known = tasks.registered()  # once a batch (a Django task by path goes the per-record way)
-                for record in simple:
-                    row = rows.get(record.data["id"])
-                    definition = known.get(row.task_name) if row is not None else None
-                    # A row left running had an attempt that may still say so: _dispatch marks it lost.
-                    if row is None or definition is None or row.state not in models.ACTIVE \
-                            or row.state == models.State.RUNNING \
-                            or record.data.get("generation", 1) != row.generation or row.concurrency_key is not None \
-                            or definition.rate_limit is not None or row.lost > settings.SLUICE["TASK_MAX_LOST"]:
-                        continue
-                    fast[id(record)] = (row, definition)
-                if fast:
-                    models.TaskResult.objects.filter(id__in=[row.id for row, _ in fast.values()]).update(
-                        state=models.State.RUNNING, attempts=F("attempts") + 1, worker=self.worker_id,
-                        started_at=Coalesce("started_at", Now()), eta=None, delayed_id=None,
-                    )
-                    models.TaskAttempt.objects.bulk_create(
-                        models.TaskAttempt(task_id=row.id, number=row.attempts + 1, worker=self.worker_id)
-                        for row, _ in fast.values()
-                    )
+            data = record.data if isinstance(record.data, dict) else {}
+            if record.delivery_count == 1 and _is_uuid(data.get("id")):
+                first[data["id"]] = (record, data.get("generation", 1))
+        fast = {}
+        if first:
+            # Registered names without a rate limit (a Django task found by its path goes the
+            # per-record way, as tasks.get imports it).
+            known = tasks.registered()
+            names = [name for name, definition in known.items() if definition.rate_limit is None]
+            rows = storage.start_tasks(ids=list(first), generations=[g for _, g in first.values()], names=names,
+                                       max_lost=settings.SLUICE["TASK_MAX_LOST"], worker=self.worker_id)
+            for task_id, name, args, kwargs, attempt in rows:
+                record = first[str(task_id)][0]
+                job = execution.Job(task_id=str(task_id), name=name, args=args, kwargs=kwargs, attempt=attempt)
+                fast[id(record)] = Running(record=record, job=job, definition=known[name], started=time.monotonic())
+        started = []
         for record in records:
-            if id(record) in fast:
-                row, definition = fast[id(record)]
-                started.append(self._running(record, row, definition, row.attempts + 1))
-            else:
-                running = self._dispatch(record)
-                if running is not None:
-                    started.append(running)
+            running = fast.get(id(record)) or self._dispatch(record)
+            if running is not None:
+                started.append(running)
         return started
 
     @staticmethod

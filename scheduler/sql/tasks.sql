@@ -76,6 +76,37 @@ VALUES (%(id)s, %(task_name)s, %(queue)s, %(args)s, %(kwargs)s, 'queued', %(uniq
     ON CONFLICT DO NOTHING
 RETURNING enqueued_at
 
+-- name: start_tasks --
+-- Start the tasks of a poll's first deliveries together, in one statement (its own transaction):
+-- lock their rows in id order (two workers never wait on each other in a cycle), mark those that
+-- may start running (active and not running, the record's generation, no concurrency key, a name
+-- the worker runs without a rate limit, not lost too often; re-checked after a lock wait) and
+-- insert their attempts. Returns the started ones; the others go the per-record way. No attempt of
+-- such a task can be running (a first delivery, the row not running), so none is marked lost.
+WITH locked AS (
+    -- By the primary key only (a condition on the state could lead the planner to the state's
+    -- index, over every queued task); the latest version of each row, after any lock wait.
+    SELECT t.id, t.state, t.generation, t.concurrency_key, t.task_name, t.lost
+      FROM scheduler_taskresult t
+     WHERE t.id = ANY(%(ids)s::uuid[])
+     ORDER BY t.id
+       FOR UPDATE
+), started AS (
+    UPDATE scheduler_taskresult t
+       SET state = 'running', attempts = t.attempts + 1, worker = %(worker)s,
+           started_at = coalesce(t.started_at, now()), eta = NULL, delayed_id = NULL
+      FROM locked l
+      JOIN unnest(%(ids)s::uuid[], %(generations)s::int[]) AS r(id, generation) ON r.id = l.id
+     WHERE t.id = l.id AND l.state IN ('queued', 'scheduled', 'retrying') AND l.generation = r.generation
+       AND l.concurrency_key IS NULL AND l.task_name = ANY(%(names)s::text[]) AND l.lost <= %(max_lost)s
+    RETURNING t.id, t.task_name, t.args, t.kwargs, t.attempts
+), attempts AS (
+    INSERT INTO scheduler_taskattempt (task_id, number, worker, started_at, outcome, error_class, error_message,
+                                       traceback)
+    SELECT id, attempts, %(worker)s, now(), 'running', '', '', '' FROM started
+)
+SELECT id, task_name, args, kwargs, attempts FROM started
+
 -- name: succeed_tasks --
 -- Record the results of tasks that succeeded together (the worker's batch, whose acknowledgements
 -- this transaction made): each its own return value, NULL for None as the ORM writes it.

@@ -177,3 +177,6 @@ SLUICE_OUTBOX_BACKOFF_MS = (
     int(os.environ.get("SLUICE_OUTBOX_BACKOFF_BASE_MS", "500")),
     int(os.environ.get("SLUICE_OUTBOX_BACKOFF_MAX_MS", "60000")),
 )
+
+# /metrics answers only requests bearing this token when it is set (Prometheus' `authorization`).
+SLUICE_METRICS_TOKEN = os.environ.get("SLUICE_METRICS_TOKEN", "")

@@ -47,6 +47,7 @@ class GroupLoop(loops.Loop):
         self.poll_timeout = poll_timeout
         self.processed = 0
         self.name = f"{self.name} for group {group} on {', '.join(sorted(subscriptions))}"
+        self.role = f"group {group}"
 
     def wait(self):
         """The poll already waited for records."""

@@ -1,5 +1,6 @@
 """`manage.py serve` starts the roles, restarts none needlessly, and stops them all on SIGTERM."""
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,6 +37,10 @@ def test_serve_runs_web_and_workers_and_stops_on_sigterm(process_env, manage, tm
                 pass
             time.sleep(0.2)
         assert page and "Sluice" in page
+        # gunicorn with WhiteNoise: the admin's styles are served with DEBUG off
+        css = urllib.request.urlopen("http://127.0.0.1:18765/static/admin/css/base.css", timeout=5)
+        assert css.status == 200 and css.headers["Content-Type"].startswith("text/css")
+        assert urllib.request.urlopen("http://127.0.0.1:18765/readyz", timeout=5).read() == b"ok\n"
         assert sorted(line.split()[2] for line in out.read_text().splitlines()) == ["one", "two"]
         assert task.wait(timeout=30).return_value == 42
         serve.send_signal(signal.SIGTERM)
@@ -46,4 +51,31 @@ def test_serve_runs_web_and_workers_and_stops_on_sigterm(process_env, manage, tm
     assert "started worker sample #1" in stdout and "serve: stopped" in stdout
     assert "started task worker sample #1" in stdout  # tests.sampleapp's tasks are in queue "sample"
     assert "restart" not in stderr
+    assert "[group sample] worker for group sample on sample.events starting" in stderr  # log lines name their group
     assert not models.GroupMember.objects.exists()  # the worker left its group on the way out
+
+
+@pytest.mark.parametrize("addr, reason", [
+    ("127.0.0.1:99999", "'127.0.0.1:99999' is not an address: give HOST:PORT, [IPV6]:PORT or PORT (1-65535)"),
+    ("no-such-host.invalid:8000", "cannot listen on no-such-host.invalid:8000: "),
+    ("IN_USE", "Address already in use"),
+])
+def test_serve_with_an_address_it_cannot_listen_on_exits_with_one_line(process_env, addr, reason):
+    """Regression: a port in use restarted the web child forever while a second set of workers
+    joined the live groups. Now nothing starts, and one line says why."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    if addr == "IN_USE":
+        addr = f"127.0.0.1:{held.getsockname()[1]}"
+    env = {**process_env, "SLUICE_EXTRA_APPS": "tests.sampleapp"}
+    try:
+        result = subprocess.run([sys.executable, str(ROOT / "manage.py"), "serve", addr], env=env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        held.close()
+    assert result.returncode == 1
+    assert result.stdout == ""  # no child started
+    [line] = result.stderr.splitlines()
+    assert line.startswith("CommandError: ") and reason in line
+    assert not models.GroupMember.objects.exists()

@@ -103,8 +103,9 @@ STORAGES = {
     # Gzip and Brotli copies at collectstatic; no manifest, so an uncollected checkout still renders.
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
-# Files not collected yet are found in the apps (tests, a fresh checkout); collected ones win.
-WHITENOISE_USE_FINDERS = True
+# Until collectstatic has run (tests, a fresh checkout), files are found in the apps; once it has
+# (`serve` runs it first), the collected, compressed copies are served.
+WHITENOISE_USE_FINDERS = not STATIC_ROOT.is_dir()
 
 # Production behind a TLS-terminating proxy (docs/production.md): SLUICE_HTTPS=1 turns on what
 # `manage.py check --deploy` asks for. The probes stay reachable over plain HTTP inside the network.

@@ -65,35 +65,41 @@ def _log():
 
 
 def _groups(ends):
+    # Lag per partition is end minus committed, which Prometheus derives; summed per topic here,
+    # since a per-partition copy would add a series per committed offset to every scrape.
     committed = GaugeMetricFamily("sluice_committed_offset", "Consumer group's committed offset (next to read)",
                                   labels=["group", "topic", "partition"])
-    lag = GaugeMetricFamily("sluice_consumer_lag", "Log end offset minus the committed offset",
-                            labels=["group", "topic", "partition"])
+    lag = GaugeMetricFamily("sluice_consumer_lag", "Log end offsets minus committed offsets, over the group's "
+                            "partitions of the topic", labels=["group", "topic"])
     consumed = CounterMetricFamily(
         "sluice_records_consumed", "Records the group has committed past, over its partitions (an offset "
         "reset moves it)", labels=["group", "topic"])
     per_topic = {}
     rows = models.CommittedOffset.objects.values_list("group__name", "topic__name", "partition", "offset")
     for group, topic, partition, offset in rows.order_by("group__name", "topic__name", "partition"):
-        labels = [group, topic, str(partition)]
-        committed.add_metric(labels, offset)
-        lag.add_metric(labels, max(0, ends.get((topic, partition), offset) - offset))
-        per_topic[group, topic] = per_topic.get((group, topic), 0) + offset
-    for (group, topic), count in per_topic.items():
-        consumed.add_metric([group, topic], count)
+        committed.add_metric([group, topic, str(partition)], offset)
+        behind = max(0, ends.get((topic, partition), offset) - offset)
+        done, late = per_topic.get((group, topic), (0, 0))
+        per_topic[group, topic] = (done + offset, late + behind)
+    for (group, topic), (done, late) in per_topic.items():
+        consumed.add_metric([group, topic], done)
+        lag.add_metric([group, topic], late)
     yield from (committed, lag, consumed)
 
 
 def _share_groups(ends):
     start = GaugeMetricFamily("sluice_share_start_offset", "Share group's first unfinished offset, as last "
                               "stored (it moves at the next acquisition)", labels=["group", "topic", "partition"])
-    backlog = GaugeMetricFamily("sluice_share_backlog", "Log end offset minus the share group's start offset",
-                                labels=["group", "topic", "partition"])
+    backlog = GaugeMetricFamily("sluice_share_backlog", "Log end offsets minus the share group's start offsets, "
+                                "over its partitions of the topic", labels=["group", "topic"])
+    per_topic = {}
     rows = models.SharePartition.objects.values_list("group__name", "topic__name", "partition", "start_offset")
     for group, topic, partition, offset in rows.order_by("group__name", "topic__name", "partition"):
-        labels = [group, topic, str(partition)]
-        start.add_metric(labels, offset)
-        backlog.add_metric(labels, max(0, ends.get((topic, partition), offset) - offset))
+        start.add_metric([group, topic, str(partition)], offset)
+        behind = max(0, ends.get((topic, partition), offset) - offset)
+        per_topic[group, topic] = per_topic.get((group, topic), 0) + behind
+    for (group, topic), behind in per_topic.items():
+        backlog.add_metric([group, topic], behind)
     yield from (start, backlog)
 
 

@@ -44,23 +44,24 @@ class _Collector:
 
 
 def _log():
-    """Log start and end offsets per partition, records produced per topic; returns the ends."""
-    start = GaugeMetricFamily("sluice_log_start_offset", "First offset still in the partition's log",
-                              labels=["topic", "partition"])
+    """End offsets per partition, records produced and still in the log per topic; returns the ends."""
     end = GaugeMetricFamily("sluice_log_end_offset", "Offset the partition's next record gets",
                             labels=["topic", "partition"])
     produced = CounterMetricFamily("sluice_records_produced", "Records appended to the topic, ever",
                                    labels=["topic"])
+    kept = GaugeMetricFamily("sluice_log_records", "Records still in the topic's log (retention and "
+                             "compaction remove the others)", labels=["topic"])
     ends, per_topic = {}, {}
     rows = models.Partition.objects.values_list("topic__name", "number", "log_start_offset", "next_offset")
     for topic, number, first, after in rows.order_by("topic__name", "number"):
-        start.add_metric([topic, str(number)], first)
         end.add_metric([topic, str(number)], after)
         ends[topic, number] = after
-        per_topic[topic] = per_topic.get(topic, 0) + after
-    for topic, count in per_topic.items():
-        produced.add_metric([topic], count)
-    yield from (start, end, produced)
+        total, held = per_topic.get(topic, (0, 0))
+        per_topic[topic] = (total + after, held + after - first)
+    for topic, (total, held) in per_topic.items():
+        produced.add_metric([topic], total)
+        kept.add_metric([topic], held)
+    yield from (end, produced, kept)
     return ends
 
 

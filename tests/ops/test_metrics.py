@@ -74,6 +74,7 @@ def test_metrics_report_offsets_lag_attempts_and_backlogs(db, client):
     assert value(samples, "sluice_log_end_offset", topic="m.orders", partition="0") == 3
     assert value(samples, "sluice_log_end_offset", topic="m.orders", partition="1") == 3
     assert value(samples, "sluice_records_produced_total", topic="m.orders") == 6
+    assert value(samples, "sluice_log_records", topic="m.orders") == 6
     assert value(samples, "sluice_committed_offset", group="billing", topic="m.orders", partition="0") == 3
     assert value(samples, "sluice_committed_offset", group="billing", topic="m.orders", partition="1") == 2
     assert value(samples, "sluice_consumer_lag", group="billing", topic="m.orders") == 1  # partition 1's new record
@@ -83,6 +84,8 @@ def test_metrics_report_offsets_lag_attempts_and_backlogs(db, client):
     assert value(samples, "sluice_delivery_attempts_total", group="billing", outcome="dead_lettered") == 1
     assert value(samples, "sluice_dead_letters_total", group="billing") == 1
     assert value(samples, "sluice_records_produced_total", topic="billing.DLQ") == 1
+    models.Partition.objects.filter(topic__name="m.orders", number=0).update(log_start_offset=2)  # as retention does
+    assert value(scrape(client), "sluice_log_records", topic="m.orders") == 4
     assert value(samples, "sluice_outbox_backlog") == 1
     assert value(samples, "sluice_half_messages_prepared") == 1
     assert value(samples, "sluice_delayed_records") == 1

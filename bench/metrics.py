@@ -60,7 +60,7 @@ def build(topics_n, partitions, groups_n):
     offsets, members = [], []
     for g in range(groups_n):
         group = models.ConsumerGroup.objects.create(name=f"bench.g{g:03d}", generation=1)
-        for t in range(5):  # each group reads five topics
+        for t in range(min(5, topics_n)):  # each group reads five topics
             topic = rows[names[(g * 5 + t) % topics_n]]
             offsets += [models.CommittedOffset(group=group, topic=topic, partition=p, offset=0, committed_at=now)
                         for p in range(partitions)]

@@ -183,3 +183,13 @@ def test_readyz_fails_on_an_unmigrated_database(db, manage):
     status, reason = result.stdout.strip().splitlines()[-1].split(" ", 1)
     assert status == "503"
     assert reason.startswith(f"{len(health._known_migrations())} migration(s) not applied: ")
+
+
+def test_readyz_fails_when_the_database_does_not_answer(manage):
+    """Port 1 of localhost: nothing listens there, so the connection is refused at once."""
+    script = "from django.test import Client; r = Client().get('/readyz'); print(r.status_code, r.content.decode())"
+    result = manage("shell", "-c", script, env={"DATABASE_URL": "postgres://postgres@127.0.0.1:1/sluice",
+                                                "ALLOWED_HOSTS": "testserver"})
+    assert result.returncode == 0, result.stderr
+    status, reason = result.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert status == "503" and reason.startswith("database unreachable: ")

@@ -2,6 +2,7 @@
 refusals; what editing would break (the log, attempts, the offset-reset audit trail) is read-only."""
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import actions as admin_actions
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, F, IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, Greatest
@@ -70,22 +71,24 @@ class EngineForm(forms.ModelForm):
 
 
 class EngineAdmin(admin.ModelAdmin):
-    """Deletes through engine_delete(obj), which may refuse: one message per refusal, nothing deleted."""
+    """Deletes through engine_delete(obj), which may refuse: one message per refusal, nothing deleted.
+    The confirmation pages summarise what goes (deletion_summary) instead of listing every row a
+    cascade would take, which for a topic can be millions of delayed records."""
 
-    actions = ["delete_through_engine"]
+    actions = ["delete_selected"]  # this class's, which shadows the site's
 
     def engine_delete(self, obj):
         raise NotImplementedError
 
+    def deletion_summary(self, obj):
+        return str(obj)
+
     def save_model(self, request, obj, form, change):
         """The form already applied the change through the engine."""
 
-    def get_actions(self, request, action_location=None):
-        # action_location: Django 6.1's; 6.0 does not pass it.
-        given = {} if action_location is None else {"action_location": action_location}
-        actions = super().get_actions(request, **given)
-        actions.pop("delete_selected", None)  # its bulk delete would skip the engine
-        return actions
+    def get_deleted_objects(self, objs, request):
+        objs = list(objs)
+        return [self.deletion_summary(obj) for obj in objs], {self.model._meta.verbose_name_plural: len(objs)}, set(), []
 
     def delete_view(self, request, object_id, extra_context=None):
         if request.method != "POST":
@@ -103,8 +106,10 @@ class EngineAdmin(admin.ModelAdmin):
         self.message_user(request, f"Deleted {opts.verbose_name} {obj}.", messages.SUCCESS)
         return redirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
 
-    @admin.action(description="Delete selected (through the engine)", permissions=["delete"])
-    def delete_through_engine(self, request, queryset):
+    @admin.action(description="Delete selected %(verbose_name_plural)s", permissions=["delete"])
+    def delete_selected(self, request, queryset):
+        if not request.POST.get("post"):
+            return admin_actions.delete_selected(self, request, queryset)  # Django's confirmation page
         deleted = []
         for obj in queryset:
             try:
@@ -183,6 +188,11 @@ class TopicAdmin(EngineAdmin):
     def engine_delete(self, obj):
         topics.delete_topic(obj.name)  # its records, offsets and producer states go with it
 
+    def deletion_summary(self, obj):
+        held = models.Partition.objects.filter(topic=obj).aggregate(n=Sum(F("next_offset") - F("log_start_offset")))
+        return (f"topic {obj.name}: its {obj.partition_count} partition(s), the {held['n'] or 0} record(s) in its "
+                f"log, its delayed records, and every group's offsets on it")
+
 
 class MemberInline(ReadOnly, admin.TabularInline):
     model = models.GroupMember
@@ -239,6 +249,9 @@ class ConsumerGroupAdmin(EngineAdmin):
 
     def engine_delete(self, obj):
         groups.delete_group(obj.name)  # refused while a member is alive
+
+    def deletion_summary(self, obj):
+        return f"consumer group {obj.name}: its committed offsets (refused while a member is alive)"
 
 
 @admin.register(models.OffsetReset)

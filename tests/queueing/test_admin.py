@@ -48,27 +48,31 @@ def test_deleting_a_group_with_a_live_member_is_refused_and_keeps_it(db, admin_c
     assert not models.ConsumerGroup.objects.filter(name="billing").exists()
 
 
-def test_the_bulk_delete_of_groups_goes_through_the_engine_one_by_one(db, admin_client, topic):
+def test_the_bulk_delete_of_groups_asks_then_goes_through_the_engine_one_by_one(db, admin_client, topic):
     join("live", topic.name)
     models.ConsumerGroup.objects.create(name="idle")
     ids = list(models.ConsumerGroup.objects.values_list("pk", flat=True))
-    listing = admin_client.get("/admin/queueing/consumergroup/")
-    assert "delete_selected" not in listing.content.decode()
-    response = admin_client.post("/admin/queueing/consumergroup/",
-                                 {"action": "delete_through_engine", "_selected_action": ids})
-    assert "Consumer group 'live' has 1 live member(s); stop them first." in message_texts(response)
+    action = {"action": "delete_selected", "_selected_action": ids}
+    confirm = admin_client.post("/admin/queueing/consumergroup/", action)
+    assert confirm.status_code == 200 and "Are you sure" in confirm.content.decode()
+    assert models.ConsumerGroup.objects.count() == 2  # asked, nothing deleted yet
+    response = admin_client.post("/admin/queueing/consumergroup/", {**action, "post": "yes"})
+    assert message_texts(response) == ["Consumer group 'live' has 1 live member(s); stop them first.", "1 deleted."]
     assert list(models.ConsumerGroup.objects.values_list("name", flat=True)) == ["live"]
 
 
 def test_deleting_a_topic_deletes_its_records(db, admin_client, topic):
     producer.send_batch(topic.name, [b"a", b"b"], partition=0)
+    producer.send(topic.name, b"later", delay=datetime.timedelta(hours=1))
+    confirm = admin_client.get(f"/admin/queueing/topic/{topic.id}/delete/").content.decode()
+    assert f"topic {topic.name}: its 3 partition(s), the 2 record(s) in its log" in confirm
     models.CommittedOffset.objects.create(group=models.ConsumerGroup.objects.create(name="g"), topic=topic_row(topic),
                                           partition=0, offset=1, committed_at=datetime.datetime.now(datetime.UTC))
     response = admin_client.post(f"/admin/queueing/topic/{topic.id}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert not models.Topic.objects.filter(id=topic.id).exists()
     assert not models.Record.objects.filter(topic_id=topic.id).exists()
-    assert not models.CommittedOffset.objects.exists()
+    assert not models.CommittedOffset.objects.exists() and not models.DelayedRecord.objects.exists()
 
 
 def topic_row(info):

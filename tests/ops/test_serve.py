@@ -1,4 +1,5 @@
 """`manage.py serve` starts the roles, restarts none needlessly, and stops them all on SIGTERM."""
+import os
 import signal
 import socket
 import subprocess
@@ -6,6 +7,7 @@ import sys
 import time
 import urllib.request
 
+import psutil
 import pytest
 
 from queueing import models, topics
@@ -79,3 +81,49 @@ def test_serve_with_an_address_it_cannot_listen_on_exits_with_one_line(process_e
     [line] = result.stderr.splitlines()
     assert line.startswith("CommandError: ") and reason in line
     assert not models.GroupMember.objects.exists()
+
+
+def test_a_web_server_killed_is_restarted_on_the_same_socket(process_env):
+    """The address is bound once by serve: the restarted gunicorn gets the same socket, so nothing
+    can take the port in between and the page answers again."""
+    env = {**process_env, "SLUICE_EXTRA_APPS": "tests.sampleapp"}
+    serve = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "serve", "127.0.0.1:18766", "--web-workers", "1"],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        web = None
+        for _ in range(20):
+            line = serve.stdout.readline()
+            if line.startswith("serve: started web (pid "):
+                web = int(line.split("pid ")[1].rstrip(")\n"))
+                break
+        assert web is not None
+        assert wait_for_page("http://127.0.0.1:18766/healthz") == b"ok\n"
+        os.kill(web, signal.SIGKILL)
+        restarted = None
+        deadline = time.monotonic() + 30
+        while restarted is None and time.monotonic() < deadline:
+            restarted = next((c.pid for c in psutil.Process(serve.pid).children()
+                              if c.pid != web and "gunicorn" in " ".join(c.cmdline())), None)
+            time.sleep(0.2)
+        assert restarted is not None
+        assert wait_for_page("http://127.0.0.1:18766/healthz") == b"ok\n"
+        serve.send_signal(signal.SIGTERM)
+        stdout, stderr = serve.communicate(timeout=40)
+    finally:
+        serve.kill()
+    assert serve.returncode == 0, stderr
+    assert f"serve: web exited with -{signal.SIGKILL.value}; restart #1" in stderr
+    assert stderr.count("restart #") == 1  # the workers were left alone
+
+
+def wait_for_page(url, seconds=30):
+    """The body of url once it answers."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            return urllib.request.urlopen(url, timeout=2).read()
+        except OSError:
+            time.sleep(0.2)
+    return None

@@ -39,7 +39,7 @@ class _Collector:
         yield from _share_groups(ends)
         yield from _attempts()
         yield from _members(now)
-        yield from _outbox(now)
+        yield from _backlogs(now)
         yield from _tasks(now)
 
 
@@ -135,7 +135,8 @@ def _members(now):
     yield alive
 
 
-def _outbox(now):
+def _backlogs(now):
+    """Outbox events, half messages and delayed records waiting, and the oldest of each."""
     def age(oldest):
         return (now - oldest).total_seconds() if oldest else 0
 

@@ -66,6 +66,10 @@ class HalfMessageAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # resolved by commit or rollback, never deleted
 
+    def save_model(self, request, obj, form, change):
+        """Every field is read-only: a save writes nothing (a full-row save could undo a resolution
+        the check-back loop made meanwhile)."""
+
     def _each(self, request, queryset, action, done):
         count = 0
         for message_id in queryset.values_list("id", flat=True):

@@ -337,6 +337,10 @@ class DelayedRecordAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # cancelled with the action, through the engine
 
+    def save_model(self, request, obj, form, change):
+        """Every field is read-only: a save writes nothing (a full-row save could bring back a
+        record the mover has just moved into the log)."""
+
     @admin.action(description="Cancel selected delayed records (not delivered yet)", permissions=["change"])
     def cancel(self, request, queryset):
         count = 0

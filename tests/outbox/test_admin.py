@@ -28,3 +28,4 @@ def test_half_messages_are_committed_through_the_protocol_and_a_refusal_is_shown
     assert [bytes(r.value) for r in engine_models.Record.objects.filter(topic_id=info.id)] == [b"kept"]
     assert models.HalfMessage.objects.get(pk=dropped.pk).state == "rolled_back"
     assert admin_client.get("/admin/outbox/halfmessage/add/").status_code == 403
+

@@ -31,6 +31,39 @@ class RecordsIn(serializers.Serializer):
     partition = serializers.IntegerField(required=False, min_value=0)
 
 
+MAX_REDRIVE = 10_000
+
+
+class RedriveIn(serializers.Serializer):
+    all_groups = serializers.BooleanField(default=False, help_text="for every group reading the original topic, "
+                                          "not only the group that failed each dead letter")
+    offsets = serializers.ListField(child=serializers.RegexField(r"^\d{1,9}:\d{1,18}$"), required=False,
+                                    max_length=1000, help_text="single dead letters, PARTITION:OFFSET; default all")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_REDRIVE)
+    skip_invalid = serializers.BooleanField(default=False)
+    dry_run = serializers.BooleanField(default=False)
+
+
+class RedriveTargetOut(serializers.Serializer):
+    topic = serializers.CharField()
+    partition = serializers.IntegerField()
+    records = serializers.IntegerField()
+
+
+class RedriveProblemOut(serializers.Serializer):
+    partition = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    problem = serializers.CharField()
+
+
+class RedriveOut(serializers.Serializer):
+    selected = serializers.IntegerField()
+    targets = RedriveTargetOut(many=True)
+    invalid = RedriveProblemOut(many=True)
+    replayed = serializers.IntegerField(allow_null=True, help_text="null on a dry run")
+    skipped = serializers.IntegerField(allow_null=True)
+
+
 class HalfMessageIn(RecordIn):
     topic = serializers.CharField(max_length=249)
     producer_group = serializers.CharField(max_length=249)

@@ -9,6 +9,7 @@ urlpatterns = [
     path("topics/", views.TopicList.as_view(), name="api-topics"),
     path("topics/<str:name>/", views.TopicDetail.as_view(), name="api-topic"),
     path("topics/<str:name>/records/", views.Records.as_view(), name="api-records"),
+    path("topics/<str:name>/redrive/", views.Redrive.as_view(), name="api-redrive"),
     path("half-messages/", views.HalfMessages.as_view(), name="api-half-messages"),
     path("half-messages/<str:message_id>/", views.HalfMessageDetail.as_view(), name="api-half-message"),
     path("half-messages/<str:message_id>/commit/", views.HalfMessageCommit.as_view(), name="api-half-commit"),

@@ -1,4 +1,4 @@
-"""Thin REST views over the engine's services: topics, records, half messages."""
+"""Thin REST views over the engine's services: topics, records, redrives, half messages."""
 from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 from api import serializers
 from api.permissions import HasPermission
 from outbox import half
-from queueing import producer, topics
+from queueing import exceptions, producer, replay, topics
 
 
 class Base(APIView):
@@ -48,6 +48,35 @@ class Records(Base):
                 sent.append(producer.send(name, record["value"], key=record.get("key"),
                                           headers=record.get("headers"), partition=data.get("partition")))
         return Response(serializers.SentOut(sent, many=True).data, status=status.HTTP_201_CREATED)
+
+
+class Redrive(Base):
+    """Send the dead letters of a dead-letter topic back to their original topics, each for the
+    group that failed it only (all_groups: for every group), as `replay --to-original` does."""
+
+    required_permission = "queueing.add_record"
+
+    @extend_schema(request=serializers.RedriveIn, responses={200: serializers.RedriveOut, 201: serializers.RedriveOut})
+    def post(self, request, name):
+        given = serializers.RedriveIn(data=request.data)
+        given.is_valid(raise_exception=True)
+        data = given.validated_data
+        offsets = [replay.parse_offset_spec(text) for text in data.get("offsets") or ()] or None
+        cap = serializers.MAX_REDRIVE
+        # One more than the cap is read, so a larger selection is refused before anything is sent.
+        plan = replay.plan_replay(name, to_original=True, all_groups=data["all_groups"], offsets=offsets,
+                                  limit=data.get("limit") or cap + 1)
+        if plan.count > cap:
+            raise exceptions.InvalidArgument(
+                reason=f"more than {cap} dead letters selected: give a limit, or use `manage.py replay`")
+        out = {"selected": plan.count, "replayed": None, "skipped": None,
+               "targets": [{"topic": t.topic, "partition": t.partition, "records": n} for t, n in plan.targets],
+               "invalid": [{"partition": r.partition, "offset": r.offset, "problem": r.problem} for r in plan.invalid]}
+        if data["dry_run"]:
+            return Response(serializers.RedriveOut(out).data)
+        result = replay.execute_replay(plan, skip_invalid=data["skip_invalid"])
+        out.update(replayed=result.replayed, skipped=result.skipped)
+        return Response(serializers.RedriveOut(out).data, status=status.HTTP_201_CREATED)
 
 
 class HalfMessages(Base):

@@ -56,6 +56,9 @@ INSTALLED_APPS += [app for app in os.environ.get("SLUICE_EXTRA_APPS", "").split(
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's styles) served by the project itself, compressed and cached, under
+    # any WSGI server: right after SecurityMiddleware, as WhiteNoise asks.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -94,14 +97,37 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = BASE_DIR / "staticfiles"  # filled by collectstatic, which `manage.py serve` runs first
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Gzip and Brotli copies at collectstatic; no manifest, so an uncollected checkout still renders.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Until collectstatic has run (tests, a fresh checkout), files are found in the apps; once it has
+# (`serve` runs it first), the collected, compressed copies are served.
+WHITENOISE_USE_FINDERS = not STATIC_ROOT.is_dir()
+
+# Production behind a TLS-terminating proxy (docs/production.md): SLUICE_HTTPS=1 turns on what
+# `manage.py check --deploy` asks for. The probes stay reachable over plain HTTP inside the network.
+if env_bool("SLUICE_HTTPS", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("SLUICE_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SLUICE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SLUICE_HSTS_PRELOAD", True)
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 LOGIN_URL = "admin:login"
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # %(role)s: "[group billing] " in a worker process, so the lines of `serve`'s workers say whose they are.
+    "filters": {"role": {"()": "queueing.roles.RoleFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(role)s%(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["role"]}},
     "loggers": {
         "sluice": {"handlers": ["console"], "level": os.environ.get("SLUICE_LOG_LEVEL", "INFO"), "propagate": False},
         # Django's own receivers of task_started and task_finished: a worker logs each Django task it
@@ -177,3 +203,6 @@ SLUICE_OUTBOX_BACKOFF_MS = (
     int(os.environ.get("SLUICE_OUTBOX_BACKOFF_BASE_MS", "500")),
     int(os.environ.get("SLUICE_OUTBOX_BACKOFF_MAX_MS", "60000")),
 )
+
+# /metrics answers only requests bearing this token when it is set (Prometheus' `authorization`).
+SLUICE_METRICS_TOKEN = os.environ.get("SLUICE_METRICS_TOKEN", "")

@@ -1,7 +1,8 @@
-"""Root URLs: the admin and the platform's landing page."""
+"""Root URLs: the admin, the platform's landing page and the monitoring endpoints."""
 from django.contrib import admin
 from django.urls import include, path
 
+from ops import views as ops_views
 from queueing import views
 
 urlpatterns = [
@@ -9,4 +10,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("shop/", include("shop.urls")),
     path("api/", include("api.urls")),
+    path("healthz", ops_views.healthz, name="healthz"),
+    path("readyz", ops_views.readyz, name="readyz"),
+    path("metrics", ops_views.metrics_view, name="metrics"),
 ]

@@ -49,6 +49,10 @@ class GroupNotFound(QueueingError):
     """Consumer group {group!r} does not exist."""
 
 
+class GroupHasMembers(QueueingError):
+    """Consumer group {group!r} has {count} live member(s); stop them first."""
+
+
 class UnknownMember(QueueingError):
     """Member {member_id} is not in consumer group {group!r} (it left or its session expired)."""
 

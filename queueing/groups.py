@@ -131,6 +131,23 @@ def delete_if_empty(name):
     return True
 
 
+def delete_group(name):
+    """Delete a group with its offsets and assignments, once no member is alive (one past its session
+    timeout is dropped first). Raises GroupNotFound, or GroupHasMembers: deleting the row under a
+    live member would crash it on its next heartbeat or commit."""
+    with transaction.atomic():
+        try:
+            locked = models.ConsumerGroup.objects.select_for_update().get(name=name)
+        except models.ConsumerGroup.DoesNotExist:
+            raise exceptions.GroupNotFound(group=name) from None
+        _expire_members(locked, db_now())
+        live = models.GroupMember.objects.filter(group=locked).count()
+        if live:
+            raise exceptions.GroupHasMembers(group=name, count=live)
+        locked.delete()
+    logger.info("group %s: deleted", name, extra={"group": name})
+
+
 def expire_console_groups():
     """Delete the console consumers' own groups (console-consumer-…) that no live member uses, as
     Kafka expires an empty group; a console consumer that was killed leaves one. Returns how many."""

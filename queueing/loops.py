@@ -8,6 +8,8 @@ import threading
 import psycopg
 from django.db import InterfaceError, OperationalError, connection
 
+from queueing import roles
+
 logger = logging.getLogger("sluice.loops")
 CONNECTION_ERRORS = (OperationalError, InterfaceError, psycopg.OperationalError)
 
@@ -33,6 +35,7 @@ class Loop:
     (default: the stop event for `interval` seconds), reconnected(), recover() and close()."""
 
     name = "loop"
+    role = ""  # what the process's log lines are tagged with while this loop runs (see roles)
     interval = 1.0
 
     def __init__(self):
@@ -55,6 +58,8 @@ class Loop:
         """Release what the loop holds (called once, on the way out)."""
 
     def run(self):
+        if self.role:
+            roles.set_role(self.role)
         logger.info("%s starting", self.name)
         with on_stop(self.stop):
             try:

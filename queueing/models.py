@@ -297,6 +297,18 @@ class DeliveryAttempt(models.Model):
         ]
 
 
+class DeliveryAttemptCount(models.Model):
+    """Delivery attempts of a group by outcome, ever: kept by a trigger on DeliveryAttempt
+    (migration 0006), so /metrics reads one row per (group, outcome), never the attempts."""
+
+    group_name = models.CharField(max_length=249)
+    outcome = models.CharField(max_length=16, choices=DeliveryAttempt.Outcome.choices)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["group_name", "outcome"], name="attempt_count_unique")]
+
+
 class DelayedRecord(models.Model):
     """A record waiting for its time; it is appended to the log when due, so offset order stays
     visibility order."""

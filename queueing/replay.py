@@ -6,7 +6,9 @@ is planned first (plan_replay: the selection is read once, without values, and f
 producer). Each copy carries types.REPLAY_ORIGIN, "topic-partition@offset" of the record it copies.
 
 Where a record goes:
-- to_topic: that topic; to_original: the topic its types.DLQ_ORIGINAL_TOPIC header names.
+- to_topic: that topic; to_original: the topic its types.DLQ_ORIGINAL_TOPIC header names, for the
+  group its types.DLQ_GROUP header names only (a redrive: the copy carries types.REDRIVE_GROUP, and
+  the workers of every other group pass over it), or with all_groups for every group reading it.
 - A keyed record goes to the partition its key picks (Kafka's murmur2, as a producer would), so
   per-key order holds in the target. A keyless dead letter going back to its original topic goes
   to the partition named by types.DLQ_ORIGINAL_PARTITION; any other keyless record goes to its
@@ -14,7 +16,8 @@ Where a record goes:
 - Headers are kept, except that the DLQ_* headers are dropped when a record goes back to the topic
   its DLQ_ORIGINAL_TOPIC names: there it is the original record again, and if it fails again it is
   dead-lettered with fresh ones. Copied anywhere else, they still say why it failed, so they stay.
-  A REPLAY_ORIGIN already present (a replay of a replay) is replaced by the newest origin.
+  A REPLAY_ORIGIN already present (a replay of a replay) is replaced by the newest origin; a
+  REDRIVE_GROUP already present is dropped, and set again only by a redrive.
 - Keys, values and value formats are copied byte for byte; the timestamp is the replay's.
 """
 import datetime
@@ -55,6 +58,7 @@ def plan_replay(
     *,
     to_topic=None,
     to_original=False,
+    all_groups=False,
     partitions=None,
     from_offset=None,
     to_offset=None,
@@ -73,13 +77,19 @@ def plan_replay(
     by partition in offset order. The log end of each partition is fixed here, so records appended
     later are not part of the replay.
 
+    to_original redrives each dead letter to the group that failed it only; with all_groups, every
+    group reading its original topic gets it again.
+
     Raises TopicNotFound (source or to_topic), PartitionNotFound, RecordNotFound (offsets) and
     InvalidArgument. Records that cannot be replayed are listed in the plan, not raised.
     """
     since, until = _aware(since), _aware(until)
     _check(to_topic, to_original, partitions, from_offset, to_offset, since, until, key, offsets, limit)
+    if all_groups and not to_original:
+        raise exceptions.InvalidArgument(reason="all_groups goes with to_original")
     info = topics.get_topic(source)
-    targets = _Targets(source, topics.get_topic(to_topic) if to_topic is not None else None)
+    redrive = bool(to_original and not all_groups)
+    targets = _Targets(source, topics.get_topic(to_topic) if to_topic is not None else None, redrive=redrive)
     selection = {
         "since": since,
         "until": until,
@@ -93,7 +103,7 @@ def plan_replay(
         # Inside the log's bounds yet missing: removed by compaction.
         if (partition, offset) not in seen:
             raise exceptions.RecordNotFound(topic=source, partition=partition, offset=offset)
-    return types.ReplayPlan(source=source, to_topic=to_topic, **scanned, **selection)
+    return types.ReplayPlan(source=source, to_topic=to_topic, all_groups=bool(all_groups), **scanned, **selection)
 
 
 def _scan(topic_id, selection, targets):
@@ -141,7 +151,8 @@ def execute_replay(plan, *, skip_invalid=False, batch_size=500, on_progress=None
     """
     check_plan(plan, skip_invalid=skip_invalid)
     info = topics.get_topic(plan.source)
-    targets = _Targets(plan.source, topics.get_topic(plan.to_topic) if plan.to_topic is not None else None)
+    targets = _Targets(plan.source, topics.get_topic(plan.to_topic) if plan.to_topic is not None else None,
+                       redrive=plan.to_topic is None and not plan.all_groups)
     sender = producer.Producer(idempotent=True, client_id=f"replay:{plan.source}"[:255])
     selection = {"ranges": plan.ranges, "since": plan.since, "until": plan.until, "key": plan.key, "limit": plan.limit}
     done = replayed = skipped = 0
@@ -176,7 +187,9 @@ def _copies(source, targets, partition, rows, skip_invalid):
                 )
             left_out += 1
             continue
-        headers = replay_headers(headers, source=source, partition=partition, offset=offset, target=target.topic)
+        group = (headers or {}).get(types.DLQ_GROUP) if targets.redrive else None
+        headers = replay_headers(headers, source=source, partition=partition, offset=offset, target=target.topic,
+                                 group=group)
         copy = types.OutgoingRecord(key=key, value=value, value_format=value_format, headers=headers)
         by_target.setdefault(target, []).append(copy)
     return by_target, left_out
@@ -188,12 +201,16 @@ def check_plan(plan, *, skip_invalid=False):
         raise _unreplayable(plan.source, plan.invalid, plan.invalid_count)
 
 
-def replay_headers(headers, *, source, partition, offset, target):
-    """Return the headers of the copy of source-partition@offset sent to topic target."""
+def replay_headers(headers, *, source, partition, offset, target, group=None):
+    """Return the headers of the copy of source-partition@offset sent to topic target (for group
+    only, when group is given)."""
     copied = dict(headers or {})
     if copied.get(types.DLQ_ORIGINAL_TOPIC) == target:
         for name in DLQ_HEADERS:
             copied.pop(name, None)
+    copied.pop(types.REDRIVE_GROUP, None)
+    if group:
+        copied[types.REDRIVE_GROUP] = group
     copied[types.REPLAY_ORIGIN] = f"{source}-{partition}@{offset}"
     return copied
 
@@ -208,9 +225,10 @@ def _append(sender, info, partition, records):
 class _Targets:
     """Where each record goes; caches the topics it looks up for one plan or run."""
 
-    def __init__(self, source, fixed):
+    def __init__(self, source, fixed, *, redrive=False):
         self.source = source
         self.fixed = fixed
+        self.redrive = redrive
         self._topics = {} if fixed is None else {fixed.name: fixed}
 
     def topic(self, name):
@@ -233,6 +251,8 @@ class _Targets:
             info = self.topic(name)
             if info is None:
                 return None, f"its original topic {name!r} does not exist"
+            if self.redrive and not headers.get(types.DLQ_GROUP):
+                return None, f"no {types.DLQ_GROUP} header: no group to redrive it to (all groups: all_groups)"
         size = value_size + len(key or b"")
         if size > info.max_message_bytes:
             return None, f"{size} bytes, more than topic {info.name!r} accepts ({info.max_message_bytes})"

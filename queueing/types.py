@@ -160,6 +160,9 @@ class ReplayPlan:
     sample: tuple[ReplayRow, ...]  # the first few selected
     invalid: tuple[ReplayRow, ...]  # those that cannot be replayed (the first thousand)
     invalid_count: int
+    # With to_topic None: False redrives each dead letter to the group that failed it only; True
+    # sends it to every group reading its original topic.
+    all_groups: bool = False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -179,6 +182,8 @@ DLQ_ATTEMPTS = "sluice.dlq.attempts"
 DLQ_ERROR = "sluice.dlq.error"
 DLQ_FAILED_AT = "sluice.dlq.failed_at"
 REPLAY_ORIGIN = "sluice.replay.origin"  # "topic-partition@offset" of the record replayed
+# A record redriven to one group: the workers of every other group pass over it (docs/replay.md).
+REDRIVE_GROUP = "sluice.redrive.group"
 DELAYED_ID = "sluice.delayed.id"  # the DelayedRecord id a record was delayed under
 DELAYED_DELIVER_AT = "sluice.delayed.deliver_at"  # the time it was due, ISO 8601
 

@@ -20,6 +20,12 @@ class Outcome:
         self.kind, self.delay, self.error, self.tb = kind, delay, error, tb
 
 
+def redriven_elsewhere(record, group):
+    """Whether record was redriven to another group than group (replay's redrive): passed over."""
+    target = (record.headers or {}).get(types.REDRIVE_GROUP)
+    return target is not None and target != group
+
+
 def attempt(function, record):
     """Run a handler once and classify the result: done, retry (with an optional delay), reject, fail."""
     try:
@@ -47,6 +53,7 @@ class GroupLoop(loops.Loop):
         self.poll_timeout = poll_timeout
         self.processed = 0
         self.name = f"{self.name} for group {group} on {', '.join(sorted(subscriptions))}"
+        self.role = f"group {group}"
 
     def wait(self):
         """The poll already waited for records."""
@@ -105,7 +112,13 @@ class Worker(GroupLoop):
         records = self.consumer.poll(timeout=self.poll_timeout)
         done = {}
         for record in records:
-            if self.stop_event.is_set() or not self._handle(record):
+            if self.stop_event.is_set():
+                break
+            if redriven_elsewhere(record, self.group):
+                # Committed past with the records around it, never handled here.
+                done[types.TopicPartition(topic=record.topic, partition=record.partition)] = record.offset + 1
+                continue
+            if not self._handle(record):
                 break
             done[types.TopicPartition(topic=record.topic, partition=record.partition)] = record.offset + 1
             self.processed += 1
@@ -215,6 +228,9 @@ class ShareWorker(GroupLoop):
                 # Half the lock has gone on earlier records: extend it for the rest of the batch.
                 self.consumer.renew(records[index:])
                 acquired_at = time.monotonic()
+            if redriven_elsewhere(record, self.group):
+                self.consumer.accept(record)  # finished for this group, never handled here
+                continue
             outcome = attempt(self.subscriptions[record.topic].function, record)
             if outcome.kind == "done":
                 self.consumer.accept(record)

@@ -45,6 +45,11 @@ class TaskResultAdmin(ActionOnEach, admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # tasks are enqueued by code
 
+    def has_delete_permission(self, request, obj=None):
+        # A row deleted under a running task or a workflow breaks them: tasks are cancelled (an
+        # action) and pruned once finished (`tasks prune`), never deleted here.
+        return False
+
     @admin.action(description="Cancel selected tasks (those not started)", permissions=["change"])
     def cancel(self, request, queryset):
         self._each(request, queryset, control.cancel, "cancelled")

@@ -128,6 +128,7 @@ class TaskWorker(loops.Loop):
         self.poll_timeout = poll_timeout
         self.worker_id = f"{socket.gethostname()}/{os.getpid()}"
         self.name = f"task worker of queue {queue} ({concurrency} process(es))"
+        self.role = f"group {tasks.topic_for(queue)}"
         self.consumer = None
         self.slots = []
         self.recorded = 0

@@ -33,6 +33,9 @@ class WorkflowAdmin(task_admin.ActionOnEach, admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # workflows are enqueued by code
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # cancelled (an action) and pruned once finished, never deleted under their tasks
+
     @admin.action(description="Cancel selected workflows (their tasks not started)", permissions=["change"])
     def cancel(self, request, queryset):
         self._each(request, queryset, workflows.cancel, "cancelled")

@@ -109,3 +109,41 @@ def test_the_openapi_schema_renders(client):
     schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert schema.status_code == 200
     assert b"/api/half-messages/" in schema.content
+
+
+def test_a_redrive_over_rest_goes_to_the_failing_group_and_refuses_what_it_cannot_send(client, monkeypatch):
+    from api import serializers as api_serializers
+    from queueing import producer, types
+
+    topics.create_topic("billing", partitions=2)
+    topics.create_topic("billing.DLQ")
+    for n in range(3):
+        producer.send("billing.DLQ", {"n": n}, key=f"k{n}", headers={
+            types.DLQ_ORIGINAL_TOPIC: "billing", types.DLQ_ORIGINAL_PARTITION: "0", types.DLQ_GROUP: "invoicer"})
+    producer.send("billing.DLQ", {"n": 3}, headers={types.DLQ_ORIGINAL_TOPIC: "billing"})  # no group
+    billing = topics.get_topic("billing").id
+    assert client.post("/api/topics/billing.DLQ/redrive/", {}, format="json").status_code == 401
+    authed(client, "queueing.add_record")
+
+    dry = client.post("/api/topics/billing.DLQ/redrive/", {"dry_run": True}, format="json")
+    assert dry.status_code == 200, dry.content
+    assert dry.json()["selected"] == 4 and dry.json()["replayed"] is None
+    assert dry.json()["invalid"] == [{"partition": 0, "offset": 3, "problem": (
+        "no sluice.dlq.group header: no group to redrive it to (all groups: all_groups)")}]
+
+    refused = client.post("/api/topics/billing.DLQ/redrive/", {}, format="json")
+    assert refused.status_code == 400 and "cannot be replayed" in refused.json()["detail"]
+    assert not models.Record.objects.filter(topic_id=billing).exists()
+
+    monkeypatch.setattr(api_serializers, "MAX_REDRIVE", 2)
+    too_many = client.post("/api/topics/billing.DLQ/redrive/", {"skip_invalid": True}, format="json")
+    assert too_many.status_code == 400 and "more than 2 dead letters" in too_many.json()["detail"]
+    monkeypatch.undo()
+
+    done = client.post("/api/topics/billing.DLQ/redrive/", {"skip_invalid": True, "offsets": ["0:0", "0:3"]},
+                       format="json")
+    assert done.status_code == 201, done.content
+    assert (done.json()["replayed"], done.json()["skipped"]) == (1, 1)
+    (copy,) = models.Record.objects.filter(topic_id=billing)
+    assert copy.headers[types.REDRIVE_GROUP] == "invoicer"
+    assert client.post("/api/topics/billing.DLQ/redrive/", {"offsets": ["x"]}, format="json").status_code == 400

@@ -1,10 +1,13 @@
 """`manage.py serve` starts the roles, restarts none needlessly, and stops them all on SIGTERM."""
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
+import psutil
 import pytest
 
 from queueing import models, topics
@@ -36,6 +39,10 @@ def test_serve_runs_web_and_workers_and_stops_on_sigterm(process_env, manage, tm
                 pass
             time.sleep(0.2)
         assert page and "Sluice" in page
+        # gunicorn with WhiteNoise: the admin's styles are served with DEBUG off
+        css = urllib.request.urlopen("http://127.0.0.1:18765/static/admin/css/base.css", timeout=5)
+        assert css.status == 200 and css.headers["Content-Type"].startswith("text/css")
+        assert urllib.request.urlopen("http://127.0.0.1:18765/readyz", timeout=5).read() == b"ok\n"
         assert sorted(line.split()[2] for line in out.read_text().splitlines()) == ["one", "two"]
         assert task.wait(timeout=30).return_value == 42
         serve.send_signal(signal.SIGTERM)
@@ -46,4 +53,77 @@ def test_serve_runs_web_and_workers_and_stops_on_sigterm(process_env, manage, tm
     assert "started worker sample #1" in stdout and "serve: stopped" in stdout
     assert "started task worker sample #1" in stdout  # tests.sampleapp's tasks are in queue "sample"
     assert "restart" not in stderr
+    assert "[group sample] worker for group sample on sample.events starting" in stderr  # log lines name their group
     assert not models.GroupMember.objects.exists()  # the worker left its group on the way out
+
+
+@pytest.mark.parametrize("addr, reason", [
+    ("127.0.0.1:99999", "'127.0.0.1:99999' is not an address: give HOST:PORT, [IPV6]:PORT or PORT (1-65535)"),
+    ("no-such-host.invalid:8000", "cannot listen on no-such-host.invalid:8000: "),
+    ("IN_USE", "Address already in use"),
+])
+def test_serve_with_an_address_it_cannot_listen_on_exits_with_one_line(process_env, addr, reason):
+    """Regression: a port in use restarted the web child forever while a second set of workers
+    joined the live groups. Now nothing starts, and one line says why."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    if addr == "IN_USE":
+        addr = f"127.0.0.1:{held.getsockname()[1]}"
+    env = {**process_env, "SLUICE_EXTRA_APPS": "tests.sampleapp"}
+    try:
+        result = subprocess.run([sys.executable, str(ROOT / "manage.py"), "serve", addr], env=env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        held.close()
+    assert result.returncode == 1
+    assert result.stdout == ""  # no child started
+    [line] = result.stderr.splitlines()
+    assert line.startswith("CommandError: ") and reason in line
+    assert not models.GroupMember.objects.exists()
+
+
+def test_a_web_server_killed_is_restarted_on_the_same_socket(process_env):
+    """The address is bound once by serve: the restarted gunicorn gets the same socket, so nothing
+    can take the port in between and the page answers again."""
+    env = {**process_env, "SLUICE_EXTRA_APPS": "tests.sampleapp"}
+    serve = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "serve", "127.0.0.1:18766", "--web-workers", "1"],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        web = None
+        for _ in range(20):
+            line = serve.stdout.readline()
+            if line.startswith("serve: started web (pid "):
+                web = int(line.split("pid ")[1].rstrip(")\n"))
+                break
+        assert web is not None
+        assert wait_for_page("http://127.0.0.1:18766/healthz") == b"ok\n"
+        os.kill(web, signal.SIGKILL)
+        restarted = None
+        deadline = time.monotonic() + 30
+        while restarted is None and time.monotonic() < deadline:
+            restarted = next((c.pid for c in psutil.Process(serve.pid).children()
+                              if c.pid != web and "gunicorn" in " ".join(c.cmdline())), None)
+            time.sleep(0.2)
+        assert restarted is not None
+        assert wait_for_page("http://127.0.0.1:18766/healthz") == b"ok\n"
+        serve.send_signal(signal.SIGTERM)
+        stdout, stderr = serve.communicate(timeout=40)
+    finally:
+        serve.kill()
+    assert serve.returncode == 0, stderr
+    assert f"serve: web exited with -{signal.SIGKILL.value}; restart #1" in stderr
+    assert stderr.count("restart #") == 1  # the workers were left alone
+
+
+def wait_for_page(url, seconds=30):
+    """The body of url once it answers."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            return urllib.request.urlopen(url, timeout=2).read()
+        except OSError:
+            time.sleep(0.2)
+    return None

@@ -67,8 +67,9 @@ def test_dead_letters_go_back_to_their_original_topic_by_key(dlq):
     first = by_origin["billing.DLQ-0@0"]
     assert first.partition == partitioner.partition_for_key(b"cust-1", 3)
     assert (first.key, first.data, first.value_format) == (b"cust-1", {"n": 0}, types.ValueFormat.JSON)
-    # Back on its original topic the record is the original again: the DLQ_* headers go, others stay.
-    assert first.headers == {"trace": "a", types.REPLAY_ORIGIN: "billing.DLQ-0@0"}
+    # Back on its original topic the record is the original again: the DLQ_* headers go, others stay;
+    # it is redriven to the group that failed it only.
+    assert first.headers == {"trace": "a", types.REPLAY_ORIGIN: "billing.DLQ-0@0", types.REDRIVE_GROUP: "billing"}
     keyless = by_origin["billing.DLQ-0@3"]
     assert (keyless.partition, keyless.key, keyless.value) == (2, None, b"raw bytes")
     assert keyless.value_format == types.ValueFormat.BYTES
@@ -299,14 +300,16 @@ def test_replay_command_as_a_new_user_runs_it(manage):
 
     dry = manage("replay", "billing.DLQ", "--to-original", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "Replay plan: 3 record(s) of billing.DLQ to their original topics." in dry.stdout
+    assert ("Replay plan: 3 record(s) of billing.DLQ to their original topics, for the group that failed each "
+            "only.") in dry.stdout
     assert "billing.DLQ-0@0" in dry.stdout and '{"n":0}' in dry.stdout
     assert "Dry run: nothing sent." in dry.stdout
     assert stored("billing") == []
 
     done = manage("replay", "billing.DLQ", "--to-original")
     assert done.returncode == 0, done.stderr
-    assert "Replayed 3 record(s) of billing.DLQ to billing (3); last replayed billing.DLQ-0@2." in done.stdout
+    assert ("Replayed 3 record(s) of billing.DLQ to billing (3), for the group that failed each; last replayed "
+            "billing.DLQ-0@2.") in done.stdout
     assert "replay 3/3 100%" in done.stderr  # not a terminal: plain progress lines
     assert len(stored("billing")) == 3
 

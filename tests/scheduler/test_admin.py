@@ -30,3 +30,14 @@ def test_the_admin_search_takes_an_id_or_a_name(db, staff):
     result = sample.add.enqueue(1, 2)
     assert str(result.id) in staff.get("/admin/scheduler/taskresult/", {"q": str(result.id)}).content.decode()
     assert staff.get("/admin/scheduler/taskresult/", {"q": "tests.sampleapp"}).status_code == 200
+
+
+def test_tasks_and_workflows_are_not_deleted_in_the_admin(db, staff):
+    """Regression: a task row deleted under its worker or its workflow broke them; they are
+    cancelled and pruned instead."""
+    result = sample.add.enqueue(1, 2)
+    assert staff.post(f"/admin/scheduler/taskresult/{result.id}/delete/", {"post": "yes"}).status_code == 403
+    listing = staff.get("/admin/scheduler/taskresult/").content.decode()
+    assert "delete_selected" not in listing
+    assert models.TaskResult.objects.filter(id=result.id).exists()
+    assert "delete_selected" not in staff.get("/admin/scheduler/workflow/").content.decode()

@@ -1,13 +1,21 @@
 """manage.py serve: run the web server, a worker per registered group and per task queue, and every
-background loop, restarting any that dies, until SIGTERM or Ctrl-C stops them all gracefully."""
+background loop, restarting any that dies, until SIGTERM or Ctrl-C stops them all gracefully.
+
+The web role is gunicorn (a pre-fork WSGI server: worker processes recycled when they die, graceful
+shutdown on SIGTERM) on a socket serve binds itself before it starts anything: a bad address or a
+port in use ends serve with one line, before a worker joins a group, and a restarted web child
+listens on the same socket, so no other process can take the port between two starts.
+"""
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 
-from django.core.management import get_commands
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management import call_command, get_commands
+from django.core.management.base import BaseCommand, CommandError
 
 from queueing import loops, registry
 from scheduler import tasks
@@ -23,15 +31,45 @@ LOOPS = [
 
 
 class Child:
-    def __init__(self, name, argv):
-        self.name, self.argv = name, argv
+    def __init__(self, name, argv, pass_fds=()):
+        self.name, self.argv, self.pass_fds = name, argv, pass_fds
         self.process = None
         self.restarts = 0
         self.started_at = 0.0
 
     def start(self):
-        self.process = subprocess.Popen(self.argv)
+        self.process = subprocess.Popen(self.argv, pass_fds=self.pass_fds)
         self.started_at = time.monotonic()
+
+
+def parse_address(addr):
+    """Return (host, port) of `HOST:PORT`, `[IPV6]:PORT` or `PORT`; raise CommandError otherwise."""
+    host, sep, port = addr.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", addr
+    host = host.removeprefix("[").removesuffix("]")
+    if not port.isdigit() or not 1 <= int(port) <= 65535 or not host:
+        raise CommandError(f"{addr!r} is not an address: give HOST:PORT, [IPV6]:PORT or PORT (1-65535)")
+    return host, int(port)
+
+
+def listen(addr):
+    """Return a listening socket on addr, inheritable by the web child; CommandError if it cannot be."""
+    host, port = parse_address(addr)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart while old connections linger
+        try:
+            sock.bind(address)
+            sock.listen(2048)
+        except OSError:
+            sock.close()
+            raise
+    except OSError as error:  # socket.gaierror included: a host name that does not resolve
+        raise CommandError(f"cannot listen on {addr}: {error.strerror or error}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 class Command(BaseCommand):
@@ -41,13 +79,24 @@ class Command(BaseCommand):
         parser.add_argument("addr", nargs="?", default="127.0.0.1:8000", help="web server address (host:port)")
         parser.add_argument("--workers", type=int, default=1,
                             help="worker processes per registered group and per task queue")
+        parser.add_argument("--web-workers", type=int, default=2,
+                            help="gunicorn worker processes of the web server (default 2)")
         parser.add_argument("--no-web", action="store_true")
 
-    def handle(self, *args, addr, workers, no_web, **options):
+    def handle(self, *args, addr, workers, web_workers, no_web, **options):
         manage = [sys.executable, sys.argv[0]]
         children = []
         if not no_web:
-            children.append(Child("web", [*manage, "runserver", "--noreload", addr]))
+            listener = listen(addr)
+            call_command("collectstatic", interactive=False, verbosity=0)
+            children.append(Child("web", [
+                sys.executable, "-m", "gunicorn", "config.wsgi:application", "--chdir", str(settings.BASE_DIR),
+                "--bind", f"fd://{listener.fileno()}", "--workers", str(max(1, web_workers)),
+                "--graceful-timeout", "25", "--access-logfile", "-",
+                # One serve per machine would otherwise fight over ~/.gunicorn/gunicorn.ctl.
+                "--no-control-socket",
+            ], pass_fds=(listener.fileno(),)))
+            self.stdout.write(f"serve: web server (gunicorn) on http://{addr}/")
         for group in registry.groups():
             for n in range(max(1, workers)):
                 children.append(Child(f"worker {group} #{n + 1}", [*manage, "worker", "--group", group]))

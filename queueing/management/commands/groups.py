@@ -98,11 +98,5 @@ class Command(EngineCommand):
         self.stdout.write(f"Configured {'share' if is_share else 'ordered'} group {group}.")
 
     def do_delete(self, *, group, **options):
-        try:
-            row = models.ConsumerGroup.objects.get(name=group)
-        except models.ConsumerGroup.DoesNotExist:
-            raise exceptions.GroupNotFound(group=group) from None
-        if row.members.exists():
-            raise CommandError(f"group {group!r} has live members; stop them first", returncode=2)
-        row.delete()
+        groups.delete_group(group)
         self.stdout.write(f"Deleted group {group}.")

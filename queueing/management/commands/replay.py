@@ -36,7 +36,8 @@ def _single(text):
 class Command(EngineCommand):
     help = (
         "Re-publish records of SOURCE_TOPIC (dead letters, or any range of any topic) to --to-topic, or with "
-        "--to-original each dead letter to the topic it failed on. Joins no consumer group, so no offsets move. "
+        "--to-original each dead letter to the topic it failed on, for the group that failed it only (--all-groups: "
+        "for every group reading that topic). Joins no consumer group, so no offsets move. "
         "Each copy carries the header sluice.replay.origin=TOPIC-PARTITION@OFFSET. --dry-run shows the plan."
     )
 
@@ -56,7 +57,12 @@ class Command(EngineCommand):
         target.add_argument("--to-topic", metavar="TOPIC", help="send the copies to this (existing) topic")
         target.add_argument(
             "--to-original", action="store_true",
-            help="send each dead letter back to the topic its sluice.dlq.topic header names",
+            help="send each dead letter back to the topic its sluice.dlq.topic header names, for the group its "
+                 "sluice.dlq.group header names only (other groups' workers pass over it)",
+        )
+        parser.add_argument(
+            "--all-groups", action="store_true",
+            help="with --to-original: for every group reading the original topic, not only the one that failed",
         )
         parser.add_argument("--dry-run", action="store_true", help="print what would be replayed; send nothing")
         parser.add_argument("--limit", type=positive, metavar="N", help="replay at most N records")
@@ -73,6 +79,7 @@ class Command(EngineCommand):
             source,
             to_topic=options["to_topic"],
             to_original=options["to_original"],
+            all_groups=options["all_groups"],
             partitions=options["partition"],
             from_offset=options["from_offset"],
             to_offset=options["to_offset"],
@@ -94,6 +101,8 @@ class Command(EngineCommand):
         self._run(plan, skip_invalid, batch_size, options.get("stderr") or sys.stderr)
 
     def _check(self, options):
+        if options["all_groups"] and not options["to_original"]:
+            raise CommandError("--all-groups goes with --to-original", returncode=2)
         if options["offset"]:
             others = [
                 flag for flag, name in (
@@ -155,7 +164,8 @@ class Command(EngineCommand):
         )
 
     def _print_plan(self, plan):
-        target = plan.to_topic or "their original topics"
+        target = plan.to_topic or ("their original topics, for every group reading them" if plan.all_groups
+                                   else "their original topics, for the group that failed each only")
         self.stdout.write(f"Replay plan: {plan.count} record(s) of {plan.source} to {target}.")
         if plan.targets:
             self.table(["TARGET-TOPIC", "PARTITION", "RECORDS"], [[t.topic, t.partition, n] for t, n in plan.targets])
@@ -182,7 +192,10 @@ class Command(EngineCommand):
         by_topic = {}
         for target, count in plan.targets:
             by_topic[target.topic] = by_topic.get(target.topic, 0) + count
-        return ", ".join(f"{name} ({count})" for name, count in by_topic.items()) or "nowhere"
+        where = ", ".join(f"{name} ({count})" for name, count in by_topic.items()) or "nowhere"
+        if plan.to_topic is None:
+            where += ", for every group" if plan.all_groups else ", for the group that failed each"
+        return where
 
     @staticmethod
     def _last(plan, last):

@@ -1,16 +1,26 @@
-"""The REST API's URLs, mounted at /api/."""
-from django.urls import path
+"""The REST API's URLs: version 1 at /api/v1/; the unversioned /api/ paths of before, deprecated."""
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from api import views
+from api import errors, views
+
+v1 = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("topics/", views.TopicList.as_view(), name="topics"),
+    path("topics/<str:name>/", views.TopicDetail.as_view(), name="topic"),
+    path("topics/<str:name>/records/", views.Records.as_view(), name="records"),
+    path("half-messages/", views.HalfMessages.as_view(), name="half-messages"),
+    path("half-messages/<str:message_id>/", views.HalfMessageDetail.as_view(), name="half-message"),
+    path("half-messages/<str:message_id>/commit/", views.HalfMessageCommit.as_view(), name="half-commit"),
+    path("half-messages/<str:message_id>/rollback/", views.HalfMessageRollback.as_view(), name="half-rollback"),
+]
+
+# The endpoints /api/ had before versioning, answered as in v1 with a Deprecation header and a Link
+# to their successor (api.middleware.Deprecation); anything else under /api/ is a 404 problem.
+LEGACY = ("schema/", "topics/", "half-messages/")
+legacy = [pattern for pattern in v1 if str(pattern.pattern).startswith(LEGACY)]
 
 urlpatterns = [
-    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("topics/", views.TopicList.as_view(), name="api-topics"),
-    path("topics/<str:name>/", views.TopicDetail.as_view(), name="api-topic"),
-    path("topics/<str:name>/records/", views.Records.as_view(), name="api-records"),
-    path("half-messages/", views.HalfMessages.as_view(), name="api-half-messages"),
-    path("half-messages/<str:message_id>/", views.HalfMessageDetail.as_view(), name="api-half-message"),
-    path("half-messages/<str:message_id>/commit/", views.HalfMessageCommit.as_view(), name="api-half-commit"),
-    path("half-messages/<str:message_id>/rollback/", views.HalfMessageRollback.as_view(), name="api-half-rollback"),
+    path("v1/", (v1 + [re_path(r"^.*$", errors.not_found)], "api", "v1")),
+    path("", (legacy + [re_path(r"^.*$", errors.not_found)], "api", "legacy")),
 ]

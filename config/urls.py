@@ -1,4 +1,4 @@
-"""Root URLs: the admin and the platform's landing page."""
+"""Root URLs: the admin, the platform's landing page, the example shop and the REST API (/api/v1/)."""
 from django.contrib import admin
 from django.urls import include, path
 

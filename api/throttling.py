@@ -1,0 +1,19 @@
+"""Throttling: requests per credential (the user, or the client's address when anonymous)."""
+from django.conf import settings
+from rest_framework import throttling
+
+
+class PerCredential(throttling.SimpleRateThrottle):
+    """SLUICE_API["THROTTLE_RATE"] requests per credential; a refused request gets 429 and Retry-After."""
+
+    scope = "api"
+
+    def get_rate(self):
+        return settings.SLUICE_API["THROTTLE_RATE"] or None
+
+    def get_cache_key(self, request, view):
+        if request.user and request.user.is_authenticated:
+            ident = f"user:{request.user.pk}"
+        else:
+            ident = f"address:{self.get_ident(request)}"
+        return f"throttle:{self.scope}:{ident}"

@@ -186,6 +186,10 @@ SHOP = {
 # outbox table: {"billing": "amqp://user:pass@host:5672/vhost?exchange=billing"}; an event then names
 # "billing". A JSON object in the environment, or set it here.
 SLUICE_OUTBOX_DESTINATIONS = json.loads(os.environ.get("SLUICE_OUTBOX_DESTINATIONS", "{}"))
+# Where half messages' HTTP check-back callbacks may go (outbox/callbacks.py): host names, ".domain"
+# suffixes and IP networks, comma-separated. Empty: no callback_url is accepted. A private, loopback or
+# link-local address is reached only when a network listed here holds it.
+SLUICE_HALF_CALLBACK_ALLOW = [h.strip() for h in os.environ.get("SLUICE_HALF_CALLBACK_ALLOW", "").split(",") if h.strip()]
 SLUICE_OUTBOX_SOURCE = os.environ.get("SLUICE_OUTBOX_SOURCE", "/sluice")  # CloudEvents source prefix
 SLUICE_OUTBOX_PRUNE_AFTER = os.environ.get("SLUICE_OUTBOX_PRUNE_AFTER", "7d")  # delivered events; 0 keeps
 SLUICE_INBOX_RETENTION = os.environ.get("SLUICE_INBOX_RETENTION", "7d")  # dedup entries; 0 keeps

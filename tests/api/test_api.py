@@ -80,7 +80,8 @@ def test_engine_errors_map_to_http(client):
                        format="json").status_code == 404
 
 
-def test_half_messages_over_rest(client):
+def test_half_messages_over_rest(client, settings):
+    settings.SLUICE_HALF_CALLBACK_ALLOW = ["127.0.0.1"]
     topics.create_topic("payments")
     authed(client, "outbox.add_halfmessage", "outbox.view_halfmessage", "outbox.change_halfmessage")
     created = client.post("/api/v1/half-messages/", {
@@ -114,3 +115,20 @@ def test_the_openapi_schema_renders(client):
     records = paths["/api/v1/topics/{name}/records/"]["post"]["responses"]
     assert {"400", "401", "403", "404", "413", "415", "429"} <= set(records)
     assert records["413"]["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
+
+
+def test_a_callback_to_the_metadata_address_is_refused_and_nothing_stored(client, settings):
+    """Regression (issue 13, item 8): a half message could be checked back at 169.254.169.254."""
+    settings.SLUICE_HALF_CALLBACK_ALLOW = ["payments.example"]
+    topics.create_topic("payments")
+    authed(client, "outbox.add_halfmessage")
+    refused = client.post("/api/v1/half-messages/", {
+        "topic": "payments", "value": 1, "producer_group": "svc",
+        "callback_url": "http://169.254.169.254/latest/meta-data/iam/security-credentials/"}, format="json")
+    assert refused.status_code == 400 and refused["Content-Type"] == "application/problem+json"
+    assert "'169.254.169.254' is not in SLUICE_HALF_CALLBACK_ALLOW" in refused.json()["detail"]
+    both = client.post("/api/v1/half-messages/", {
+        "topic": "payments", "value": 1, "producer_group": "svc", "checker": "x",
+        "callback_url": "https://payments.example/c"}, format="json")
+    assert both.status_code == 400 and "one of them" in both.json()["detail"]
+    assert not outbox_models.HalfMessage.objects.exists()

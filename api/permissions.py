@@ -1,10 +1,35 @@
-"""Model permissions per action: each view names the permission it needs."""
-from rest_framework import permissions
+"""Who may do what: an API key by its scopes, a session user by model permissions."""
+from rest_framework import exceptions, permissions
+
+from api import keys, models
+
+
+def by_key(request):
+    return isinstance(request.auth, models.ApiKey)
 
 
 class HasPermission(permissions.BasePermission):
-    """The user holds view.required_permission (staff are not exempt: grant it)."""
+    """An API key holds a scope of view.required_scope (the name is checked by require()); a session
+    user holds view.required_permission (staff are not exempt: grant it)."""
 
     def has_permission(self, request, view):
+        if by_key(request):
+            kinds = view.required_scope if isinstance(view.required_scope, tuple) else (view.required_scope,)
+            return any(keys.allows(request.auth, kind) for kind in kinds)
         user = request.user
         return bool(user and user.is_authenticated and user.has_perm(view.required_permission))
+
+
+def require(request, kind, name):
+    """Refuse (403) an API key without a scope of kind on name; session users passed HasPermission."""
+    if by_key(request) and not keys.allows(request.auth, kind, name):
+        raise exceptions.PermissionDenied(f"API key {request.auth.prefix} has no scope {kind}:{name}")
+
+
+def sees_topic(request, name):
+    """Whether the caller may see topic name: a session user (with the view permission), or a key
+    that may produce to it, consume from it, or operate."""
+    if not by_key(request):
+        return True
+    return any(keys.allows(request.auth, kind, name) for kind in ("produce", "consume")) or \
+        keys.allows(request.auth, keys.OPERATE)

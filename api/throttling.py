@@ -1,6 +1,8 @@
-"""Throttling: requests per credential (the user, or the client's address when anonymous)."""
+"""Throttling: requests per credential (the API key, the session's user, or the client's address)."""
 from django.conf import settings
 from rest_framework import throttling
+
+from api import permissions
 
 
 class PerCredential(throttling.SimpleRateThrottle):
@@ -12,7 +14,9 @@ class PerCredential(throttling.SimpleRateThrottle):
         return settings.SLUICE_API["THROTTLE_RATE"] or None
 
     def get_cache_key(self, request, view):
-        if request.user and request.user.is_authenticated:
+        if permissions.by_key(request):
+            ident = f"key:{request.auth.pk}"
+        elif request.user and request.user.is_authenticated:
             ident = f"user:{request.user.pk}"
         else:
             ident = f"address:{self.get_ident(request)}"

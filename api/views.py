@@ -5,7 +5,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api import serializers
+from api import permissions, serializers
 from api.permissions import HasPermission
 from outbox import half
 from queueing import producer, topics
@@ -15,19 +15,33 @@ class Base(APIView):
     permission_classes = [HasPermission]
 
 
+def who(request):
+    """The caller, for audit trails: the user's name, and the API key's prefix when one was used."""
+    name = request.user.get_username()
+    return f"{name} (key {request.auth.prefix})" if permissions.by_key(request) else name
+
+
+TOPIC_SCOPES = ("produce", "consume", "operate")
+
+
 class TopicList(Base):
     required_permission = "queueing.view_topic"
+    required_scope = TOPIC_SCOPES
 
     @extend_schema(responses=serializers.TopicOut(many=True))
     def get(self, request):
-        return Response(serializers.TopicOut(topics.list_topics(), many=True).data)
+        seen = [info for info in topics.list_topics() if permissions.sees_topic(request, info.name)]
+        return Response(serializers.TopicOut(seen, many=True).data)
 
 
 class TopicDetail(Base):
     required_permission = "queueing.view_topic"
+    required_scope = TOPIC_SCOPES
 
     @extend_schema(responses=serializers.TopicOut)
     def get(self, request, name):
+        if not permissions.sees_topic(request, name):
+            permissions.require(request, "consume", name)
         info, partitions = topics.describe_topic(name)
         data = serializers.TopicOut(info).data
         data["partitions"] = serializers.PartitionOut(partitions, many=True).data
@@ -36,9 +50,11 @@ class TopicDetail(Base):
 
 class Records(Base):
     required_permission = "queueing.add_record"
+    required_scope = "produce"
 
     @extend_schema(request=serializers.RecordsIn, responses={201: serializers.SentOut(many=True)})
     def post(self, request, name):
+        permissions.require(request, "produce", name)
         given = serializers.RecordsIn(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
@@ -50,44 +66,58 @@ class Records(Base):
         return Response(serializers.SentOut(sent, many=True).data, status=status.HTTP_201_CREATED)
 
 
+def _half_message(request, message_id):
+    """The half message, if the caller may produce to its topic (403 otherwise)."""
+    message = half.status(message_id)
+    permissions.require(request, "produce", message.topic)
+    return message
+
+
 class HalfMessages(Base):
     required_permission = "outbox.add_halfmessage"
+    required_scope = "produce"
 
     @extend_schema(request=serializers.HalfMessageIn, responses={201: serializers.HalfMessageOut})
     def post(self, request):
         given = serializers.HalfMessageIn(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
+        permissions.require(request, "produce", data["topic"])
         message = half.prepare(
             data["topic"], data["value"], key=data.get("key"), headers=data.get("headers"),
             producer_group=data["producer_group"], checker=data.get("checker"), callback_url=data.get("callback_url"),
             check_interval_ms=data["check_interval_ms"], max_checks=data["max_checks"],
-            unresolved_policy=data["unresolved_policy"], created_by=request.user.get_username(),
+            unresolved_policy=data["unresolved_policy"], created_by=who(request),
         )
         return Response(serializers.HalfMessageOut(half.status(message.id)).data, status=status.HTTP_201_CREATED)
 
 
 class HalfMessageDetail(Base):
     required_permission = "outbox.view_halfmessage"
+    required_scope = "produce"
 
     @extend_schema(responses=serializers.HalfMessageOut)
     def get(self, request, message_id):
-        return Response(serializers.HalfMessageOut(half.status(message_id)).data)
+        return Response(serializers.HalfMessageOut(_half_message(request, message_id)).data)
 
 
 class HalfMessageCommit(Base):
     required_permission = "outbox.change_halfmessage"
+    required_scope = "produce"
 
     @extend_schema(request=None, responses=serializers.HalfMessageOut)
     def post(self, request, message_id):
-        half.commit(message_id, reason=f"committed over the API by {request.user.get_username()}")
+        _half_message(request, message_id)
+        half.commit(message_id, reason=f"committed over the API by {who(request)}")
         return Response(serializers.HalfMessageOut(half.status(message_id)).data)
 
 
 class HalfMessageRollback(Base):
     required_permission = "outbox.change_halfmessage"
+    required_scope = "produce"
 
     @extend_schema(request=None, responses=serializers.HalfMessageOut)
     def post(self, request, message_id):
-        half.rollback(message_id, reason=f"rolled back over the API by {request.user.get_username()}")
+        _half_message(request, message_id)
+        half.rollback(message_id, reason=f"rolled back over the API by {who(request)}")
         return Response(serializers.HalfMessageOut(half.status(message_id)).data)

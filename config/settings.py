@@ -44,7 +44,6 @@ INSTALLED_APPS = [
     "scheduler.compat",
     "queueing",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "outbox",
     "api",
@@ -113,9 +112,10 @@ LOGGING = {
 }
 
 REST_FRAMEWORK = {
-    # Token first: an anonymous request then gets 401 with a WWW-Authenticate header.
+    # API keys first: an anonymous request then gets 401 with a WWW-Authenticate header. Sessions
+    # (with CSRF) serve the browsable pages.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "api.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

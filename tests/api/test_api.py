@@ -2,7 +2,6 @@ import base64
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from outbox import models as outbox_models
@@ -19,11 +18,12 @@ def user_with(*codenames):
     for codename in codenames:
         app, name = codename.split(".")
         user.user_permissions.add(Permission.objects.get(content_type__app_label=app, codename=name))
-    return Token.objects.create(user=user).key
+    return user
 
 
 def authed(client, *codenames):
-    client.credentials(HTTP_AUTHORIZATION=f"Token {user_with(*codenames)}")
+    """A session user with these model permissions (API keys have tests of their own)."""
+    client.force_login(user_with(*codenames))
     return client
 
 

@@ -1,5 +1,6 @@
 """API keys (stored hashed, scoped, expiring, revocable) and remembered idempotent responses."""
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 
@@ -23,3 +24,22 @@ class ApiKey(models.Model):
 
     def __str__(self):
         return f"{self.prefix}… ({self.name})"
+
+
+class IdempotentResponse(models.Model):
+    """The response to a POST sent with an Idempotency-Key, replayed when the same request comes again.
+
+    Stored in the transaction of the request's own effects, so it exists if and only if they do.
+    """
+
+    credential = models.CharField(max_length=64, help_text="key:<id> or user:<id>: keys are per credential")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the method, path and JSON body")
+    status = models.PositiveSmallIntegerField()
+    body = models.JSONField(null=True, encoder=DjangoJSONEncoder)
+    headers = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["credential", "key"], name="api_idempotent_credential_key")]

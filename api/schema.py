@@ -1,6 +1,13 @@
 """The OpenAPI schema's shared parts: the problem-details shape and the errors every operation can give."""
 from api.errors import CONTENT_TYPE
 
+IDEMPOTENCY_KEY = {
+    "in": "header", "name": "Idempotency-Key", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 257},
+    "description": "send the same key with a retried request: the first response is replayed "
+                   "(Idempotent-Replayed: true); remembered 24 hours per credential",
+}
+
 # Every operation may answer these; the methods that take a body also these.
 ERRORS = {
     "400": "invalid input or engine argument",
@@ -29,6 +36,8 @@ def add_problems(result, generator, request, public):
         for method, operation in path.items():
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue
+            if method == "post":
+                operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY)
             responses = operation.setdefault("responses", {})
             wanted = dict(ERRORS, **(BODY_ERRORS if method in ("post", "put", "patch") else {}))
             for code, description in wanted.items():

@@ -5,7 +5,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api import permissions, serializers
+from api import idempotency, permissions, serializers
 from api.permissions import HasPermission
 from outbox import half
 from queueing import producer, topics
@@ -53,6 +53,7 @@ class Records(Base):
     required_scope = "produce"
 
     @extend_schema(request=serializers.RecordsIn, responses={201: serializers.SentOut(many=True)})
+    @idempotency.idempotent
     def post(self, request, name):
         permissions.require(request, "produce", name)
         given = serializers.RecordsIn(data=request.data)
@@ -78,6 +79,7 @@ class HalfMessages(Base):
     required_scope = "produce"
 
     @extend_schema(request=serializers.HalfMessageIn, responses={201: serializers.HalfMessageOut})
+    @idempotency.idempotent
     def post(self, request):
         given = serializers.HalfMessageIn(data=request.data)
         given.is_valid(raise_exception=True)
@@ -106,6 +108,7 @@ class HalfMessageCommit(Base):
     required_scope = "produce"
 
     @extend_schema(request=None, responses=serializers.HalfMessageOut)
+    @idempotency.idempotent
     def post(self, request, message_id):
         _half_message(request, message_id)
         half.commit(message_id, reason=f"committed over the API by {who(request)}")
@@ -117,6 +120,7 @@ class HalfMessageRollback(Base):
     required_scope = "produce"
 
     @extend_schema(request=None, responses=serializers.HalfMessageOut)
+    @idempotency.idempotent
     def post(self, request, message_id):
         _half_message(request, message_id)
         half.rollback(message_id, reason=f"rolled back over the API by {who(request)}")

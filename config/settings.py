@@ -133,8 +133,10 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "api.schema.add_problems"],
 }
 # The REST API (api/): the largest request body it reads (413 beyond); requests per credential (or
-# per client address when anonymous) in DRF's rate form "N/second|minute|hour|day", empty for none.
+# per client address when anonymous) in DRF's rate form "N/second|minute|hour|day", empty for none;
+# how long an Idempotency-Key's response is remembered.
 SLUICE_API = {
+    "IDEMPOTENCY_TTL_S": int(os.environ.get("SLUICE_API_IDEMPOTENCY_TTL_S", str(24 * 3600))),
     "MAX_BODY_BYTES": int(os.environ.get("SLUICE_API_MAX_BODY_BYTES", str(4 * 1024 * 1024))),
     "THROTTLE_RATE": os.environ.get("SLUICE_API_THROTTLE_RATE", "1200/minute"),
 }

@@ -10,6 +10,7 @@ from rest_framework import status
 
 from outbox import exceptions as outbox_exceptions
 from queueing import exceptions as queueing_exceptions
+from scheduler import exceptions as scheduler_exceptions
 
 logger = logging.getLogger("sluice.api")
 
@@ -19,8 +20,10 @@ TYPE_PREFIX = "urn:sluice:problem:"
 # Engine errors, first match wins.
 STATUS = [
     ((queueing_exceptions.TopicNotFound, queueing_exceptions.PartitionNotFound, queueing_exceptions.GroupNotFound,
-      outbox_exceptions.HalfMessageNotFound), status.HTTP_404_NOT_FOUND),
-    ((queueing_exceptions.TopicExists, outbox_exceptions.HalfMessageResolved), status.HTTP_409_CONFLICT),
+      outbox_exceptions.HalfMessageNotFound, scheduler_exceptions.TaskNotFound, scheduler_exceptions.WorkflowNotFound),
+     status.HTTP_404_NOT_FOUND),
+    ((queueing_exceptions.TopicExists, outbox_exceptions.HalfMessageResolved, scheduler_exceptions.AlreadyEnqueued,
+      scheduler_exceptions.NotCancellable, scheduler_exceptions.NotRetryable), status.HTTP_409_CONFLICT),
     ((queueing_exceptions.MessageTooLarge,), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE),
     ((queueing_exceptions.QueueingError,), status.HTTP_400_BAD_REQUEST),
 ]

@@ -1,6 +1,8 @@
 """Strict input: unknown fields and values of the wrong JSON type are refused, never coerced."""
 from rest_framework import serializers
 
+from queueing import exceptions, offsets
+
 
 class Strict(serializers.Serializer):
     """A serializer that refuses the fields it does not declare (a misspelt "partiton" is an error)."""
@@ -75,3 +77,36 @@ class URL(serializers.URLField):
 
 class Object(serializers.DictField):
     """A JSON object (DictField's own check), values validated by child."""
+
+
+class Moment(serializers.Field):
+    """An ISO-8601 date and time with its zone (e.g. 2026-12-04T09:00:00Z); one without a zone is refused."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            raise serializers.ValidationError("an ISO-8601 date and time string is expected")
+        try:
+            return offsets.parse_datetime(data)
+        except exceptions.InvalidArgument as error:
+            raise serializers.ValidationError(error.data["reason"]) from None
+
+    def to_representation(self, value):
+        return value.isoformat()
+
+
+class Array(serializers.JSONField):
+    """A JSON array of any JSON values."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            raise serializers.ValidationError("a JSON array is expected")
+        return data
+
+
+class JSONObject(serializers.JSONField):
+    """A JSON object of any JSON values."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("a JSON object is expected")
+        return data

@@ -33,3 +33,13 @@ def sees_topic(request, name):
         return True
     return any(keys.allows(request.auth, kind, name) for kind in ("produce", "consume")) or \
         keys.allows(request.auth, keys.OPERATE)
+
+
+def narrowed(request):
+    """Whether what the caller sees is narrowed by scopes: an API key without operate."""
+    return by_key(request) and not keys.allows(request.auth, keys.OPERATE)
+
+
+def allows(request, kind, name):
+    """Whether the caller may act on name with a scope of kind (session users: their permissions decided)."""
+    return not by_key(request) or keys.allows(request.auth, kind, name)

@@ -2,7 +2,7 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from api import errors, views
+from api import errors, task_views, views
 
 v1 = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -13,6 +13,12 @@ v1 = [
     path("half-messages/<str:message_id>/", views.HalfMessageDetail.as_view(), name="half-message"),
     path("half-messages/<str:message_id>/commit/", views.HalfMessageCommit.as_view(), name="half-commit"),
     path("half-messages/<str:message_id>/rollback/", views.HalfMessageRollback.as_view(), name="half-rollback"),
+    path("tasks/", task_views.TaskList.as_view(), name="tasks"),
+    path("tasks/<str:task_id>/", task_views.TaskDetail.as_view(), name="task"),
+    path("tasks/<str:task_id>/cancel/", task_views.TaskCancel.as_view(), name="task-cancel"),
+    path("tasks/<str:task_id>/retry/", task_views.TaskRetry.as_view(), name="task-retry"),
+    path("workflows/", task_views.WorkflowList.as_view(), name="workflows"),
+    path("workflows/<str:workflow_id>/", task_views.WorkflowDetail.as_view(), name="workflow"),
 ]
 
 # The endpoints /api/ had before versioning, answered as in v1 with a Deprecation header and a Link

@@ -20,6 +20,7 @@ TYPE_PREFIX = "urn:sluice:problem:"
 # Engine errors, first match wins.
 STATUS = [
     ((queueing_exceptions.TopicNotFound, queueing_exceptions.PartitionNotFound, queueing_exceptions.GroupNotFound,
+      queueing_exceptions.RecordNotFound,
       outbox_exceptions.HalfMessageNotFound, scheduler_exceptions.TaskNotFound, scheduler_exceptions.WorkflowNotFound),
      status.HTTP_404_NOT_FOUND),
     ((queueing_exceptions.TopicExists, outbox_exceptions.HalfMessageResolved, scheduler_exceptions.AlreadyEnqueued,

@@ -2,7 +2,7 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from api import errors, task_views, views
+from api import consume_views, errors, task_views, views
 
 v1 = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -17,6 +17,8 @@ v1 = [
     path("tasks/<str:task_id>/", task_views.TaskDetail.as_view(), name="task"),
     path("tasks/<str:task_id>/cancel/", task_views.TaskCancel.as_view(), name="task-cancel"),
     path("tasks/<str:task_id>/retry/", task_views.TaskRetry.as_view(), name="task-retry"),
+    path("share-groups/<str:group>/acquire/", consume_views.ShareAcquire.as_view(), name="share-acquire"),
+    path("share-groups/<str:group>/acknowledge/", consume_views.ShareAcknowledge.as_view(), name="share-acknowledge"),
     path("workflows/", task_views.WorkflowList.as_view(), name="workflows"),
     path("workflows/<str:workflow_id>/", task_views.WorkflowDetail.as_view(), name="workflow"),
 ]

@@ -1,4 +1,6 @@
 """Strict input: unknown fields and values of the wrong JSON type are refused, never coerced."""
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from queueing import exceptions, offsets
@@ -79,6 +81,7 @@ class Object(serializers.DictField):
     """A JSON object (DictField's own check), values validated by child."""
 
 
+@extend_schema_field(OpenApiTypes.DATETIME)
 class Moment(serializers.Field):
     """An ISO-8601 date and time with its zone (e.g. 2026-12-04T09:00:00Z); one without a zone is refused."""
 

@@ -1,5 +1,18 @@
 """The OpenAPI schema's shared parts: the problem-details shape and the errors every operation can give."""
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
 from api.errors import CONTENT_TYPE
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    """Authorization: Bearer <API key>, in the schema's security schemes."""
+
+    target_class = "api.authentication.ApiKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer",
+                "description": "an API key (manage.py apikeys create): sluice_<prefix>_<secret>"}
 
 IDEMPOTENCY_KEY = {
     "in": "header", "name": "Idempotency-Key", "required": False,

@@ -38,7 +38,7 @@ class TaskList(Base):
             self.required_permission = "scheduler.view_taskresult"
         return super().get_permissions()
 
-    @extend_schema(parameters=[shapes.TaskQuery], responses=shapes.TaskPage)
+    @extend_schema(parameters=[shapes.TaskQuery], responses=shapes.TaskPage, operation_id="tasks_list")
     def get(self, request):
         query = shapes.TaskQuery(data=request.query_params.dict())
         query.is_valid(raise_exception=True)

@@ -1,11 +1,14 @@
 """The REST API's URLs: version 1 at /api/v1/; the unversioned /api/ paths of before, deprecated."""
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularAPIView
+from django.views.static import serve
 
-from api import consume_views, errors, task_views, views
+from api import consume_views, errors, reference, task_views, views
 
 v1 = [
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/", reference.Schema.as_view(), name="schema"),
+    path("reference/", reference.Reference.as_view(url_name="v1:schema"), name="reference"),
+    path("reference/redoc/", reference.Redoc.as_view(url_name="v1:schema"), name="redoc"),
+    re_path(r"^reference/assets/(?P<path>.+)$", serve, {"document_root": reference.ASSETS}, name="reference-assets"),
     path("topics/", views.TopicList.as_view(), name="topics"),
     path("topics/<str:name>/", views.TopicDetail.as_view(), name="topic"),
     path("topics/<str:name>/records/", views.Records.as_view(), name="records"),

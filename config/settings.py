@@ -131,6 +131,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "PREPROCESSING_HOOKS": ["api.schema.only_v1"],
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "api.schema.add_problems"],
+    # The reference pages' assets, served by api/reference.py from drf-spectacular-sidecar.
+    "SWAGGER_UI_DIST": "/api/v1/reference/assets/swagger-ui-dist",
+    "SWAGGER_UI_FAVICON_HREF": "/api/v1/reference/assets/swagger-ui-dist/favicon-32x32.png",
+    "REDOC_DIST": "/api/v1/reference/assets/redoc",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 # The REST API (api/): the largest request body it reads (413 beyond); requests per credential (or
 # per client address when anonymous) in DRF's rate form "N/second|minute|hour|day", empty for none;

@@ -73,3 +73,34 @@ def record_data(record):
             "delivery_count": record.delivery_count, "key": record.key_text, "value": value,
             "value_encoding": "json" if as_json or record.value is None else "base64",
             "headers": record.headers or {}, "timestamp": record.timestamp}
+
+
+class ReadQuery(fields.Strict):
+    """Where to read from: offset, else the group's committed offset, else the log's start."""
+
+    offset = serializers.IntegerField(required=False, min_value=0)
+    group = fields.Text(required=False, max_length=249)
+    max_records = serializers.IntegerField(required=False, default=100, min_value=1, max_value=remote.MAX_RECORDS)
+
+
+class ReadOut(serializers.Serializer):
+    topic = serializers.CharField()
+    partition = serializers.IntegerField()
+    from_offset = serializers.IntegerField(help_text="where this read started")
+    next_offset = serializers.IntegerField(help_text="where the next read starts; commit it when these are done")
+    log_start_offset = serializers.IntegerField()
+    log_end_offset = serializers.IntegerField()
+    records = RecordOut(many=True)
+
+
+class CommitIn(fields.Strict):
+    topic = fields.Text(max_length=249)
+    partition = fields.Integer(min_value=0)
+    offset = fields.Integer(min_value=0, help_text="the next offset to read (the last one processed + 1)")
+
+
+class CommitOut(serializers.Serializer):
+    group = serializers.CharField()
+    topic = serializers.CharField()
+    partition = serializers.IntegerField()
+    offset = serializers.IntegerField()

@@ -65,3 +65,36 @@ class ShareAcknowledge(Base):
         return Response({"results": [
             {"topic": a["topic"], "partition": a["partition"], "offset": a["offset"], "type": a["type"],
              "acknowledged": ok} for a, ok in zip(data["acks"], done)]})
+
+
+class PartitionRecords(Base):
+    required_permission = "queueing.view_record"
+    required_scope = "consume"
+
+    @extend_schema(parameters=[shapes.ReadQuery], responses=shapes.ReadOut)
+    def get(self, request, name, partition):
+        permissions.require(request, "consume", name)
+        query = shapes.ReadQuery(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        start, log_start, log_end, records = remote.read(name, partition, offset=data.get("offset"),
+                                                         group=data.get("group"), max_records=data["max_records"])
+        return Response({"topic": name, "partition": partition, "from_offset": start,
+                         "next_offset": records[-1].offset + 1 if records else start,
+                         "log_start_offset": log_start, "log_end_offset": log_end,
+                         "records": [shapes.record_data(r) for r in records]})
+
+
+class GroupOffsets(Base):
+    required_permission = "queueing.change_consumergroup"
+    required_scope = "consume"
+
+    @extend_schema(request=shapes.CommitIn, responses=shapes.CommitOut)
+    @idempotency.idempotent
+    def post(self, request, group):
+        given = shapes.CommitIn(data=request.data)
+        given.is_valid(raise_exception=True)
+        data = given.validated_data
+        permissions.require(request, "consume", data["topic"])
+        stored = remote.commit(group, data["topic"], data["partition"], data["offset"])
+        return Response({"group": group, "topic": data["topic"], "partition": data["partition"], "offset": stored})

@@ -23,7 +23,7 @@ STATUS = [
       queueing_exceptions.RecordNotFound,
       outbox_exceptions.HalfMessageNotFound, scheduler_exceptions.TaskNotFound, scheduler_exceptions.WorkflowNotFound),
      status.HTTP_404_NOT_FOUND),
-    ((queueing_exceptions.TopicExists, outbox_exceptions.HalfMessageResolved, scheduler_exceptions.AlreadyEnqueued,
+    ((queueing_exceptions.TopicExists, queueing_exceptions.GroupHasMembers, outbox_exceptions.HalfMessageResolved, scheduler_exceptions.AlreadyEnqueued,
       scheduler_exceptions.NotCancellable, scheduler_exceptions.NotRetryable), status.HTTP_409_CONFLICT),
     ((queueing_exceptions.MessageTooLarge,), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE),
     ((queueing_exceptions.QueueingError,), status.HTTP_400_BAD_REQUEST),

@@ -102,3 +102,8 @@ class Reject(Exception):
     def __init__(self, reason=""):
         self.reason = reason
         super().__init__(reason or "rejected by the handler")
+
+
+class GroupHasMembers(QueueingError):
+    """Consumer group {group!r} has {members} live member(s), which own its offsets: commit through
+    them, or stop them first."""

@@ -7,7 +7,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from api import keys
-from queueing import models, producer, topics
+from queueing import consumer, models, producer, topics
 
 ACQUIRE = "/api/v1/share-groups/billing/acquire/"
 ACKNOWLEDGE = "/api/v1/share-groups/billing/acknowledge/"
@@ -131,3 +131,53 @@ def test_unknown_topics_groups_and_records_are_404_and_bad_acks_400(client):
                           {"member_id": member["member_id"], "acks": [ack(record, "accept")]}, format="json")
     assert missing.status_code == 404 and "nogroup" in missing.json()["detail"]
     assert models.ShareDelivery.objects.get().state == models.ShareDelivery.State.ACQUIRED
+
+
+# Ordered reading, one partition at a time, with explicit commits ---------------------------------
+
+
+def test_a_partition_is_read_in_order_and_the_group_resumes_from_its_commit(client):
+    first = client.get("/api/v1/topics/orders/partitions/0/records/?group=audit&max_records=2")
+    assert first.status_code == 200, first.content
+    page = first.json()
+    assert (page["from_offset"], page["next_offset"], page["log_end_offset"]) == (0, 2, 4)
+    assert [r["offset"] for r in page["records"]] == [0, 1]
+    committed = client.post("/api/v1/groups/audit/offsets/", {"topic": "orders", "partition": 0,
+                                                              "offset": page["next_offset"]}, format="json")
+    assert committed.status_code == 200 and committed.json()["offset"] == 2
+    resumed = client.get("/api/v1/topics/orders/partitions/0/records/?group=audit").json()
+    assert [r["offset"] for r in resumed["records"]] == [2, 3] and resumed["next_offset"] == 4
+    assert resumed["records"][1]["value_encoding"] == "base64"
+    explicit = client.get("/api/v1/topics/orders/partitions/0/records/?offset=3").json()
+    assert [r["offset"] for r in explicit["records"]] == [3]
+    end = client.get("/api/v1/topics/orders/partitions/0/records/?offset=9").json()
+    assert end["records"] == [] and end["next_offset"] == 9
+    assert models.CommittedOffset.objects.get().offset == 2
+
+
+def test_commits_are_refused_outside_the_log_or_while_the_group_has_members(client):
+    for body, status in [({"topic": "orders", "partition": 0, "offset": 5}, 400),
+                         ({"topic": "orders", "partition": 3, "offset": 0}, 404),
+                         ({"topic": "nope", "partition": 0, "offset": 0}, 403),
+                         ({"topic": "orders", "partition": 0, "offset": "1"}, 400),
+                         ({"topic": "orders", "partition": 0}, 400)]:
+        response = client.post("/api/v1/groups/audit/offsets/", body, format="json")
+        assert response.status_code == status, (body, response.content)
+    assert not models.ConsumerGroup.objects.exists()
+    member = consumer.Consumer("live", ["orders"])
+    member.poll(timeout=0)
+    try:
+        busy = client.post("/api/v1/groups/live/offsets/", {"topic": "orders", "partition": 0, "offset": 1},
+                           format="json")
+        assert busy.status_code == 409 and "1 live member(s)" in busy.json()["detail"]
+    finally:
+        member.close(commit=False)
+    assert not models.CommittedOffset.objects.exists()
+
+
+def test_reads_need_a_consume_scope_and_valid_queries(client):
+    assert client.get("/api/v1/topics/payments/partitions/0/records/").status_code == 403
+    assert client_for("consume:*").get("/api/v1/topics/nope/partitions/0/records/").status_code == 404
+    assert client.get("/api/v1/topics/orders/partitions/7/records/").status_code == 404
+    for query in ("?offset=-1", "?max_records=0", "?max_records=501", "?offset=x", "?from=1"):
+        assert client.get(f"/api/v1/topics/orders/partitions/0/records/{query}").status_code == 400, query

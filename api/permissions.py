@@ -10,14 +10,17 @@ def by_key(request):
 
 class HasPermission(permissions.BasePermission):
     """An API key holds a scope of view.required_scope (the name is checked by require()); a session
-    user holds view.required_permission (staff are not exempt: grant it)."""
+    user holds view.required_permission (staff are not exempt: grant it). A view whose methods need
+    different ones names them in view.required_by_method {"POST": (permission, scope)}."""
 
     def has_permission(self, request, view):
+        permission, scope = getattr(view, "required_by_method", {}).get(
+            request.method, (view.required_permission, view.required_scope))
         if by_key(request):
-            kinds = view.required_scope if isinstance(view.required_scope, tuple) else (view.required_scope,)
+            kinds = scope if isinstance(scope, tuple) else (scope,)
             return any(keys.allows(request.auth, kind) for kind in kinds)
         user = request.user
-        return bool(user and user.is_authenticated and user.has_perm(view.required_permission))
+        return bool(user and user.is_authenticated and user.has_perm(permission))
 
 
 def require(request, kind, name):

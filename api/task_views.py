@@ -30,13 +30,9 @@ def _task(request, task_id, kind="task"):
 
 
 class TaskList(Base):
-    required_permission = "scheduler.add_taskresult"
+    required_permission = "scheduler.view_taskresult"
     required_scope = ("task", "operate")
-
-    def get_permissions(self):
-        if self.request.method == "GET":
-            self.required_permission = "scheduler.view_taskresult"
-        return super().get_permissions()
+    required_by_method = {"POST": ("scheduler.add_taskresult", "task")}
 
     @extend_schema(parameters=[shapes.TaskQuery], responses=shapes.TaskPage, operation_id="tasks_list")
     def get(self, request):

@@ -2,7 +2,7 @@
 from django.urls import path, re_path
 from django.views.static import serve
 
-from api import consume_views, errors, reference, task_views, views
+from api import consume_views, errors, ops_views, reference, task_views, views
 
 v1 = [
     path("schema/", reference.Schema.as_view(), name="schema"),
@@ -14,7 +14,13 @@ v1 = [
     path("topics/<str:name>/records/", views.Records.as_view(), name="records"),
     path("topics/<str:name>/partitions/<int:partition>/records/", consume_views.PartitionRecords.as_view(),
          name="partition-records"),
+    path("groups/", ops_views.GroupList.as_view(), name="groups"),
+    path("groups/<str:group>/", ops_views.GroupDetail.as_view(), name="group"),
     path("groups/<str:group>/offsets/", consume_views.GroupOffsets.as_view(), name="group-offsets"),
+    path("groups/<str:group>/offsets/reset/", ops_views.OffsetReset.as_view(), name="group-offsets-reset"),
+    path("share-groups/<str:group>/", ops_views.ShareGroupDetail.as_view(), name="share-group"),
+    path("dead-letters/<str:topic>/partitions/<int:partition>/", ops_views.DeadLetters.as_view(), name="dead-letters"),
+    path("dead-letters/<str:topic>/redrive/", ops_views.Redrive.as_view(), name="redrive"),
     path("half-messages/", views.HalfMessages.as_view(), name="half-messages"),
     path("half-messages/<str:message_id>/", views.HalfMessageDetail.as_view(), name="half-message"),
     path("half-messages/<str:message_id>/commit/", views.HalfMessageCommit.as_view(), name="half-commit"),

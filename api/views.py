@@ -5,7 +5,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api import idempotency, permissions, serializers
+from api import idempotency, ops_serializers, permissions, serializers
 from api.permissions import HasPermission
 from outbox import half
 from queueing import producer, topics
@@ -27,16 +27,27 @@ TOPIC_SCOPES = ("produce", "consume", "operate")
 class TopicList(Base):
     required_permission = "queueing.view_topic"
     required_scope = TOPIC_SCOPES
+    required_by_method = {"POST": ("queueing.add_topic", "operate")}
 
     @extend_schema(responses=serializers.TopicOut(many=True))
     def get(self, request):
         seen = [info for info in topics.list_topics() if permissions.sees_topic(request, info.name)]
         return Response(serializers.TopicOut(seen, many=True).data)
 
+    @extend_schema(request=ops_serializers.TopicIn, responses={201: serializers.TopicOut})
+    @idempotency.idempotent
+    def post(self, request):
+        given = ops_serializers.TopicIn(data=request.data)
+        given.is_valid(raise_exception=True)
+        data = dict(given.validated_data)
+        info = topics.create_topic(data.pop("name"), **data)
+        return Response(serializers.TopicOut(info).data, status=status.HTTP_201_CREATED)
+
 
 class TopicDetail(Base):
     required_permission = "queueing.view_topic"
     required_scope = TOPIC_SCOPES
+    required_by_method = {"PATCH": ("queueing.change_topic", "operate")}
 
     @extend_schema(responses=serializers.TopicOut)
     def get(self, request, name):
@@ -46,6 +57,13 @@ class TopicDetail(Base):
         data = serializers.TopicOut(info).data
         data["partitions"] = serializers.PartitionOut(partitions, many=True).data
         return Response(data)
+
+    @extend_schema(request=ops_serializers.TopicChangeIn, responses=serializers.TopicOut)
+    def patch(self, request, name):
+        given = ops_serializers.TopicChangeIn(data=request.data)
+        given.is_valid(raise_exception=True)
+        topics.alter_topic(name, **given.validated_data)
+        return self.get(request, name)
 
 
 class Records(Base):

@@ -20,11 +20,11 @@ TYPE_PREFIX = "urn:sluice:problem:"
 # Engine errors, first match wins.
 STATUS = [
     ((queueing_exceptions.TopicNotFound, queueing_exceptions.PartitionNotFound, queueing_exceptions.GroupNotFound,
-      queueing_exceptions.RecordNotFound,
-      outbox_exceptions.HalfMessageNotFound, scheduler_exceptions.TaskNotFound, scheduler_exceptions.WorkflowNotFound),
-     status.HTTP_404_NOT_FOUND),
-    ((queueing_exceptions.TopicExists, queueing_exceptions.GroupHasMembers, outbox_exceptions.HalfMessageResolved, scheduler_exceptions.AlreadyEnqueued,
-      scheduler_exceptions.NotCancellable, scheduler_exceptions.NotRetryable), status.HTTP_409_CONFLICT),
+      queueing_exceptions.RecordNotFound, outbox_exceptions.HalfMessageNotFound, scheduler_exceptions.TaskNotFound,
+      scheduler_exceptions.WorkflowNotFound, scheduler_exceptions.ScheduleNotFound), status.HTTP_404_NOT_FOUND),
+    ((queueing_exceptions.TopicExists, queueing_exceptions.GroupHasMembers, outbox_exceptions.HalfMessageResolved,
+      scheduler_exceptions.AlreadyEnqueued, scheduler_exceptions.ScheduleExists, scheduler_exceptions.NotCancellable,
+      scheduler_exceptions.NotRetryable), status.HTTP_409_CONFLICT),
     ((queueing_exceptions.MessageTooLarge,), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE),
     ((queueing_exceptions.QueueingError,), status.HTTP_400_BAD_REQUEST),
 ]

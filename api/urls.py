@@ -2,7 +2,7 @@
 from django.urls import path, re_path
 from django.views.static import serve
 
-from api import consume_views, errors, ops_views, reference, task_views, views
+from api import consume_views, errors, ops_views, reference, schedule_views, task_views, views
 
 v1 = [
     path("schema/", reference.Schema.as_view(), name="schema"),
@@ -31,6 +31,11 @@ v1 = [
     path("tasks/<str:task_id>/retry/", task_views.TaskRetry.as_view(), name="task-retry"),
     path("share-groups/<str:group>/acquire/", consume_views.ShareAcquire.as_view(), name="share-acquire"),
     path("share-groups/<str:group>/acknowledge/", consume_views.ShareAcknowledge.as_view(), name="share-acknowledge"),
+    path("schedules/", schedule_views.ScheduleList.as_view(), name="schedules"),
+    path("schedules/<str:name>/", schedule_views.ScheduleDetail.as_view(), name="schedule"),
+    path("schedules/<str:name>/enable/", schedule_views.ScheduleEnable.as_view(), name="schedule-enable"),
+    path("schedules/<str:name>/disable/", schedule_views.ScheduleDisable.as_view(), name="schedule-disable"),
+    path("schedules/<str:name>/run/", schedule_views.ScheduleRun.as_view(), name="schedule-run"),
     path("workflows/", task_views.WorkflowList.as_view(), name="workflows"),
     path("workflows/<str:workflow_id>/", task_views.WorkflowDetail.as_view(), name="workflow"),
 ]

@@ -21,3 +21,15 @@ class PerCredential(throttling.SimpleRateThrottle):
         else:
             ident = f"address:{self.get_ident(request)}"
         return f"throttle:{self.scope}:{ident}"
+
+
+class LoginRate(throttling.SimpleRateThrottle):
+    """SLUICE_API["LOGIN_THROTTLE_RATE"] login attempts per client address (api.middleware.LoginThrottle)."""
+
+    scope = "login"
+
+    def get_rate(self):
+        return settings.SLUICE_API["LOGIN_THROTTLE_RATE"] or None
+
+    def get_cache_key(self, request, view):
+        return f"throttle:{self.scope}:{self.get_ident(request)}"

@@ -62,6 +62,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "api.middleware.Deprecation",
+    "api.middleware.LoginThrottle",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -145,6 +146,9 @@ SLUICE_API = {
     "IDEMPOTENCY_TTL_S": int(os.environ.get("SLUICE_API_IDEMPOTENCY_TTL_S", str(24 * 3600))),
     "MAX_BODY_BYTES": int(os.environ.get("SLUICE_API_MAX_BODY_BYTES", str(4 * 1024 * 1024))),
     "THROTTLE_RATE": os.environ.get("SLUICE_API_THROTTLE_RATE", "1200/minute"),
+    # Sign-in attempts per client address on the login forms (the admin's, which the console uses).
+    "LOGIN_PATHS": ["/admin/login/"],
+    "LOGIN_THROTTLE_RATE": os.environ.get("SLUICE_LOGIN_THROTTLE_RATE", "10/minute"),
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 

@@ -109,3 +109,19 @@ def test_the_unversioned_paths_still_answer_with_a_deprecation_note(client):
     assert response["Deprecation"].startswith("@")
     assert response["Link"] == '</api/v1/topics/>; rel="successor-version"'
     assert "Deprecation" not in client.get("/api/v1/topics/")
+
+
+def test_the_login_form_is_throttled_per_address(db, settings, client):
+    settings.SLUICE_API = dict(settings.SLUICE_API, LOGIN_THROTTLE_RATE="3/minute")
+    cache.clear()
+    User.objects.create_user("admin", password="right", is_staff=True)
+    try:
+        tries = [client.post("/admin/login/", {"username": "admin", "password": "wrong"}) for _ in range(3)]
+        assert [t.status_code for t in tries] == [200, 200, 200]  # the form again, with its error
+        refused = client.post("/admin/login/", {"username": "admin", "password": "right"})
+        assert refused.status_code == 429 and 1 <= int(refused["Retry-After"]) <= 60
+        assert "Too many login attempts" in refused.content.decode()
+        assert "_auth_user_id" not in client.session
+        assert client.get("/admin/login/").status_code == 200  # the form still shows
+    finally:
+        cache.clear()

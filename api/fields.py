@@ -10,11 +10,18 @@ class Strict(serializers.Serializer):
     """A serializer that refuses the fields it does not declare (a misspelt "partiton" is an error)."""
 
     def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
-        return super().to_internal_value(data)
+        unknown = {name: ["unknown field"] for name in sorted(set(data) - set(self.fields))} \
+            if isinstance(data, dict) else {}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as error:
+            # Every problem at once: the unknown fields beside the known ones' errors.
+            if unknown and isinstance(error.detail, dict):
+                raise serializers.ValidationError({**error.detail, **unknown}) from None
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
 
 
 class Text(serializers.CharField):

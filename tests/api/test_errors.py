@@ -125,3 +125,12 @@ def test_the_login_form_is_throttled_per_address(db, settings, client):
         assert client.get("/admin/login/").status_code == 200  # the form still shows
     finally:
         cache.clear()
+
+
+def test_every_problem_of_a_body_is_reported_at_once(client):
+    body = {"records": [{"value": 1, "key": 123}], "partiton": 1}
+    response = client.post("/api/v1/topics/orders/records/", body, format="json")
+    assert problem_of(response, 400)["errors"] == [
+        {"pointer": "#/records/0/key", "detail": "a string is expected"},
+        {"pointer": "#/partiton", "detail": "unknown field"}]
+    assert not models.Record.objects.exists()

@@ -104,3 +104,11 @@ class CommitOut(serializers.Serializer):
     topic = serializers.CharField()
     partition = serializers.IntegerField()
     offset = serializers.IntegerField()
+
+
+def read_data(topic, partition, start, log_start, log_end, records):
+    """A ReadOut of remote.read's answer."""
+    return ReadOut({"topic": topic, "partition": partition, "from_offset": start,
+                    "next_offset": records[-1].offset + 1 if records else start,
+                    "log_start_offset": log_start, "log_end_offset": log_end,
+                    "records": [record_data(r) for r in records]}).data

@@ -37,13 +37,17 @@ class ShareAcquire(Base):
         given = shapes.AcquireIn(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
+        if data["wait_ms"] and idempotency.HEADER in request.headers:
+            # The request's transaction would hold the partitions' acquisition locks through the wait.
+            raise exceptions.ValidationError({"wait_ms": ["a wait cannot be combined with an Idempotency-Key"]})
         for topic in data["topics"]:
             permissions.require(request, "consume", topic)
         member_id = _member(request, data.get("member_id"))
         records = remote.acquire(group, data["topics"], member_id=member_id, max_records=data["max_records"],
                                  lock_ms=data.get("lock_ms"), wait_s=data["wait_ms"] / 1000,
                                  auto_offset_reset=data["auto_offset_reset"])
-        return Response({"member_id": member_id, "records": [shapes.record_data(r) for r in records]})
+        return Response(shapes.AcquireOut({"member_id": member_id,
+                                           "records": [shapes.record_data(r) for r in records]}).data)
 
 
 class ShareAcknowledge(Base):
@@ -79,10 +83,7 @@ class PartitionRecords(Base):
         data = query.validated_data
         start, log_start, log_end, records = remote.read(name, partition, offset=data.get("offset"),
                                                          group=data.get("group"), max_records=data["max_records"])
-        return Response({"topic": name, "partition": partition, "from_offset": start,
-                         "next_offset": records[-1].offset + 1 if records else start,
-                         "log_start_offset": log_start, "log_end_offset": log_end,
-                         "records": [shapes.record_data(r) for r in records]})
+        return Response(shapes.read_data(name, partition, start, log_start, log_end, records))
 
 
 class GroupOffsets(Base):

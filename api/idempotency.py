@@ -18,7 +18,7 @@ import re
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from rest_framework import exceptions, status
+from rest_framework import exceptions, renderers, status
 from rest_framework.response import Response
 
 from api import models, permissions
@@ -94,7 +94,9 @@ def _remember(who, key, print_, response, now):
     ttl = datetime.timedelta(seconds=settings.SLUICE_API["IDEMPOTENCY_TTL_S"])
     models.IdempotentResponse.objects.filter(credential=who, key=key).delete()  # an expired one
     models.IdempotentResponse.objects.create(
-        credential=who, key=key, fingerprint=print_, status=response.status_code, body=response.data,
+        # As the client received it: DRF's rendering, not the model field's encoder, decides the text.
+        credential=who, key=key, fingerprint=print_, status=response.status_code,
+        body=json.loads(renderers.JSONRenderer().render(response.data) or b"null"),
         headers={name: response[name] for name in REPLAYED_HEADERS if name in response},
         expires_at=now + ttl)
     expired = models.IdempotentResponse.objects.filter(expires_at__lte=now).values("pk")[:PRUNE_BATCH]

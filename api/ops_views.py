@@ -69,10 +69,7 @@ class DeadLetters(Operate):
         data = query.validated_data
         start, log_start, log_end, records = remote.read(topic, partition, offset=data.get("offset"),
                                                          group=data.get("group"), max_records=data["max_records"])
-        return Response({"topic": topic, "partition": partition, "from_offset": start,
-                         "next_offset": records[-1].offset + 1 if records else start,
-                         "log_start_offset": log_start, "log_end_offset": log_end,
-                         "records": [consume_serializers.record_data(r) for r in records]})
+        return Response(consume_serializers.read_data(topic, partition, start, log_start, log_end, records))
 
 
 class Redrive(Operate):

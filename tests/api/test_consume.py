@@ -181,3 +181,14 @@ def test_reads_need_a_consume_scope_and_valid_queries(client):
     assert client.get("/api/v1/topics/orders/partitions/7/records/").status_code == 404
     for query in ("?offset=-1", "?max_records=0", "?max_records=501", "?offset=x", "?from=1"):
         assert client.get(f"/api/v1/topics/orders/partitions/0/records/{query}").status_code == 400, query
+
+
+def test_a_retried_acquisition_with_an_idempotency_key_replays_the_same_records(client):
+    body = {"topics": ["orders"], "auto_offset_reset": "earliest", "max_records": 2}
+    first = client.post(ACQUIRE, body, format="json", HTTP_IDEMPOTENCY_KEY="poll-1")
+    again = client.post(ACQUIRE, body, format="json", HTTP_IDEMPOTENCY_KEY="poll-1")
+    assert first.status_code == again.status_code == 200 and again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json() and [r["offset"] for r in first.json()["records"]] == [0, 1]
+    assert models.ShareDelivery.objects.filter(state=models.ShareDelivery.State.ACQUIRED).count() == 1  # one range
+    waiting = client.post(ACQUIRE, dict(body, wait_ms=100), format="json", HTTP_IDEMPOTENCY_KEY="poll-2")
+    assert waiting.status_code == 400 and waiting.json()["errors"][0]["pointer"] == "#/wait_ms"

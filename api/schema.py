@@ -30,6 +30,7 @@ ERRORS = {
     "405": "method not allowed",
     "406": "the Accept header names no media type the API gives",
     "429": "throttled: retry after Retry-After seconds",
+    "500": "an unexpected error; it was logged",
 }
 BODY_ERRORS = {
     "409": "conflict with the current state, or an Idempotency-Key in use",

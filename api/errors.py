@@ -24,7 +24,7 @@ STATUS = [
       scheduler_exceptions.WorkflowNotFound, scheduler_exceptions.ScheduleNotFound), status.HTTP_404_NOT_FOUND),
     ((queueing_exceptions.TopicExists, queueing_exceptions.GroupHasMembers, outbox_exceptions.HalfMessageResolved,
       scheduler_exceptions.AlreadyEnqueued, scheduler_exceptions.ScheduleExists, scheduler_exceptions.NotCancellable,
-      scheduler_exceptions.NotRetryable), status.HTTP_409_CONFLICT),
+      scheduler_exceptions.NotRetryable, scheduler_exceptions.WorkflowNotCancellable), status.HTTP_409_CONFLICT),
     ((queueing_exceptions.MessageTooLarge,), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE),
     ((queueing_exceptions.QueueingError,), status.HTTP_400_BAD_REQUEST),
 ]

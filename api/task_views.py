@@ -127,3 +127,17 @@ class WorkflowDetail(Base):
             for task in flow.tasks():
                 permissions.require(request, "task", task.row.task_name)
         return Response(shapes.workflow_data(flow))
+
+
+class WorkflowCancel(Base):
+    required_permission = "scheduler.change_taskresult"
+    required_scope = ("task", "operate")
+
+    @extend_schema(request=None, responses=shapes.WorkflowOut)
+    @idempotency.idempotent
+    def post(self, request, workflow_id):
+        flow = workflows.get(workflow_id)
+        if permissions.narrowed(request):
+            for task in flow.tasks():
+                permissions.require(request, "task", task.row.task_name)
+        return Response(shapes.workflow_data(workflows.cancel(workflow_id)))

@@ -38,6 +38,7 @@ v1 = [
     path("schedules/<str:name>/run/", schedule_views.ScheduleRun.as_view(), name="schedule-run"),
     path("workflows/", task_views.WorkflowList.as_view(), name="workflows"),
     path("workflows/<str:workflow_id>/", task_views.WorkflowDetail.as_view(), name="workflow"),
+    path("workflows/<str:workflow_id>/cancel/", task_views.WorkflowCancel.as_view(), name="workflow-cancel"),
 ]
 
 # The endpoints /api/ had before versioning, answered as in v1 with a Deprecation header and a Link

@@ -200,3 +200,14 @@ def test_a_workflow_needs_a_scope_for_each_of_its_tasks(client):
     assert response.status_code == 403 and FAILS in response.json()["detail"]
     assert not models.Workflow.objects.exists()
     assert http_tasks.add(1, 2) == 3  # still a plain function
+
+
+def test_a_workflow_is_cancelled_once(client):
+    flow = client.post("/api/v1/workflows/", {"chain": [{"name": ADD, "args": [1, 2], "countdown": 3600},
+                                                        {"name": ADD, "args": [3]}]}, format="json").json()
+    cancelled = client.post(f"/api/v1/workflows/{flow['id']}/cancel/")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    assert [t["state"] for t in cancelled.json()["tasks"]] == ["cancelled"]
+    again = client.post(f"/api/v1/workflows/{flow['id']}/cancel/")
+    assert again.status_code == 409 and again.json()["type"] == "urn:sluice:problem:workflow-not-cancellable"
+    assert client.post("/api/v1/workflows/nope/cancel/").status_code == 404

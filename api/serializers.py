@@ -4,14 +4,16 @@ import binascii
 
 from rest_framework import serializers
 
+from api import fields
+
 MAX_VALUE_BYTES = 1024 * 1024
 
 
-class RecordIn(serializers.Serializer):
+class RecordIn(fields.Strict):
     value = serializers.JSONField(help_text="a JSON value, or base64 text with value_encoding=base64")
-    value_encoding = serializers.ChoiceField(choices=["json", "base64"], default="json")
-    key = serializers.CharField(required=False, allow_null=True, max_length=4096)
-    headers = serializers.DictField(child=serializers.CharField(max_length=4096), required=False)
+    value_encoding = fields.Choice(choices=["json", "base64"], default="json")
+    key = fields.Text(required=False, allow_null=True, max_length=4096)
+    headers = fields.Object(child=fields.Text(max_length=4096, allow_blank=True), required=False)
 
     def validate(self, data):
         if data["value_encoding"] == "base64":
@@ -26,9 +28,9 @@ class RecordIn(serializers.Serializer):
         return data
 
 
-class RecordsIn(serializers.Serializer):
+class RecordsIn(fields.Strict):
     records = RecordIn(many=True, allow_empty=False, max_length=1000)
-    partition = serializers.IntegerField(required=False, min_value=0)
+    partition = fields.Integer(required=False, min_value=0)
 
 
 MAX_REDRIVE = 10_000
@@ -65,13 +67,14 @@ class RedriveOut(serializers.Serializer):
 
 
 class HalfMessageIn(RecordIn):
-    topic = serializers.CharField(max_length=249)
-    producer_group = serializers.CharField(max_length=249)
-    callback_url = serializers.URLField(required=False, max_length=2048)
-    checker = serializers.CharField(required=False, max_length=255)
-    check_interval_ms = serializers.IntegerField(required=False, min_value=100, max_value=86_400_000, default=60_000)
-    max_checks = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=15)
-    unresolved_policy = serializers.ChoiceField(choices=["rollback", "commit"], default="rollback")
+    topic = fields.Text(max_length=249)
+    producer_group = fields.Text(max_length=249)
+    callback_url = fields.URL(required=False, max_length=2048,
+                              help_text="checked back by POST; its host must be in SLUICE_API's CALLBACK_ALLOW")
+    checker = fields.Text(required=False, max_length=255, help_text="a checker registered with @half.checker")
+    check_interval_ms = fields.Integer(required=False, min_value=100, max_value=86_400_000, default=60_000)
+    max_checks = fields.Integer(required=False, min_value=1, max_value=1000, default=15)
+    unresolved_policy = fields.Choice(choices=["rollback", "commit"], default="rollback")
 
 
 class CheckOut(serializers.Serializer):

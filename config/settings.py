@@ -44,7 +44,6 @@ INSTALLED_APPS = [
     "scheduler.compat",
     "queueing",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "outbox",
     "api",
@@ -65,6 +64,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "api.middleware.Deprecation",
+    "api.middleware.LoginThrottle",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -138,16 +139,43 @@ LOGGING = {
 }
 
 REST_FRAMEWORK = {
-    # Token first: an anonymous request then gets 401 with a WWW-Authenticate header.
+    # API keys first: an anonymous request then gets 401 with a WWW-Authenticate header. Sessions
+    # (with CSRF) serve the browsable pages.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "api.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
+                                 "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.PerCredential"],
     "EXCEPTION_HANDLER": "api.errors.handle",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
-SPECTACULAR_SETTINGS = {"TITLE": "Sluice", "DESCRIPTION": "Topics, records and half messages.", "VERSION": "0.1.0"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Sluice", "DESCRIPTION": "Topics, records and half messages. Every error is application/problem+json.",
+    "VERSION": "1.0.0",
+    "PREPROCESSING_HOOKS": ["api.schema.only_v1"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "api.schema.add_problems"],
+    # The reference pages' assets, served by api/reference.py from drf-spectacular-sidecar.
+    "SWAGGER_UI_DIST": "/api/v1/reference/assets/swagger-ui-dist",
+    "SWAGGER_UI_FAVICON_HREF": "/api/v1/reference/assets/swagger-ui-dist/favicon-32x32.png",
+    "REDOC_DIST": "/api/v1/reference/assets/redoc",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+# The REST API (api/): the largest request body it reads (413 beyond); requests per credential (or
+# per client address when anonymous) in DRF's rate form "N/second|minute|hour|day", empty for none;
+# how long an Idempotency-Key's response is remembered.
+SLUICE_API = {
+    "IDEMPOTENCY_TTL_S": int(os.environ.get("SLUICE_API_IDEMPOTENCY_TTL_S", str(24 * 3600))),
+    "MAX_BODY_BYTES": int(os.environ.get("SLUICE_API_MAX_BODY_BYTES", str(4 * 1024 * 1024))),
+    "THROTTLE_RATE": os.environ.get("SLUICE_API_THROTTLE_RATE", "1200/minute"),
+    # Sign-in attempts per client address on the login forms (the admin's, which the console uses).
+    "LOGIN_PATHS": ["/admin/login/"],
+    "LOGIN_THROTTLE_RATE": os.environ.get("SLUICE_LOGIN_THROTTLE_RATE", "10/minute"),
+}
 DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 
 # Django's tasks framework (django.tasks) runs on Sluice: a Django task is a Sluice task, run by
@@ -196,6 +224,10 @@ SHOP = {
 # outbox table: {"billing": "amqp://user:pass@host:5672/vhost?exchange=billing"}; an event then names
 # "billing". A JSON object in the environment, or set it here.
 SLUICE_OUTBOX_DESTINATIONS = json.loads(os.environ.get("SLUICE_OUTBOX_DESTINATIONS", "{}"))
+# Where half messages' HTTP check-back callbacks may go (outbox/callbacks.py): host names, ".domain"
+# suffixes and IP networks, comma-separated. Empty: no callback_url is accepted. A private, loopback or
+# link-local address is reached only when a network listed here holds it.
+SLUICE_HALF_CALLBACK_ALLOW = [h.strip() for h in os.environ.get("SLUICE_HALF_CALLBACK_ALLOW", "").split(",") if h.strip()]
 SLUICE_OUTBOX_SOURCE = os.environ.get("SLUICE_OUTBOX_SOURCE", "/sluice")  # CloudEvents source prefix
 SLUICE_OUTBOX_PRUNE_AFTER = os.environ.get("SLUICE_OUTBOX_PRUNE_AFTER", "7d")  # delivered events; 0 keeps
 SLUICE_INBOX_RETENTION = os.environ.get("SLUICE_INBOX_RETENTION", "7d")  # dedup entries; 0 keeps

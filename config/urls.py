@@ -1,4 +1,5 @@
-"""Root URLs: the admin, the platform's landing page and the monitoring endpoints."""
+"""Root URLs: the admin, the landing page, the monitoring endpoints, the example shop and the REST API
+(/api/v1/)."""
 from django.contrib import admin
 from django.urls import include, path
 

@@ -11,16 +11,13 @@ import contextlib
 import datetime
 import json
 import logging
-import urllib.error
-import urllib.request
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from outbox import exceptions, models
+from outbox import callbacks, exceptions, models
 from outbox.storage import half as storage
 from queueing import loops, producer, topics
 from queueing import exceptions as queueing_exceptions
@@ -44,12 +41,6 @@ def checker(name):
     return register
 
 
-def _validate_callback(url):
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise queueing_exceptions.InvalidArgument(reason=f"callback_url must be an http(s) URL, not {url!r}")
-
-
 def prepare(topic, value, *, key=None, headers=None, producer_group, checker=None, callback_url=None,
             check_interval_ms=60_000, max_checks=15, unresolved_policy=ROLLBACK, created_by=""):
     """Store a half message, invisible to consumers; return it. Runs in the caller's transaction."""
@@ -63,11 +54,14 @@ def prepare(topic, value, *, key=None, headers=None, producer_group, checker=Non
     # The checker runs in the check-back process, which may not be this one: only its name is stored.
     if checker is not None and (not isinstance(checker, str) or not 1 <= len(checker) <= 255):
         raise queueing_exceptions.InvalidArgument(reason="checker must be a name of 1 to 255 characters")
-    if not checker and not callback_url:
+    if bool(checker) == bool(callback_url):
         raise queueing_exceptions.InvalidArgument(
-            reason="give a checker name or a callback_url, so an unresolved message can be checked back")
+            reason="give a checker name or a callback_url (one of them), so an unresolved message can be checked back")
+    if checker and checker not in _checkers:
+        raise queueing_exceptions.InvalidArgument(
+            reason=f"no checker named {checker!r} is registered (@half.checker in an installed app)")
     if callback_url:
-        _validate_callback(callback_url)
+        callbacks.validate(callback_url)
     if not 100 <= check_interval_ms <= 86_400_000 or not 1 <= max_checks <= 1000:
         raise queueing_exceptions.InvalidArgument(
             reason="check_interval_ms must be 100 to 86400000 and max_checks 1 to 1000")
@@ -191,21 +185,16 @@ def _call(message):
         "headers": message.headers or {}, "created_at": message.created_at.isoformat(),
         "check_count": message.check_count,
     }).encode()
-    request = urllib.request.Request(message.callback_url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
     timeout = settings.SLUICE.get("CHECKBACK_TIMEOUT_S", 5)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.loads(response.read(65536) or b"{}").get("status")
+        answer = json.loads(callbacks.post(message.callback_url, body, timeout=timeout) or b"{}")
     except TimeoutError:
         return Result.TIMEOUT, f"no answer within {timeout}s"
-    except urllib.error.URLError as error:
-        if isinstance(error.reason, TimeoutError):
-            return Result.TIMEOUT, f"no answer within {timeout}s"
-        return Result.ERROR, str(error)[:500]
+    except callbacks.Refused as error:
+        return Result.ERROR, f"refused: {error}"[:500]
     except (ValueError, OSError) as error:
         return Result.ERROR, str(error)[:500]
-    return _result(answer)
+    return _result(answer.get("status") if isinstance(answer, dict) else None)
 
 
 def check(message_id):

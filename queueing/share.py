@@ -100,6 +100,12 @@ class ShareConsumer:
 
     # Membership ---------------------------------------------------------------------------
 
+    def join(self):
+        """Join the group now rather than at the first poll: to settle records already held under
+        this member id (a member that lives across requests, queueing/remote.py)."""
+        if self.group_row is None:
+            self._join()
+
     def _join(self):
         group, _ = models.ShareGroup.objects.get_or_create(name=self.group, defaults=_group_defaults())
         self.group_row = group

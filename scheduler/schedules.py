@@ -7,6 +7,7 @@ import zlib
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models.functions import Now
 from django.utils import timezone as django_timezone
 
 from queueing.loops import CONNECTION_ERRORS
@@ -94,6 +95,34 @@ def create(**definition):
     except IntegrityError:
         raise exceptions.ScheduleExists(name=row.name) from None
     return row
+
+
+def change(name, **changes):
+    """Change a schedule stored in the database; changes are build()'s arguments. Give cron, every or
+    at to re-time it (the others of the three are then dropped); its next tick is then the first from
+    now, as it is when the time zone changes. Return the schedule. Raises ScheduleNotFound,
+    InvalidSchedule (also for a schedule declared in code, which is changed in code)."""
+    with transaction.atomic():
+        row = _locked(name)
+        if row.source != models.Schedule.Source.DATABASE:
+            raise exceptions.InvalidSchedule(reason=f"schedule {name!r} is declared in code (@periodic): change it there")
+        definition = {"task": row.task_name, "timezone": row.timezone, "args": row.args, "kwargs": row.kwargs,
+                      "catch_up": row.catch_up, "catch_up_limit": row.catch_up_limit, "tick_kwarg": row.tick_kwarg,
+                      "enabled": row.enabled}
+        retimed = any(k in changes for k in ("cron", "every", "at"))
+        if not retimed:
+            Kind = models.Schedule.Kind
+            definition.update({Kind.CRON: {"cron": row.cron}, Kind.INTERVAL: {"every": row.interval, "at": row.at},
+                               Kind.ONCE: {"at": row.at}}[row.kind])
+        new = build(name=name, **{**definition, **changes})
+        keep_next = not retimed and new.timezone == row.timezone and new.enabled == row.enabled
+        fields = ["task_name", "args", "kwargs", "timezone", "catch_up", "catch_up_limit", "tick_kwarg", "enabled",
+                  "kind", "cron", "interval", "at"] + ([] if keep_next else ["next_run_at"])
+        for field in fields:
+            setattr(row, field, getattr(new, field))
+        row.save(update_fields=fields)
+        models.Schedule.objects.filter(id=row.id).update(updated_at=Now())
+    return get(name)
 
 
 def get(name):

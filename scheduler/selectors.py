@@ -20,3 +20,15 @@ def workflow_list(*, state=None, limit=50):
     if state:
         rows = rows.filter(state=state)
     return rows.count(), list(rows[:limit])
+
+
+def tasks(*, queue=None, state=None, task_name=None):
+    """The tasks matching the filters, newest first (a queryset, for cursor pagination)."""
+    rows = models.TaskResult.objects.order_by("-enqueued_at", "-id")
+    if queue:
+        rows = rows.filter(queue=queue)
+    if state:
+        rows = rows.filter(state=state)
+    if task_name:
+        rows = rows.filter(task_name=task_name)
+    return rows

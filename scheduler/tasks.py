@@ -106,6 +106,7 @@ class Task:
     countdown: float | None = None
     eta: datetime.datetime | None = None
     django_task: object = None  # the django.tasks Task this definition was made from, if any
+    http: bool = False  # may be submitted over the REST API (by a credential allowed this task)
 
     @property
     def module(self):
@@ -344,7 +345,7 @@ def check_queue(queue):
 
 def task(function=None, *, name=None, queue="default", max_attempts=1, retry_on=(Exception,), backoff_base_s=1.0,
          backoff_max_s=600.0, backoff_levels_s=(), soft_time_limit=None, hard_time_limit=None, unique_key=None,
-         takes_context=False, priority=0, concurrency_key=None, concurrency_limit=None, rate_limit=None):
+         takes_context=False, priority=0, concurrency_key=None, concurrency_limit=None, rate_limit=None, http=False):
     """Register a function as a task: `@task` or `@task(queue="emails", max_attempts=5)`.
 
     name defaults to the function's dotted path. The worker runs it in a child process; a failure
@@ -354,7 +355,8 @@ def task(function=None, *, name=None, queue="default", max_attempts=1, retry_on=
     progress() and the abort checks). priority (-100 to 100, higher first) orders the tasks of a
     queue; at most concurrency_limit tasks with the same concurrency_key (a string, or a function
     of (args, kwargs)) run at once; rate_limit ("10/s", "100/m", "1000/h") bounds the starts of
-    this task in any window of that length. All across every worker.
+    this task in any window of that length. All across every worker. http=True lets the REST API
+    submit it (POST /api/v1/tasks/), for a credential allowed this task; no other task can be.
     """
     def register(func):
         check_queue(queue)
@@ -372,7 +374,7 @@ def task(function=None, *, name=None, queue="default", max_attempts=1, retry_on=
                               backoff_max_s=backoff_max_s, backoff_levels_s=tuple(backoff_levels_s)),
             soft_time_limit=soft_time_limit, hard_time_limit=hard_time_limit, unique_key=unique_key,
             takes_context=takes_context, priority=priority, concurrency_key=concurrency_key,
-            concurrency_limit=concurrency_limit, rate_limit=rate,
+            concurrency_limit=concurrency_limit, rate_limit=rate, http=bool(http),
         )
         if len(definition.name) > 255:
             raise exceptions.InvalidTask(reason="a task name has at most 255 characters")
@@ -403,6 +405,15 @@ def get(name):
         _registry[name] = Task(name=name, func=found.func, queue=found.queue_name,
                                takes_context=found.takes_context, django_task=found)
     return _registry[name]
+
+
+def http_task(name):
+    """The registered task of that name marked http=True; raise TaskNotRegistered for any other name.
+    Nothing is imported by name: only tasks already registered by their apps' tasks modules count."""
+    found = registered().get(name) if isinstance(name, str) else None
+    if found is None or not found.http:
+        raise exceptions.TaskNotRegistered(name=name)
+    return found
 
 
 def _django_task(path):

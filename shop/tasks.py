@@ -1,5 +1,5 @@
-"""The shop's tasks (queue "shop"): cancel an order left unpaid, and expire unused coupons every
-night at 03:00 in the shop's time zone."""
+"""The shop's tasks (queue "shop"): place an order for another service (over the REST API), cancel
+an order left unpaid, and expire unused coupons every night at 03:00 in the shop's time zone."""
 from django.conf import settings
 
 from scheduler import schedules, task
@@ -7,6 +7,13 @@ from shop import services
 
 QUEUE = "shop"
 EXPIRE_COUPONS = "shop-expire-coupons"
+
+
+@task(queue=QUEUE, http=True)
+def place_order(customer_email, amount_cents):
+    """Place an order; submitted over HTTP by services in other languages (POST /api/v1/tasks/)."""
+    order = services.place_order(customer_email, amount_cents)
+    return {"order_id": order.id, "status": order.status, "amount_cents": order.amount_cents}
 
 
 @task(queue=QUEUE)

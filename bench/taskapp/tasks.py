@@ -17,3 +17,8 @@ def started(enqueued_at):
     """Return when the task began, in time.time() seconds: the end of its enqueue -> start latency
     (enqueued_at, its start, is the time taken just before the enqueue)."""
     return time.time()
+
+
+@task(queue=QUEUE, http=True)
+def http_noop():
+    """Nothing, submitted over the REST API by bench/api.py (a task must be marked http=True for that)."""

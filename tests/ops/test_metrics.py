@@ -12,6 +12,7 @@ from ops import health, metrics
 from outbox import half, models as outbox_models, outbox
 from queueing import models, producer, registry, topics, worker
 from scheduler import models as task_models
+from shop import services as shop_services
 from tests.conftest import database_url
 from tests.sampleapp import tasks as sample
 
@@ -65,7 +66,7 @@ def test_metrics_report_offsets_lag_attempts_and_backlogs(db, client):
               lambda: models.CommittedOffset.objects.filter(group__name="billing", partition=0, offset=3).exists())
     producer.send("m.orders", b"f", partition=1)  # after the group: lag 1 on partition 1
     outbox.publish(aggregate_type="order", aggregate_id="1", event_type="paid", payload={}, destination="sluice:m.orders")
-    half.prepare("m.orders", b"pending", producer_group="shop", checker="shop.check")
+    half.prepare("m.orders", b"pending", producer_group="shop", checker=shop_services.PAYMENT_GROUP)
     producer.send("m.orders", b"later", delay=datetime.timedelta(hours=1))
     sample.add.enqueue(1, 2)
 

@@ -3,6 +3,7 @@ from django.contrib.messages import get_messages
 
 from outbox import half, models, outbox
 from queueing import models as engine_models, topics
+from shop import services as shop_services
 
 
 def test_outbox_events_are_listed_read_only_with_the_backlog_filter(db, admin_client):
@@ -17,8 +18,8 @@ def test_outbox_events_are_listed_read_only_with_the_backlog_filter(db, admin_cl
 
 def test_half_messages_are_committed_through_the_protocol_and_a_refusal_is_shown(db, admin_client):
     info = topics.create_topic("h.orders")
-    kept = half.prepare("h.orders", b"kept", producer_group="shop", checker="shop.check")
-    dropped = half.prepare("h.orders", b"dropped", producer_group="shop", checker="shop.check")
+    kept = half.prepare("h.orders", b"kept", producer_group="shop", checker=shop_services.PAYMENT_GROUP)
+    dropped = half.prepare("h.orders", b"dropped", producer_group="shop", checker=shop_services.PAYMENT_GROUP)
     half.rollback(dropped.id)
     response = admin_client.post("/admin/outbox/halfmessage/",
                                  {"action": "commit", "_selected_action": [kept.pk, dropped.pk]})

@@ -76,7 +76,10 @@ def test_the_local_transaction_helper(topic):
 @pytest.mark.parametrize("kwargs,error", [
     ({"topic": "missing"}, queueing_exceptions.TopicNotFound),
     ({"checker": ""}, queueing_exceptions.InvalidArgument),
-    ({"callback_url": "ftp://x"}, queueing_exceptions.InvalidArgument),
+    ({"checker": None, "callback_url": "ftp://x"}, queueing_exceptions.InvalidArgument),
+    ({"checker": "nobody.registered"}, queueing_exceptions.InvalidArgument),
+    ({"callback_url": "http://127.0.0.1:9/"}, queueing_exceptions.InvalidArgument),  # with a checker too
+    ({"checker": None}, queueing_exceptions.InvalidArgument),
     ({"max_checks": 0}, queueing_exceptions.InvalidArgument),
     ({"unresolved_policy": "maybe"}, queueing_exceptions.InvalidArgument),
     ({"producer_group": ""}, queueing_exceptions.InvalidArgument),
@@ -118,6 +121,7 @@ import django; django.setup()
 from django.contrib.auth.models import Group
 from django.db import transaction
 from outbox import half
+half.checker("tests.payments")(lambda message: "unknown")  # registered here too; the test's process answers
 message = half.prepare("payments", b"charged", producer_group="shop", checker="tests.payments")
 print(message.id, flush=True)
 if {run_local}:
@@ -172,6 +176,7 @@ def callback_server():
 
 def test_http_callbacks_commit_roll_back_and_time_out(topic, callback_server, settings):
     settings.SLUICE = {**settings.SLUICE, "CHECKBACK_TIMEOUT_S": 0.5}
+    settings.SLUICE_HALF_CALLBACK_ALLOW = ["127.0.0.1"]
     yes = half.prepare("payments", b"yes", producer_group="svc", callback_url=callback_server)
     no = half.prepare("payments", b"no", producer_group="svc", callback_url=callback_server)
     slow = half.prepare("payments", b"slow", producer_group="svc", callback_url=callback_server, max_checks=5)

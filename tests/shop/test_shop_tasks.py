@@ -13,6 +13,7 @@ from django.utils import timezone
 from outbox import models as outbox_models
 from queueing import delayed, models as engine_models
 from scheduler import cron, models as task_models, results, schedules, worker
+from scheduler import exceptions as task_errors, tasks as task_layer
 from shop import models, services, tasks
 
 DAY = datetime.timedelta(days=1)
@@ -177,3 +178,14 @@ def test_shop_demo_leaves_an_order_unpaid_and_shows_the_schedule(transactional_d
     assert re.fullmatch(rf"shop: schedule {tasks.EXPIRE_COUPONS} runs {re.escape(tasks.expire_coupons.name)} at cron "
                         r"'0 3 \* \* \*' in \S+; next runs \S+T03:00:00\S+ \(\S+ UTC\), \S+T03:00:00\S+ \(\S+ UTC\)",
                         second), second
+
+
+def test_other_services_may_place_orders_over_http_and_nothing_else(db):
+    """shop.tasks.place_order is the shop's one task marked http=True (docs/api.md submits it)."""
+    assert task_layer.http_task("shop.tasks.place_order") is tasks.place_order
+    for name in (tasks.cancel_unpaid_order.name, tasks.expire_coupons.name):
+        with pytest.raises(task_errors.TaskNotRegistered):
+            task_layer.http_task(name)
+    placed = tasks.place_order("ana@example.com", 1250)
+    order = models.Order.objects.get(id=placed["order_id"])
+    assert (placed["status"], order.amount_cents, order.cancel_task_id is not None) == ("created", 1250, True)

@@ -3,8 +3,8 @@
 
 Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres python bench/api.py [--batches N]
     [--tasks N] [--rounds K] [--database NAME] [--json PATH]
-It creates and drops its own database (sluice_bench_api), and starts the web server (`manage.py
-runserver --noreload`, throttling off) as a process of its own; the client sends one request at a
+It creates and drops its own database (sluice_bench_api), and starts the web server `manage.py
+serve` runs (gunicorn with 2 worker processes, throttling off) as a process of its own; the client sends one request at a
 time, each on a new connection, as a simple service would. Each round measures the Python side and
 the HTTP side moments apart, in ABBA order across rounds; the ratio printed is the median of the
 per-round ratios (absolute rates on a shared machine move far more than the ratios).
@@ -56,7 +56,10 @@ def main():
         call_command("migrate", verbosity=0)
         key = _setup()
         port = _free_port()
-        server = subprocess.Popen([sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        # The web server `manage.py serve` runs: gunicorn, 2 worker processes (each keeps its
+        # database connection across requests, SLUICE_CONN_MAX_AGE).
+        server = subprocess.Popen([sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind",
+                                   f"127.0.0.1:{port}", "--workers", "2", "--no-control-socket"],
                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         base = f"http://127.0.0.1:{port}/api/v1"
         _wait_for(base, server)

@@ -40,7 +40,15 @@ register()
 
 
 def _store(url):
-    """Set Django up if it is not (a program outside the Sluice project), then return the store.
+    """Set Django up if it is not (see ensure_django), then return the store."""
+    ensure_django(url)
+    from scheduler.compat import kombu_store
+
+    return kombu_store
+
+
+def ensure_django(url):
+    """Set Django up if it is not (a program outside the Sluice project).
 
     A `postgres(ql)://` URL with Django not configured runs Sluice's own settings module against
     that database (DATABASE_URL is set to it in this process); `sluice://` uses the settings the
@@ -62,9 +70,6 @@ def _store(url):
     if not apps.ready:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
         django.setup()
-    from scheduler.compat import kombu_store
-
-    return kombu_store
 
 
 class QoS(virtual.QoS):
@@ -362,8 +367,11 @@ class Transport(virtual.Transport):
         from django.db import connection
 
         # After a lost database (Celery reconnects on connection_errors) the thread's Django
-        # connection is broken: drop it so the next query opens a new one.
-        connection.close_if_unusable_or_obsolete()
+        # connection is broken: drop it so the next query opens a new one. Not inside the caller's
+        # transaction.atomic() (a first publish from inside one): Django would close the
+        # connection for its autocommit being off, and the transaction with it.
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
         return super().establish_connection()
 
     def _database_url(self):

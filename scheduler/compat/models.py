@@ -44,3 +44,77 @@ class KombuBinding(models.Model):
 
     def __str__(self):
         return f"{self.exchange} --{self.routing_key}--> {self.queue}"
+
+
+# The Celery result backend (celery_backend, celery_store): a row per task, per saved group and per
+# chord. Celery's ids are any strings and its states any names (update_state(state="PROGRESS")),
+# and a result is encoded by the app's result_serializer, so these are tables of their own rather
+# than the task layer's TaskResult.
+
+
+class CeleryTaskResult(models.Model):
+    """A Celery task's latest state and its meta (result, traceback, children) as the backend
+    encoded it; a SUCCESS is never overwritten (a redelivered task's STARTED would hide it)."""
+
+    task_id = models.CharField(max_length=255, unique=True)
+    status = models.CharField(max_length=50)
+    task_name = models.CharField(max_length=255, blank=True)
+    group_id = models.CharField(max_length=255, blank=True)
+    content_type = models.CharField(max_length=128)
+    meta = models.BinaryField(help_text="status, result, traceback and children, in the result serializer's encoding")
+    traceback = models.TextField(blank=True)
+    updated_at = models.DateTimeField()
+    date_done = models.DateTimeField(null=True, blank=True, help_text="when it reached a ready state")
+
+    class Meta:
+        verbose_name = "Celery task result"
+        indexes = [
+            # cleanup() deletes the oldest finished results.
+            models.Index(fields=["date_done"], name="celery_result_done", condition=models.Q(date_done__isnull=False)),
+        ]
+
+    def __str__(self):
+        return f"{self.task_id} {self.status}"
+
+
+class CeleryGroupResult(models.Model):
+    """A saved GroupResult (GroupResult.save(), and every chord's header): its members' ids."""
+
+    group_id = models.CharField(max_length=255, unique=True)
+    content_type = models.CharField(max_length=128)
+    meta = models.BinaryField()
+    saved_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "Celery group result"
+        indexes = [models.Index(fields=["saved_at"], name="celery_group_saved")]
+
+    def __str__(self):
+        return self.group_id
+
+
+class CeleryChord(models.Model):
+    """A chord waiting for its header: how many members it has, and when its callback was sent
+    (set once, by the member whose completion made the count, in the callback's transaction)."""
+
+    group_id = models.CharField(max_length=255, unique=True)
+    size = models.IntegerField()
+    created_at = models.DateTimeField()
+    fired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "Celery chord"
+
+    def __str__(self):
+        return self.group_id
+
+
+class CeleryChordPart(models.Model):
+    """A finished member of a chord's header, counted once however often it ran (a task redelivered
+    after its worker died reports its end again)."""
+
+    chord = models.ForeignKey(CeleryChord, on_delete=models.CASCADE, related_name="parts")
+    task_id = models.CharField(max_length=255)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["chord", "task_id"], name="celery_chord_part_once")]

@@ -1,4 +1,5 @@
-"""The Celery app: Django's usual celery.py, with the broker switched to Sluice by one setting."""
+"""The Celery app: Django's usual celery.py, with the broker and the result backend switched to Sluice
+by one setting each."""
 import os
 
 import django
@@ -10,6 +11,7 @@ django.setup()  # loads the apps, and with them kombu's `sluice` alias
 app = Celery("celeryapp")
 app.conf.update(
     broker_url=os.environ.get("CELERY_BROKER_URL", "sluice://"),
+    result_backend=os.environ.get("CELERY_RESULT_BACKEND", "sluice://"),
     broker_transport_options={"lock_duration_ms": int(os.environ.get("SLUICE_KOMBU_LOCK_MS", "30000"))},
     task_acks_late=os.environ.get("CELERY_ACKS_LATE") == "1",
     worker_prefetch_multiplier=1,

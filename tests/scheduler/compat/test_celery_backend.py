@@ -125,7 +125,7 @@ def chord_request(task_id, group_id, callback):
 def test_a_chord_callback_is_sent_once_when_every_member_finished(backend):
     from tests.celeryapp import tasks
 
-    callback = tasks.total.s("cb")
+    callback = tasks.gather.s("cb")
     header = GroupResult("c1", [AsyncResult(f"c1-{n}", app=app) for n in range(3)], app=app)
     backend.apply_chord(("c1", header.results), callback)
     before = kombu_store.size("celery")
@@ -145,7 +145,7 @@ def test_a_chord_callback_is_sent_once_when_every_member_finished(backend):
 def test_a_failed_member_fails_the_chord_callback(backend):
     from tests.celeryapp import tasks
 
-    callback = tasks.total.s("cb").set(task_id="c2-callback")
+    callback = tasks.gather.s("cb").set(task_id="c2-callback")
     header = GroupResult("c2", [AsyncResult(f"c2-{n}", app=app) for n in range(2)], app=app)
     backend.apply_chord(("c2", header.results), callback)
     before = kombu_store.size("celery")

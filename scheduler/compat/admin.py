@@ -1,9 +1,13 @@
-"""Admin of the Celery compatibility tables, all read-only: the kombu transport's queues and the
+"""Admin of the Celery compatibility tables. Read-only: the kombu transport's queues and the
 exchange bindings routed by (kombu declares them; their backlog is the topic's and share group's of
-the same name), and the result backend's results, groups and chords (Celery writes them)."""
+the same name), and the result backend's results, groups and chords (Celery writes them). Editable:
+the beat scheduler's periodic tasks."""
+from django import forms
 from django.contrib import admin
+from django.utils import timezone
 
-from scheduler.compat import models
+from scheduler import exceptions
+from scheduler.compat import beat_store, models
 
 
 class ReadOnly(admin.ModelAdmin):
@@ -46,3 +50,47 @@ class CeleryGroupResultAdmin(ReadOnly):
 class CeleryChordAdmin(ReadOnly):
     list_display = ["group_id", "size", "created_at", "fired_at"]
     search_fields = ["group_id"]
+
+
+class CeleryPeriodicTaskForm(forms.ModelForm):
+    class Meta:
+        model = models.CeleryPeriodicTask
+        fields = ["name", "task", "args", "kwargs", "options", "kind", "cron", "interval", "timezone", "enabled"]
+
+    def clean(self):
+        cleaned = super().clean()
+        row = models.CeleryPeriodicTask(**{field: cleaned.get(field) for field in beat_store.TIMING})
+        try:
+            beat_store.check(row)
+        except exceptions.InvalidSchedule as error:
+            raise forms.ValidationError(str(error)) from None
+        return cleaned
+
+
+@admin.register(models.CeleryPeriodicTask)
+class CeleryPeriodicTaskAdmin(admin.ModelAdmin):
+    """Editable: a change of timing (or a new periodic task) gets its first tick from now; the
+    active beat sees it at its next look (within a third of its lease)."""
+
+    form = CeleryPeriodicTaskForm
+    list_display = ["name", "task", "kind", "cron", "interval", "enabled", "next_run_at", "last_run_at",
+                    "total_run_count", "source"]
+    list_filter = ["enabled", "kind", "source"]
+    search_fields = ["name", "task"]
+    readonly_fields = ["source", "next_run_at", "last_run_at", "total_run_count"]
+
+    def save_model(self, request, obj, form, change):
+        if not change or any(field in form.changed_data for field in beat_store.TIMING):
+            beat_store.retime(obj, timezone.now())
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(models.CeleryBeatTick)
+class CeleryBeatTickAdmin(ReadOnly):
+    list_display = ["periodic_task", "tick_at", "sent_at", "task_id", "beat"]
+    list_filter = ["periodic_task"]
+
+
+@admin.register(models.CeleryBeatLease)
+class CeleryBeatLeaseAdmin(ReadOnly):
+    list_display = ["name", "holder", "acquired_at", "expires_at"]

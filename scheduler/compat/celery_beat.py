@@ -34,7 +34,7 @@ class Scheduler(beat.Scheduler):
         self.store = beat_store
         self.beat_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_s = float(app.conf.get("sluice_beat_lease_s") or DEFAULT_LEASE_S)
-        self.active = False
+        self.active = None  # not known until the first tick, which logs what it found
         super().__init__(app, *args, **kwargs)
 
     def setup_schedule(self):

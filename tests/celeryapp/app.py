@@ -16,4 +16,10 @@ app.conf.update(
     task_acks_late=os.environ.get("CELERY_ACKS_LATE") == "1",
     worker_prefetch_multiplier=1,
     include=["tests.celeryapp.tasks"],
+    sluice_beat_lease_s=float(os.environ.get("SLUICE_BEAT_LEASE_S", "5")),
 )
+if os.environ.get("CELERY_BEAT_EVERY_S"):
+    app.conf.beat_schedule = {
+        "every-second": {"task": "tests.celeryapp.tasks.record", "args": ("beat",),
+                         "schedule": float(os.environ["CELERY_BEAT_EVERY_S"])},
+    }

@@ -22,6 +22,8 @@ logger = get_logger("sluice.celery.beat")
 ALIAS = "sluice"
 SCHEDULER_PATH = "scheduler.compat.celery_beat:Scheduler"
 DEFAULT_LEASE_S = 5.0
+# One name per process: `celery beat` makes a scheduler for its banner and another to run.
+_PROCESS_TOKEN = uuid.uuid4().hex[:8]
 
 
 class Scheduler(beat.Scheduler):
@@ -32,7 +34,7 @@ class Scheduler(beat.Scheduler):
         from scheduler.compat import beat_store
 
         self.store = beat_store
-        self.beat_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.beat_id = f"{socket.gethostname()}:{os.getpid()}:{_PROCESS_TOKEN}"
         self.lease_s = float(app.conf.get("sluice_beat_lease_s") or DEFAULT_LEASE_S)
         self.active = None  # not known until the first tick, which logs what it found
         super().__init__(app, *args, **kwargs)

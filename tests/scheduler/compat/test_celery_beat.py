@@ -106,6 +106,7 @@ def test_every_due_tick_is_sent_once_missed_ones_included(beat_schedule):
 
 def test_only_the_lease_holder_sends_and_a_standby_takes_over_after_release(beat_schedule):
     active, standby = beat_schedule(), beat_schedule()
+    standby.beat_id += "-standby"  # two beats in one process (each process has one name)
     row = models.CeleryPeriodicTask.objects.get(name="every-second")
     due = timezone.now() - datetime.timedelta(seconds=2.5)
     models.CeleryPeriodicTask.objects.filter(id=row.id).update(at=due, next_run_at=due)

@@ -42,6 +42,7 @@ class ResultBackend(BaseBackend):
     subpolling_interval = 0.05  # ResultSet.join's pause between members: a read is one indexed query
     supports_autoexpire = False  # so beat schedules celery.backend_cleanup
     persistent = True
+    supports_result_compression = True  # the encoded meta is stored as bytes, unchanged
 
     def __init__(self, app, url=None, **kwargs):
         super().__init__(app, url=url, **kwargs)

@@ -86,6 +86,16 @@ def test_a_success_is_never_overwritten(backend):
     assert AsyncResult("t4", app=app).get(timeout=1) == 7
 
 
+def test_a_compressed_result_is_stored_compressed_and_read_back():
+    from celery import Celery
+
+    compressing = Celery("x", set_as_current=False, result_backend="sluice://", result_compression="gzip")
+    compressing.backend.mark_as_done("zipped", "x" * 10_000, request=request("zipped"))
+    stored = bytes(models.CeleryTaskResult.objects.get(task_id="zipped").meta)
+    assert len(stored) < 1_000
+    assert app.backend.get_task_meta("zipped")["result"] == "x" * 10_000  # a reader without compression
+
+
 def test_forget_deletes_the_result(backend):
     backend.mark_as_done("t5", 1, request=request("t5"))
     AsyncResult("t5", app=app).forget()

@@ -455,6 +455,21 @@ class ShareConsumer:
             self._heartbeat()
 
 
+def acknowledger(group, topics, member_id):
+    """A handle that settles, from any process, records that member_id of group holds (it does not
+    join the group): for consumers that hand what they acquired to another process to acknowledge,
+    as django-q2's pusher does to its monitor. Its settle() and accept_now() act as that member,
+    and are refused as the member's own would be once the lock lapsed; raise GroupNotFound."""
+    handle = ShareConsumer(group, topics, listen=False)
+    handle.member_id = member_id
+    handle.group_row = models.ShareGroup.objects.filter(name=group).first()
+    if handle.group_row is None:
+        raise exceptions.GroupNotFound(group=group)
+    handle._open_topics()
+    handle.closed = True  # it never polls, flushes or leaves: settle() and accept_now() write at once
+    return handle
+
+
 def expedite(group, records):
     """Make records of a group that were handed back with a delay available now (what they waited
     for came sooner); records held by a member or already available are left alone. records are

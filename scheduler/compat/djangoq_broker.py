@@ -67,8 +67,11 @@ class Broker(DjangoQBroker):
         except engine_exceptions.TopicNotFound:
             try:
                 with transaction.atomic():
-                    return topics.create_topic(self.topic, partitions=settings.SLUICE["TASK_PARTITIONS"],
+                    info = topics.create_topic(self.topic, partitions=settings.SLUICE["TASK_PARTITIONS"],
                                                retention_ms=settings.SLUICE["TASK_TOPIC_RETENTION_MS"])
+                    # The group from the start, so its backlog shows before a cluster first reads.
+                    share.prepare_group(self.topic, [self.topic], lock_duration_ms=int(Conf.RETRY * 1000))
+                    return info
             except engine_exceptions.TopicExists:
                 return topics.get_topic(self.topic)
 

@@ -116,3 +116,24 @@ def test_ping_and_info(broker):
 def test_a_foreign_acknowledgement_id_is_refused_with_a_warning(broker, caplog):
     broker().acknowledge(12)
     assert "is not an acknowledgement id of this broker" in caplog.text
+
+
+def test_the_backlog_shows_in_groups_describe_before_a_cluster_reads(broker):
+    """One backlog: a django-q2 queue is a topic and share group like any other."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    pusher = broker("backlog")
+    for n in range(3):
+        pusher.enqueue(package(n))
+    out = StringIO()
+    call_command("groups", "describe", "djangoq.backlog", stdout=out)
+    row = out.getvalue().splitlines()[1].split()
+    assert row[:6] == ["djangoq.backlog", "djangoq.backlog", "0", "0", "3", "3"]  # group, topic, partition, start, end, lag
+    pusher.dequeue()
+    out = StringIO()
+    call_command("groups", "describe", "djangoq.backlog", stdout=out)
+    lag, acquired = out.getvalue().splitlines()[1].split()[5:7]
+    # ACQUIRED counts the engine's delivery ranges (a batch acquired together is one).
+    assert (lag, acquired, pusher.lock_size()) == ("3", "1", 3)

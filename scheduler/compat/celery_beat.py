@@ -8,6 +8,7 @@ Settings (the Celery app's conf): `sluice_beat_lease_s` (default 5: how long the
 lasts without renewal, so how soon a standby takes over).
 """
 import datetime
+import json
 import os
 import socket
 import uuid
@@ -70,6 +71,10 @@ class Scheduler(beat.Scheduler):
             spec.update(kind="interval", interval=timing.run_every, timezone="UTC")
         else:
             raise ValueError(f"{type(timing).__name__} schedules are not supported (crontab and intervals are)")
+        try:
+            json.dumps([spec["args"], spec["kwargs"], spec["options"]])
+        except (TypeError, ValueError):
+            raise ValueError("its args, kwargs and options must be JSON (they are stored in the database)") from None
         from scheduler import exceptions
         from scheduler.compat import models
 

@@ -61,6 +61,14 @@ def test_a_schedule_of_another_kind_is_refused_with_a_clear_error(beat_schedule)
         scheduler.spec(entry)
 
 
+def test_an_entry_whose_options_are_not_json_is_refused(beat_schedule):
+    scheduler = beat_schedule()
+    entry = scheduler.Entry(name="odd", task="t", schedule=celery_schedules.schedule(60), app=app,
+                            options={"expires": datetime.datetime(2030, 1, 1)})
+    with pytest.raises(ValueError, match="must be JSON"):
+        scheduler.spec(entry)
+
+
 def test_entries_gone_from_the_code_go_and_database_ones_stay(beat_schedule):
     beat_schedule()
     models.CeleryPeriodicTask.objects.create(name="by-hand", task="t", kind="interval",

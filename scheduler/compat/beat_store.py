@@ -175,3 +175,21 @@ def seconds_to_next():
         cursor.execute(f"SELECT EXTRACT(EPOCH FROM min(next_run_at) - clock_timestamp())::float8 "
                        f"FROM {models.CeleryPeriodicTask._meta.db_table} WHERE enabled")
         return cursor.fetchone()[0]
+
+
+def prune_ticks(*, older_than, limit=10_000):
+    """Delete tick records sent more than older_than (a timedelta) ago, at most limit of them, each
+    periodic task keeping its latest; return how many went. A tick's record is only needed while a
+    beat could send that tick again, which it never does once its periodic task moved past it."""
+    table = models.CeleryBeatTick._meta.db_table
+    with connection.cursor() as cursor:
+        # The latest tick of each task stays, so a task's last sending is always on record.
+        cursor.execute(f"""
+            DELETE FROM {table} WHERE id IN (
+                SELECT id FROM {table} tick
+                 WHERE sent_at < now() - %(older)s
+                   AND tick_at < (SELECT max(tick_at) FROM {table} latest
+                                   WHERE latest.periodic_task_id = tick.periodic_task_id)
+                 LIMIT %(limit)s)""", {"older": older_than, "limit": limit})
+        return cursor.rowcount
+

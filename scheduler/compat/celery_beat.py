@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import socket
+import time
 import uuid
 
 from celery import beat, schedules as celery_schedules
@@ -23,6 +24,8 @@ logger = get_logger("sluice.celery.beat")
 ALIAS = "sluice"
 SCHEDULER_PATH = "scheduler.compat.celery_beat:Scheduler"
 DEFAULT_LEASE_S = 5.0
+PRUNE_EVERY_S = 3600  # the active beat deletes tick records older than a day this often
+TICKS_KEPT = datetime.timedelta(days=1)
 # One name per process: `celery beat` makes a scheduler for its banner and another to run.
 _PROCESS_TOKEN = uuid.uuid4().hex[:8]
 
@@ -38,6 +41,7 @@ class Scheduler(beat.Scheduler):
         self.beat_id = f"{socket.gethostname()}:{os.getpid()}:{_PROCESS_TOKEN}"
         self.lease_s = float(app.conf.get("sluice_beat_lease_s") or DEFAULT_LEASE_S)
         self.active = None  # not known until the first tick, which logs what it found
+        self.pruned_at = 0.0
         super().__init__(app, *args, **kwargs)
 
     def setup_schedule(self):
@@ -97,6 +101,9 @@ class Scheduler(beat.Scheduler):
                 active = self.store.hold_lease(self.beat_id, self.lease_s)
                 if active:
                     self.store.fire_due(send=self._send, beat=self.beat_id)
+                    if time.monotonic() - self.pruned_at > PRUNE_EVERY_S:
+                        self.pruned_at = time.monotonic()
+                        self.store.prune_ticks(older_than=TICKS_KEPT)
             if active != self.active:
                 logger.info("beat: %s (%s)", "active: the lease is held" if active else "standby: another beat "
                             "holds the lease", self.beat_id)

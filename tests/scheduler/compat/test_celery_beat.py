@@ -128,3 +128,18 @@ def test_only_the_lease_holder_sends_and_a_standby_takes_over_after_release(beat
     standby.tick()
     assert standby.active
     assert models.CeleryBeatLease.objects.get().holder == standby.beat_id
+
+
+def test_old_tick_records_are_pruned_and_each_task_keeps_its_latest(beat_schedule):
+    beat_schedule()
+    row = models.CeleryPeriodicTask.objects.get(name="every-second")
+    first = timezone.now() - datetime.timedelta(seconds=2.5)
+    models.CeleryPeriodicTask.objects.filter(id=row.id).update(at=first, next_run_at=first)
+    with transaction.atomic():
+        beat_store.fire_due(send=lambda row, task_id: None, beat="test")
+    ticks = models.CeleryBeatTick.objects.filter(periodic_task=row)
+    assert ticks.count() >= 3
+    ticks.update(sent_at=timezone.now() - datetime.timedelta(days=2))
+    latest, before = ticks.order_by("-tick_at").first(), ticks.count()
+    assert beat_store.prune_ticks(older_than=datetime.timedelta(days=1)) == before - 1
+    assert list(ticks) == [latest]

@@ -107,6 +107,7 @@ class Channel(virtual.Channel):
         self._readers = {}  # queue -> kombu_store.Reader
         self._no_ack = set()  # queues consumed without acknowledgements
         self._held = {}  # delivery tag -> (reader, record), until settled
+        self._accepted = []  # (reader, record) acknowledged, to be accepted in the database by flush_accepts
         self._held_lock = threading.Lock()
 
     # Queues and bindings -------------------------------------------------------------------
@@ -199,6 +200,7 @@ class Channel(virtual.Channel):
         return taken[0][1]
 
     def _take(self, queue, limit):
+        self.flush_accepts()
         reader = self._reader(queue)
         taken = reader.take(limit)
         with self._held_lock:
@@ -238,9 +240,23 @@ class Channel(virtual.Channel):
             reader.accept_now(records)
 
     def settle(self, delivery_tag, fate):
-        """Accept, release or reject a held message in the database now (any thread may ack)."""
+        """Release or reject a held message in the database now, or accept it with the next
+        flush_accepts (any thread may ack). An acknowledgement is accepted in a batch with the others
+        made meanwhile: flushed before each acquisition, on close, and by the renewing thread at every
+        turn (a third of the lock), so the lock never lapses first."""
         with self._held_lock:
             held = self._held.pop(delivery_tag, None)
+            if held is not None and fate == "accept" and os.getpid() == self._pid:
+                self._accepted.append(held)
+                held = None
+                accepted = True
+            else:
+                accepted = False
+        if accepted:
+            transport = self.connection
+            if transport is not None:
+                transport.acked.set()
+            return
         if held is None or os.getpid() != self._pid:
             return  # settled already, or this is a forked child: the parent holds the message
         reader, record = held
@@ -250,6 +266,22 @@ class Channel(virtual.Channel):
         transport = self.connection  # None once the channel is closed
         if transport is not None:
             transport.acked.set()
+
+    def flush_accepts(self):
+        """Accept in the database the messages acknowledged since the last flush, in one statement
+        per queue; a refusal (the lock was lost) is logged, the message being delivered again."""
+        with self._held_lock:
+            accepted, self._accepted = self._accepted, []
+        if not accepted or os.getpid() != self._pid:
+            return
+        by_reader = {}
+        for reader, record in accepted:
+            by_reader.setdefault(reader, []).append(record)
+        for reader, records in by_reader.items():
+            refused = reader.consumer.accept_now(records)
+            if refused:
+                logger.warning("kombu queue %s: %d acknowledgement(s) refused, the lock was lost; those messages "
+                               "are delivered again", reader.queue, len(refused), extra={"queue": reader.queue})
 
     def renew_held(self):
         """Extend the locks of every message held unacknowledged (the renewing thread calls this)."""
@@ -278,6 +310,8 @@ class Channel(virtual.Channel):
         if self.closed:
             return
         readers = list(self._readers.values())
+        if os.getpid() == self._pid:
+            self.flush_accepts()
         super().close()  # cancels consumers and releases what is unacknowledged (QoS.restore_unacked)
         if os.getpid() == self._pid:
             for reader in readers:
@@ -321,6 +355,7 @@ class Renewer(threading.Thread):
     def renew_once(self):
         queues = set()
         for channel in list(self.transport.channels):
+            channel.flush_accepts()
             channel.renew_held()
             queues |= channel.consumed_queues()
         self.transport.store.touch_queues(queues)

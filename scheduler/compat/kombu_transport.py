@@ -200,9 +200,11 @@ class Channel(virtual.Channel):
         return taken[0][1]
 
     def _take(self, queue, limit):
-        self.flush_accepts()
         reader = self._reader(queue)
+        riding = self.flush_accepts(riding=reader)
         taken = reader.take(limit)
+        if riding:
+            reader.consumer.flush()  # acceptances of partitions the acquisition did not reach (none, mostly)
         with self._held_lock:
             for record, payload in taken:
                 self._held[payload["properties"]["delivery_tag"]] = (reader, record)
@@ -267,21 +269,30 @@ class Channel(virtual.Channel):
         if transport is not None:
             transport.acked.set()
 
-    def flush_accepts(self):
+    def flush_accepts(self, riding=None):
         """Accept in the database the messages acknowledged since the last flush, in one statement
-        per queue; a refusal (the lock was lost) is logged, the message being delivered again."""
+        per queue; a refusal (the lock was lost) is logged, the message being delivered again. Those
+        of riding (the reader about to acquire, in this thread) go with its acquisition's statement;
+        return whether there were any."""
         with self._held_lock:
             accepted, self._accepted = self._accepted, []
         if not accepted or os.getpid() != self._pid:
-            return
+            return False
         by_reader = {}
+        staged = False
         for reader, record in accepted:
             by_reader.setdefault(reader, []).append(record)
         for reader, records in by_reader.items():
+            if reader is riding:
+                for record in records:
+                    reader.consumer.accept(record)  # sent by the poll that follows (refusals logged there)
+                staged = True
+                continue
             refused = reader.consumer.accept_now(records)
             if refused:
                 logger.warning("kombu queue %s: %d acknowledgement(s) refused, the lock was lost; those messages "
                                "are delivered again", reader.queue, len(refused), extra={"queue": reader.queue})
+        return staged
 
     def renew_held(self):
         """Extend the locks of every message held unacknowledged (the renewing thread calls this)."""

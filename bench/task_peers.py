@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -322,7 +323,40 @@ class CeleryRabbitMQ(Celery):
         return super().unavailable()
 
 
-PEERS = {p.name: p for p in (PgQueuer, Procrastinate, DjangoQ2, DjangoTasks, CeleryRedis, CeleryRabbitMQ)}
+class CelerySluice(Celery):
+    """Celery on Sluice's kombu transport, in a database of its own migrated with Sluice's schema;
+    the same app, worker settings and result backend (Redis) as Celery on Redis and on RabbitMQ."""
+
+    name = "celery-sluice"
+    uses_database = True
+    notes = "prefork -c 2; sluice+postgresql:// broker; no bulk call: delay() in a loop"
+
+    def __init__(self, url):
+        super().__init__(url)
+        if url:
+            self.env["BENCH_CELERY_BROKER"] = f"sluice+{url}"
+            os.environ.update(self.env)
+
+    def setup(self):
+        migrate_sluice(self.url)
+        super().setup()
+
+
+class DjangoQ2Sluice(DjangoQ2):
+    """django-q2 with Sluice's broker: the same Q_CLUSTER as its ORM broker's, broker_class added."""
+
+    name = "django-q2-sluice"
+    notes = "qcluster, Sluice broker (broker_class), workers 2; no bulk call: async_task() in a loop, one transaction"
+
+
+def migrate_sluice(url):
+    """Create Sluice's tables in the peer's database (a Sluice project's `manage.py migrate`)."""
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput", "-v0"], check=True, cwd=ROOT,
+                   env={**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "config.settings"})
+
+
+PEERS = {p.name: p for p in (PgQueuer, Procrastinate, DjangoQ2, DjangoQ2Sluice, DjangoTasks, CeleryRedis,
+                             CeleryRabbitMQ, CelerySluice)}
 
 
 def measure(kind, admin, args):

@@ -5,8 +5,8 @@ and Sluice's enqueue -> start latency at a steady rate.
 Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres python bench/tasks.py [--tasks N]
     [--peers NAME,...] [--no-peers] [--json PATH]
 It creates and drops its own databases (sluice_bench_tasks, and one per PostgreSQL peer,
-sluice_bench_tasks_<peer>); the peers (pgqueuer, procrastinate, django-q2, django-tasks, Celery on
-Redis and on RabbitMQ) come from the `bench` dependency group, and each runs in a process of its own
+sluice_bench_tasks_<peer>); the peers (pgqueuer, procrastinate, django-q2 on its ORM broker and on
+Sluice's, django-tasks, Celery on Redis, on RabbitMQ and on Sluice) come from the `bench` dependency group, and each runs in a process of its own
 (bench/task_peers.py). A peer whose package or server is missing is reported as skipped.
 """
 import argparse
@@ -27,7 +27,8 @@ import run
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BENCH_DB = "sluice_bench_tasks"
-PEERS = ["pgqueuer", "procrastinate", "django-q2", "django-tasks", "celery-redis", "celery-rabbitmq"]
+PEERS = ["pgqueuer", "procrastinate", "django-q2", "django-q2-sluice", "django-tasks", "celery-redis",
+         "celery-rabbitmq", "celery-sluice"]
 BULK_BATCH = 1000  # tasks a bulk call, for Sluice and for the peers that have a bulk call
 POLL_S = 0.02  # how often a drain's progress is read
 MARK = 0.1  # a drain is timed from the moment this share of its backlog is done, so start-up is not counted
@@ -338,6 +339,8 @@ def goals(rows):
         best = max(bulks, key=bulks.get)
         checks.append(("bulk enqueue ahead of every peer's", f"{ours['bulk_per_s']:,} against {best}'s "
                        f"{bulks[best]:,} ({ours['bulk_per_s'] / bulks[best]:.2f} x)", ours["bulk_per_s"] > bulks[best]))
+    checks.append(compare(by_name, "celery-sluice", "celery-rabbitmq", 1, "Celery on Sluice drain >= on RabbitMQ's"))
+    checks.append(compare(by_name, "django-q2-sluice", "django-q2", 2, "django-q2 on Sluice drain >= 2 x its ORM's"))
     lat = ours.get("latency")
     if lat and not lat.get("timed"):
         checks.append((f"enqueue -> start p99 <= 15 ms at {lat['rate']:,}/s",
@@ -351,6 +354,14 @@ def goals(rows):
                        f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms over {lat['timed']:,} "
                        f"tasks{note}", lat["p99_ms"] <= 15 and lat["finished"] == lat["sent"]))
     return checks
+
+
+def compare(by_name, name, peer_name, factor, goal):
+    """(goal, measured, met) of name's drain against factor x peer_name's, both from this run."""
+    ours, theirs = by_name.get(name, {}).get("drain_per_s"), by_name.get(peer_name, {}).get("drain_per_s")
+    if not ours or not theirs:
+        return goal, f"{name} or {peer_name} not measured", None
+    return goal, f"{ours:,} / {theirs:,} = {ours / theirs:.2f} x", ours >= factor * theirs
 
 
 def report(rows, args):

@@ -49,6 +49,8 @@ INSTALLED_APPS = [
     "api",
     "shop",
     "ops",
+    # django-q2's tables (tasks, results, schedules); its cluster runs on Sluice (Q_CLUSTER below).
+    "django_q",
 ]
 # Extra apps (for example the one holding your handlers), comma-separated.
 INSTALLED_APPS += [app for app in os.environ.get("SLUICE_EXTRA_APPS", "").split(",") if app]
@@ -181,6 +183,19 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 # Django's tasks framework (django.tasks) runs on Sluice: a Django task is a Sluice task, run by
 # `manage.py worker --queue <queue_name>`. QUEUES empty: any queue name.
 TASKS = {"default": {"BACKEND": "scheduler.backends.SluiceBackend", "QUEUES": []}}
+
+# django-q2 on Sluice (scheduler/compat/djangoq_broker.py): `manage.py qcluster` takes the tasks of
+# async_task() from the topic djangoq.<name>. retry: seconds a task is locked for its worker before
+# it is delivered again (keep timeout below it, as django-q2 asks).
+Q_CLUSTER = {
+    "name": os.environ.get("SLUICE_DJANGO_Q_NAME", "sluice"),
+    "broker_class": "scheduler.compat.djangoq_broker.Broker",
+    "workers": int(os.environ.get("SLUICE_DJANGO_Q_WORKERS", "2")),
+    "timeout": int(os.environ.get("SLUICE_DJANGO_Q_TIMEOUT_S", "60")),
+    "retry": int(os.environ.get("SLUICE_DJANGO_Q_RETRY_S", "120")),
+    "bulk": int(os.environ.get("SLUICE_DJANGO_Q_BULK", "10")),
+    "poll": float(os.environ.get("SLUICE_DJANGO_Q_POLL_S", "1")),
+}
 
 # Engine defaults; each can be overridden per topic or per consumer.
 SLUICE = {

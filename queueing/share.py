@@ -464,6 +464,33 @@ class ShareConsumer:
             self._heartbeat()
 
 
+def prepare_group(name, topics, *, lock_duration_ms=None):
+    """Create (or change) a share group and open its windows on topics at their first record, before
+    any member joins: its backlog shows at once, and no record sent before the first member is
+    skipped. Return the group."""
+    group = configure_group(name, lock_duration_ms=lock_duration_ms)
+    opener = ShareConsumer(name, topics, auto_offset_reset=types.OffsetReset.EARLIEST, listen=False)
+    opener.group_row = group
+    opener._open_topics()
+    return group
+
+
+def acknowledger(group, topics, member_id):
+    """A handle that settles, from any process, records that member_id of group holds (it does not
+    join the group): for consumers that hand what they acquired to another process to acknowledge,
+    as django-q2's pusher does to its monitor. Its settle() and accept_now() act as that member,
+    and are refused as the member's own would be once the lock lapsed; raise GroupNotFound."""
+    # earliest: should the group have no window on a topic yet, opening one must skip nothing.
+    handle = ShareConsumer(group, topics, auto_offset_reset=types.OffsetReset.EARLIEST, listen=False)
+    handle.member_id = member_id
+    handle.group_row = models.ShareGroup.objects.filter(name=group).first()
+    if handle.group_row is None:
+        raise exceptions.GroupNotFound(group=group)
+    handle._open_topics()
+    handle.closed = True  # it never polls, flushes or leaves: settle() and accept_now() write at once
+    return handle
+
+
 def expedite(group, records):
     """Make records of a group that were handed back with a delay available now (what they waited
     for came sooner); records held by a member or already available are left alone. records are

@@ -239,7 +239,7 @@ def _fire_or_back_off(row, now):
 
 
 def _fire(row, now):
-    due, after = _due_ticks(row, now)
+    due, after = due_ticks(row, now)
     missed = len(due) - 1 if due else 0
     on_time = due and now - due[-1] <= grace()
     kind = models.Schedule.CatchUp
@@ -276,7 +276,7 @@ def _fire(row, now):
     return fired
 
 
-def _due_ticks(row, now):
+def due_ticks(row, now):
     """(the ticks due by now from next_run_at, the first tick after now). After a long downtime of a
     frequent schedule, only the ticks of the last day (hour, minute) are walked: older ones are
     missed whatever the policy, and walking each would hold the schedule's lock for long."""

@@ -1,2 +1,3 @@
 """Compatibility layers that let programs written for other queues run on Sluice: a kombu transport
-for Celery (kombu_transport), and room for the result backend, beat scheduler and django-q2 broker."""
+(kombu_transport) and a result backend (celery_backend) for Celery, and room for the beat scheduler
+and the django-q2 broker."""

@@ -1,4 +1,5 @@
-"""App configuration of the compatibility layers: their tables, and kombu's `sluice` alias."""
+"""App configuration of the compatibility layers: their tables, kombu's `sluice` transport alias
+and Celery's `sluice` result backend alias."""
 from django.apps import AppConfig
 
 
@@ -11,6 +12,8 @@ class CompatConfig(AppConfig):
     def ready(self):
         # kombu has no entry point for transports: `broker_url = "sluice://"` resolves only once
         # the alias is in TRANSPORT_ALIASES, in the process that connects.
-        from scheduler.compat import kombu_transport
+        from scheduler.compat import celery_backend, kombu_transport
 
         kombu_transport.register()
+        # Without an installed Sluice (its celery.result_backends entry point), the same for results.
+        celery_backend.register()

@@ -9,12 +9,12 @@ import uuid
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import DurationField, ExpressionWrapper, F, Sum
+from django.db.models import DurationField, ExpressionWrapper, F
 from django.utils import timezone
 from kombu.utils import json as kombu_json
 
-from queueing import exceptions as engine_exceptions, models as engine_models, producer, share, topics, wakeups
-from scheduler.compat import models
+from queueing import exceptions as engine_exceptions, producer, share, topics, wakeups
+from scheduler.compat import models, share_queue
 
 logger = logging.getLogger("sluice.kombu")
 
@@ -79,11 +79,7 @@ def has_queue(queue):
 
 
 def _topic_exists(queue):
-    try:
-        topics.cached_topic(topic_for(queue))
-    except engine_exceptions.TopicNotFound:
-        return False
-    return True
+    return share_queue.exists(topic_for(queue))
 
 
 def delete_queue(queue):
@@ -91,11 +87,7 @@ def delete_queue(queue):
     name = topic_for(queue)
     models.KombuBinding.objects.filter(queue=queue).delete()
     models.KombuQueue.objects.filter(name=queue).delete()
-    share.delete_group(name)
-    try:
-        topics.delete_topic(name)
-    except engine_exceptions.TopicNotFound:
-        pass
+    share_queue.delete(name)
 
 
 def touch_queues(queues):
@@ -119,47 +111,13 @@ def expire_queues():
 
 def size(queue):
     """Messages ready in the queue (as AMQP counts them: neither held by a consumer nor waiting for an eta)."""
-    name = topic_for(queue)
-    group = engine_models.ShareGroup.objects.filter(name=name).first()
-    try:
-        info = topics.cached_topic(name)
-    except engine_exceptions.TopicNotFound:
-        return 0
-    ends = dict(engine_models.Partition.objects.filter(topic_id=info.id).values_list("number", "next_offset"))
-    if group is None:
-        starts = dict(engine_models.Partition.objects.filter(topic_id=info.id)
-                      .values_list("number", "log_start_offset"))
-        return sum(end - starts.get(number, end) for number, end in ends.items())
-    windows = dict(engine_models.SharePartition.objects.filter(group=group, topic_id=info.id)
-                   .values_list("partition", "acquire_offset"))
-    never_handed_out = sum(end - windows.get(number, end) for number, end in ends.items())
-    released = engine_models.ShareDelivery.objects.filter(
-        group_id=group.id, topic_id=info.id, state=engine_models.ShareDelivery.State.AVAILABLE,
-    ).aggregate(n=Sum(F("last_offset") - F("offset") + 1))["n"] or 0
-    return never_handed_out + released
+    return share_queue.ready(topic_for(queue))
 
 
 def purge(queue):
-    """Remove the queue's ready messages and those waiting for their eta; return how many.
-
-    Messages held by consumers stay (AMQP purges only ready ones). The ready ones are acquired and
-    accepted through the queue's share group, so a consumer never gets one half-removed.
-    """
-    name = topic_for(queue)
-    if not _topic_exists(queue):
-        return 0
-    removed = engine_models.DelayedRecord.objects.filter(topic__name=name).delete()[0]
-    consumer = share.ShareConsumer(name, [name], auto_offset_reset="earliest", max_records=1000,
-                                   client_id="kombu-purge", listen=False)
-    try:
-        while records := consumer.poll(timeout=0):
-            for record in records:
-                consumer.accept(record)
-            consumer.flush()
-            removed += len(records)
-    finally:
-        consumer.close()
-    return removed
+    """Remove the queue's ready messages and those waiting for their eta; return how many (messages
+    held by consumers stay, as AMQP purges only ready ones)."""
+    return share_queue.purge(topic_for(queue), client_id="kombu-purge")
 
 
 # Bindings -------------------------------------------------------------------------------------

@@ -40,7 +40,15 @@ register()
 
 
 def _store(url):
-    """Set Django up if it is not (a program outside the Sluice project), then return the store.
+    """Set Django up if it is not (see ensure_django), then return the store."""
+    ensure_django(url)
+    from scheduler.compat import kombu_store
+
+    return kombu_store
+
+
+def ensure_django(url):
+    """Set Django up if it is not (a program outside the Sluice project).
 
     A `postgres(ql)://` URL with Django not configured runs Sluice's own settings module against
     that database (DATABASE_URL is set to it in this process); `sluice://` uses the settings the
@@ -62,9 +70,6 @@ def _store(url):
     if not apps.ready:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
         django.setup()
-    from scheduler.compat import kombu_store
-
-    return kombu_store
 
 
 class QoS(virtual.QoS):
@@ -102,6 +107,7 @@ class Channel(virtual.Channel):
         self._readers = {}  # queue -> kombu_store.Reader
         self._no_ack = set()  # queues consumed without acknowledgements
         self._held = {}  # delivery tag -> (reader, record), until settled
+        self._accepted = []  # (reader, record) acknowledged, to be accepted in the database by flush_accepts
         self._held_lock = threading.Lock()
 
     # Queues and bindings -------------------------------------------------------------------
@@ -195,7 +201,10 @@ class Channel(virtual.Channel):
 
     def _take(self, queue, limit):
         reader = self._reader(queue)
+        riding = self.flush_accepts(riding=reader)
         taken = reader.take(limit)
+        if riding:
+            reader.consumer.flush()  # acceptances of partitions the acquisition did not reach (none, mostly)
         with self._held_lock:
             for record, payload in taken:
                 self._held[payload["properties"]["delivery_tag"]] = (reader, record)
@@ -233,9 +242,23 @@ class Channel(virtual.Channel):
             reader.accept_now(records)
 
     def settle(self, delivery_tag, fate):
-        """Accept, release or reject a held message in the database now (any thread may ack)."""
+        """Release or reject a held message in the database now, or accept it with the next
+        flush_accepts (any thread may ack). An acknowledgement is accepted in a batch with the others
+        made meanwhile: flushed before each acquisition, on close, and by the renewing thread at every
+        turn (a third of the lock), so the lock never lapses first."""
         with self._held_lock:
             held = self._held.pop(delivery_tag, None)
+            if held is not None and fate == "accept" and os.getpid() == self._pid:
+                self._accepted.append(held)
+                held = None
+                accepted = True
+            else:
+                accepted = False
+        if accepted:
+            transport = self.connection
+            if transport is not None:
+                transport.acked.set()
+            return
         if held is None or os.getpid() != self._pid:
             return  # settled already, or this is a forked child: the parent holds the message
         reader, record = held
@@ -245,6 +268,31 @@ class Channel(virtual.Channel):
         transport = self.connection  # None once the channel is closed
         if transport is not None:
             transport.acked.set()
+
+    def flush_accepts(self, riding=None):
+        """Accept in the database the messages acknowledged since the last flush, in one statement
+        per queue; a refusal (the lock was lost) is logged, the message being delivered again. Those
+        of riding (the reader about to acquire, in this thread) go with its acquisition's statement;
+        return whether there were any."""
+        with self._held_lock:
+            accepted, self._accepted = self._accepted, []
+        if not accepted or os.getpid() != self._pid:
+            return False
+        by_reader = {}
+        staged = False
+        for reader, record in accepted:
+            by_reader.setdefault(reader, []).append(record)
+        for reader, records in by_reader.items():
+            if reader is riding:
+                for record in records:
+                    reader.consumer.accept(record)  # sent by the poll that follows (refusals logged there)
+                staged = True
+                continue
+            refused = reader.consumer.accept_now(records)
+            if refused:
+                logger.warning("kombu queue %s: %d acknowledgement(s) refused, the lock was lost; those messages "
+                               "are delivered again", reader.queue, len(refused), extra={"queue": reader.queue})
+        return staged
 
     def renew_held(self):
         """Extend the locks of every message held unacknowledged (the renewing thread calls this)."""
@@ -273,6 +321,8 @@ class Channel(virtual.Channel):
         if self.closed:
             return
         readers = list(self._readers.values())
+        if os.getpid() == self._pid:
+            self.flush_accepts()
         super().close()  # cancels consumers and releases what is unacknowledged (QoS.restore_unacked)
         if os.getpid() == self._pid:
             for reader in readers:
@@ -316,6 +366,7 @@ class Renewer(threading.Thread):
     def renew_once(self):
         queues = set()
         for channel in list(self.transport.channels):
+            channel.flush_accepts()
             channel.renew_held()
             queues |= channel.consumed_queues()
         self.transport.store.touch_queues(queues)
@@ -362,8 +413,11 @@ class Transport(virtual.Transport):
         from django.db import connection
 
         # After a lost database (Celery reconnects on connection_errors) the thread's Django
-        # connection is broken: drop it so the next query opens a new one.
-        connection.close_if_unusable_or_obsolete()
+        # connection is broken: drop it so the next query opens a new one. Not inside the caller's
+        # transaction.atomic() (a first publish from inside one): Django would close the
+        # connection for its autocommit being off, and the transaction with it.
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
         return super().establish_connection()
 
     def _database_url(self):

@@ -187,3 +187,40 @@ def test_a_task_longer_than_the_lock_runs_once_while_its_worker_lives(effects, w
     # been re-acquired (and recorded as expired) long before the task ended.
     assert runs("long:start") == 1
     assert not DeliveryAttempt.objects.filter(group_name="kombu.celery", outcome="expired").exists()
+
+
+# The result backend (`result_backend = "sluice://"`), read and written by real workers.
+
+
+def test_results_failures_and_groups_come_back_from_a_worker(effects, workers):
+    from celery import group
+
+    from tests.celeryapp import tasks
+
+    workers("results")
+    assert tasks.add.delay(2, 3).get(timeout=60) == 5
+    failed = tasks.boom.delay("out of stock")
+    with pytest.raises(ValueError, match="out of stock"):
+        failed.get(timeout=60)
+    assert failed.state == "FAILURE"
+    assert 'raise ValueError(message)' in failed.traceback
+    assert tasks.progress.delay(3).get(timeout=60) == 3
+    assert group(tasks.add.s(n, n) for n in range(5))().get(timeout=60) == [0, 2, 4, 6, 8]
+
+
+def test_a_chord_callback_runs_once_even_when_a_member_s_worker_is_killed(effects, workers):
+    from celery import chord
+
+    from tests.celeryapp import tasks
+
+    env = {"CELERY_ACKS_LATE": "1", "SLUICE_KOMBU_LOCK_MS": "1500"}
+    doomed = workers("doomed", **env)
+    plain = chord(tasks.add.s(n, 1) for n in range(4))(tasks.gather.s("plain"))
+    assert plain.get(timeout=60) == [1, 2, 3, 4]
+    killed = chord([tasks.slow.s(f"member-{n}", 2) for n in range(4)])(tasks.gather.s("after-kill"))
+    wait_for(lambda: runs("member-0:start") or runs("member-1:start"))
+    kill(doomed)  # mid-member: the header's first members were running
+    workers("survivor", **env)
+    assert killed.get(timeout=90) == [f"member-{n}" for n in range(4)]
+    assert all(runs(f"member-{n}") >= 1 for n in range(4))
+    assert runs("plain") == 1 and runs("after-kill") == 1

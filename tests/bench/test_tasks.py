@@ -37,3 +37,23 @@ def test_the_tasks_bench_runs_sluice_end_to_end_and_drops_its_database(tmp_path,
 
     with psycopg.connect(admin) as conn:
         assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [name]).fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("peer", ["celery-sluice", "django-q2-sluice"])
+def test_the_sluice_compatibility_peers_run_end_to_end(peer, tmp_path, django_db_blocker):
+    """Celery on Sluice and django-q2 on Sluice, as bench/tasks.py runs them beside their peers:
+    their own database, migrated, real workers, a full drain. No timing is asserted."""
+    with django_db_blocker.unblock():
+        admin = urlunsplit(urlsplit(database_url())._replace(path="/postgres"))
+    name = f"{settings.DATABASES['default']['TEST']['NAME']}_bench_{peer.replace('-', '_')}"
+    out = tmp_path / "row.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "task_peers.py"), peer, "--tasks", "20", "--singles", "2",
+         "--drain-timeout", "60", "--database", name, "--logs", str(tmp_path), "--json", str(out)],
+        env={**os.environ, "DATABASE_URL": admin}, cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = json.loads(out.read_text())
+    if "skipped" in row:
+        pytest.skip(f"{peer}: {row['skipped']}")
+    assert row["drained"] >= 22 and not row["partial"]

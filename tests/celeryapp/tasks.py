@@ -34,3 +34,27 @@ def flaky(self, tag):
         raise self.retry(countdown=1)
     _effect(tag)
     return tag
+
+
+@app.task
+def add(x, y):
+    return x + y
+
+
+@app.task
+def boom(message):
+    raise ValueError(message)
+
+
+@app.task(bind=True)
+def progress(self, steps):
+    """Reports a custom state before it ends."""
+    self.update_state(state="PROGRESS", meta={"done": steps - 1, "of": steps})
+    return steps
+
+
+@app.task
+def gather(values, tag):
+    """A chord's callback: records its run, so a test can count them, and returns its header's values."""
+    _effect(tag)
+    return sorted(values)

@@ -296,6 +296,21 @@ def test_a_live_consumer_keeps_its_message_past_several_lock_durations(connect, 
     assert not engine_models.DeliveryAttempt.objects.filter(group_name="kombu.held", outcome="expired").exists()
 
 
+def test_acknowledgements_are_accepted_in_a_batch_even_when_nothing_more_is_read(connect):
+    """Acks wait for the next acquisition to be accepted together; a consumer that reads nothing
+    more has them accepted by its renewing thread, before their locks lapse (never delivered again)."""
+    conn = connect(lock_duration_ms=1000)
+    queue = declared(conn, "batched")
+    publish(conn, queue, *[{"n": n} for n in range(3)])
+    messages = [queue.get() for _ in range(3)]
+    for message in messages:
+        message.ack()
+    acquired = engine_models.ShareDelivery.objects.filter(state=engine_models.ShareDelivery.State.ACQUIRED)
+    wait_for(lambda: not acquired.exists(), timeout=10)
+    assert not engine_models.DeliveryAttempt.objects.filter(group_name="kombu.batched", outcome="expired").exists()
+    assert queue.get() is None
+
+
 def test_the_messages_of_a_consumer_killed_with_sigkill_come_back_when_the_lock_lapses(connect, agents):
     conn = connect(lock_duration_ms=1000)
     queue = declared(conn, "killed")

@@ -78,7 +78,8 @@ class Slot:
 
     @property
     def free(self):
-        return self.ready and not self.batch
+        """Ready for another batch: every outcome of the last one came (recorded or not yet)."""
+        return self.ready and self.current is None
 
     @property
     def running(self):
@@ -145,13 +146,12 @@ class TaskWorker(loops.Loop):
     def run_once(self):
         if self.consumer is None:
             self._start()
-        self._record_outcomes()  # any left by a lost database connection
-        self._collect(0)
+        self._collect(0, record=False)
         self._enforce_limits()
         self._renew()
         self._prune()
         self.consumer.heartbeat()
-        busy = any(s.running for s in self.slots)
+        busy = any(s.running for s in self.slots)  # running, or outcomes to record
         free = [s for s in self.slots if s.free]
         if free and not self.stop_event.is_set():
             # Before each poll, so a band created before it is polled in it (one small read).
@@ -162,8 +162,11 @@ class TaskWorker(loops.Loop):
                                          max_records=len(free) * self._batch_size())
             self._send(free, self._dispatch_many(records))
             busy = busy or bool(records)
+        # The outcomes that came are recorded after the next batch was sent: its processes run it
+        # meanwhile, so a task waits for neither the recording nor its transaction.
+        self._record_outcomes()
         if busy or not all(s.ready for s in self.slots):
-            self._collect(0.2)
+            self._collect(0.2, record=False)
         return True
 
     def _start(self):
@@ -199,7 +202,9 @@ class TaskWorker(loops.Loop):
             batch, started = started[:size], started[size:]
             if not batch:
                 break
-            slot.batch, slot.outcomes, slot.since = batch, [], time.monotonic()
+            # Behind the outcomes of the last batch still to record, if any (they keep their places).
+            slot.batch.extend(batch)
+            slot.since = time.monotonic()
             try:
                 slot.conn.send([(r.job, r.definition.soft_time_limit, r.definition.hard_time_limit is not None)
                                 for r in batch])
@@ -330,9 +335,10 @@ class TaskWorker(loops.Loop):
 
     # Finishing a task --------------------------------------------------------------------
 
-    def _collect(self, timeout):
+    def _collect(self, timeout, *, record=True):
         """Take what the processes sent within timeout seconds (all of it, as a batch's outcomes come
-        together): readiness, starts, outcomes, deaths; then record the outcomes."""
+        together): readiness, starts, outcomes, deaths; then record the outcomes (unless record is
+        false: the loop records them once it sent the next batch)."""
         conns = {s.conn: s for s in self.slots}
         for conn in multiprocessing.connection.wait(list(conns), timeout):
             slot = conns[conn]
@@ -341,7 +347,8 @@ class TaskWorker(loops.Loop):
                     self._take(slot, conn.recv())
             except (EOFError, OSError):
                 self._lost_process(slot)
-        self._record_outcomes()
+        if record:
+            self._record_outcomes()
 
     def _take(self, slot, message):
         if message[0] == "ready":

@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "api",
     "shop",
     "ops",
+    "console",
     # django-q2's tables (tasks, results, schedules); its cluster runs on Sluice (Q_CLUSTER below).
     "django_q",
 ]
@@ -195,6 +196,12 @@ Q_CLUSTER = {
     "retry": int(os.environ.get("SLUICE_DJANGO_Q_RETRY_S", "120")),
     "bulk": int(os.environ.get("SLUICE_DJANGO_Q_BULK", "10")),
     "poll": float(os.environ.get("SLUICE_DJANGO_Q_POLL_S", "1")),
+}
+
+# The operators' console: how often the lag sampler runs and how long its history is kept.
+SLUICE_CONSOLE = {
+    "LAG_SAMPLE_S": float(os.environ.get("SLUICE_CONSOLE_LAG_SAMPLE_S", "15")),
+    "LAG_RETENTION_S": int(os.environ.get("SLUICE_CONSOLE_LAG_RETENTION_S", str(24 * 3600))),
 }
 
 # Engine defaults; each can be overridden per topic or per consumer.

@@ -1,0 +1,23 @@
+"""The console's URLs, under /console/."""
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from console import views
+
+app_name = "console"
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("login/", auth_views.LoginView.as_view(template_name="console/login.html"), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(next_page="console:login"), name="logout"),
+    path("overview.json", views.overview_json, name="overview_json"),
+    path("topics/", views.topics, name="topics"),
+    path("groups/", views.groups, name="groups"),
+    path("groups/<str:name>/", views.group, name="group"),
+    path("groups/<str:name>/lag.json", views.group_json, name="group_json"),
+    path("half-messages/", views.half_messages, name="half_messages"),
+    path("half-messages/<uuid:message_id>/commit", views.resolve_half_message, {"decision": "commit"},
+         name="commit_half_message"),
+    path("half-messages/<uuid:message_id>/rollback", views.resolve_half_message, {"decision": "rollback"},
+         name="rollback_half_message"),
+    path("audit/", views.audit_log, name="audit"),
+]

@@ -1,0 +1,122 @@
+"""The console's pages and the JSON they poll; thin over the engine's and outbox's functions."""
+from django.contrib import messages
+from django.db import transaction
+from django.db.models import Count, F, Sum
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
+
+from console import access, audit, lag
+from outbox import exceptions as outbox_exceptions
+from outbox import half
+from outbox import models as outbox_models
+from queueing import exceptions, selectors
+from queueing import models as engine
+
+PAGE = 100
+
+
+def _overview():
+    """Totals read from partition end offsets and committed offsets, never from the log's rows."""
+    logs = engine.Partition.objects.aggregate(partitions=Count("id"), ends=Sum("next_offset"),
+                                              starts=Sum("log_start_offset"))
+    dead_topics = engine.Topic.objects.exclude(dead_letter_topic=None).values("dead_letter_topic")
+    dead = engine.Partition.objects.filter(topic__name__in=dead_topics).aggregate(
+        ends=Sum("next_offset"), starts=Sum("log_start_offset"))
+    groups = {}
+    for row in lag.current():
+        groups[row["group"]] = groups.get(row["group"], 0) + row["lag"]
+    return {
+        "topics": engine.Topic.objects.count(),
+        "partitions": logs["partitions"],
+        "records_retained": (logs["ends"] or 0) - (logs["starts"] or 0),
+        "records_produced": logs["ends"] or 0,
+        "backlog": sum(groups.values()),
+        "groups": [{"name": name, "lag": value} for name, value in sorted(groups.items())],
+        "dead_letters": (dead["ends"] or 0) - (dead["starts"] or 0),
+        "outbox_pending": outbox_models.OutboxEvent.objects.filter(delivered_at=None).count(),
+        "half_prepared": outbox_models.HalfMessage.objects.filter(state="prepared").count(),
+        "members_alive": engine.GroupMember.objects.count() + engine.ShareGroupMember.objects.count(),
+    }
+
+
+@access.viewer
+def overview(request):
+    return render(request, "console/overview.html", {"overview": _overview()})
+
+
+@access.viewer
+def overview_json(request):
+    return JsonResponse(_overview())
+
+
+@access.viewer
+def topics(request):
+    rows = (engine.Partition.objects.select_related("topic").order_by("topic__name", "number")
+            .annotate(records=F("next_offset") - F("log_start_offset")))
+    name = request.GET.get("q", "")
+    if name:
+        rows = rows.filter(topic__name__icontains=name)
+    return render(request, "console/topics.html", {"partitions": rows[:PAGE * 4], "q": name})
+
+
+@access.viewer
+def groups(request):
+    return render(request, "console/groups.html", {
+        "groups": selectors.group_summaries(), "share_groups": selectors.share_group_summaries()})
+
+
+@access.viewer
+def group(request, name):
+    try:
+        partitions = selectors.group_partitions(name)
+    except exceptions.GroupNotFound:
+        return render(request, "console/missing.html", {"what": f"consumer group {name}"}, status=404)
+    return render(request, "console/group.html", {
+        "name": name, "partitions": partitions, "members": selectors.group_members(name),
+        "total_lag": sum(p.lag or 0 for p in partitions)})
+
+
+@access.viewer
+def group_json(request, name):
+    try:
+        partitions = selectors.group_partitions(name)
+    except exceptions.GroupNotFound:
+        return JsonResponse({"error": f"no consumer group {name}"}, status=404)
+    return JsonResponse({
+        "group": name,
+        "lag": sum(p.lag or 0 for p in partitions),
+        "partitions": [{"topic": p.topic, "partition": p.partition, "current_offset": p.current_offset,
+                        "log_end_offset": p.log_end_offset, "lag": p.lag, "host": p.host} for p in partitions],
+        "history": [{"t": s["sampled_at"].isoformat(), "topic": s["topic_name"], "lag": s["lag"]}
+                    for s in lag.history(name)],
+    })
+
+
+@access.viewer
+def half_messages(request):
+    prepared = (outbox_models.HalfMessage.objects.filter(state="prepared").order_by("created_at")
+                .prefetch_related("checks")[:PAGE])
+    resolved = outbox_models.HalfMessage.objects.exclude(state="prepared").order_by("-resolved_at")[:20]
+    return render(request, "console/half_messages.html", {"prepared": prepared, "resolved": resolved})
+
+
+@access.operator
+def resolve_half_message(request, message_id, decision):
+    """Commit or roll back a prepared half message by hand, through outbox.half, audited."""
+    actor = request.user.get_username()
+    action = {"commit": half.commit, "rollback": half.rollback}[decision]
+    try:
+        with transaction.atomic():
+            message = action(message_id, reason=f"{decision} by {actor} from the console")
+            audit.record(actor=actor, action=f"half message {decision}", target=str(message_id),
+                         before={"state": "prepared"}, after={"state": message.state, "offset": message.offset})
+    except (outbox_exceptions.HalfMessageNotFound, outbox_exceptions.HalfMessageResolved) as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"half message {message_id}: {message.state}")
+    return redirect("console:half_messages")
+
+
+@access.viewer
+def audit_log(request):
+    return render(request, "console/audit.html", {"entries": audit.recent()})

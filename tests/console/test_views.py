@@ -1,0 +1,143 @@
+"""The console's pages through Django's test client: who may see and act, and what the actions do."""
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+
+from console import lag, models
+from outbox import half
+from outbox import models as outbox_models
+from queueing import consumer, producer, topics
+
+
+@half.checker("tests.console")
+def never_decides(message):
+    return "unknown"
+
+
+@pytest.fixture
+def staff(db):
+    return User.objects.create_superuser("ops", password="pw-ops-1")
+
+
+@pytest.fixture
+def staff_client(staff):
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def viewer(db):
+    user = User.objects.create_user("watcher", password="pw-watch-1", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_console"))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def consume(group, topic, count):
+    member = consumer.Consumer(group, [topic], auto_offset_reset="earliest")
+    try:
+        seen = 0
+        for _ in range(20):
+            seen += len(member.poll(timeout=0.2, max_records=count - seen))
+            if seen >= count:
+                break
+        member.commit()
+    finally:
+        member.close(commit=False)
+
+
+def test_an_anonymous_visitor_is_sent_to_the_login_page(db):
+    response = Client().get("/console/groups/")
+    assert response.status_code == 302
+    assert response["Location"] == "/console/login/?next=/console/groups/"
+
+
+def test_a_user_who_is_not_staff_is_refused(db):
+    User.objects.create_user("shopper", password="pw-shop-1")
+    client = Client()
+    assert client.post("/console/login/", {"username": "shopper", "password": "pw-shop-1"}).status_code == 302
+    assert client.get("/console/").status_code == 403
+
+
+def test_staff_logs_in_and_sees_the_overview(staff):
+    client = Client()
+    response = client.post("/console/login/", {"username": "ops", "password": "pw-ops-1", "next": "/console/"})
+    assert response["Location"] == "/console/"
+    page = client.get("/console/")
+    assert page.status_code == 200 and b"Total backlog" in page.content
+
+
+def test_overview_backlog_is_the_groups_lag_from_offsets(staff_client):
+    topics.create_topic("orders", partitions=2)
+    producer.send_batch("orders", [b"a", b"b", b"c", b"d"], keys=[b"1", b"2", b"3", b"4"])
+    consume("billing", "orders", 4)
+    producer.send_batch("orders", [b"e", b"f", b"g"], keys=[b"5", b"6", b"7"])
+    data = staff_client.get("/console/overview.json").json()
+    assert data["backlog"] == 3
+    assert data["groups"] == [{"name": "billing", "lag": 3}]
+    assert data["records_produced"] == 7
+
+
+def test_a_viewer_cannot_operate(viewer, db):
+    topics.create_topic("payments")
+    message = half.prepare("payments", b"v", producer_group="shop", checker="tests.console")
+    assert viewer.get("/console/half-messages/").status_code == 200
+    assert viewer.post(f"/console/half-messages/{message.id}/commit").status_code == 403
+    assert outbox_models.HalfMessage.objects.get(id=message.id).state == "prepared"
+    assert not models.AuditEntry.objects.exists()
+
+
+def test_committing_a_half_message_by_hand_appends_it_and_is_audited(staff_client):
+    topics.create_topic("payments")
+    message = half.prepare("payments", b"paid", producer_group="shop", checker="tests.console")
+    response = staff_client.post(f"/console/half-messages/{message.id}/commit")
+    assert response.status_code == 302
+    stored = outbox_models.HalfMessage.objects.get(id=message.id)
+    assert (stored.state, stored.offset, stored.resolution) == ("committed", 0, "commit by ops from the console")
+    entry = models.AuditEntry.objects.get()
+    assert (entry.actor, entry.action, entry.target) == ("ops", "half message commit", str(message.id))
+    assert entry.after == {"state": "committed", "offset": 0}
+    assert b"half message commit" in staff_client.get("/console/audit/").content
+
+
+def test_rolling_back_a_committed_half_message_is_refused_and_stores_nothing(staff_client):
+    topics.create_topic("payments")
+    message = half.prepare("payments", b"paid", producer_group="shop", checker="tests.console")
+    half.commit(message.id)
+    response = staff_client.post(f"/console/half-messages/{message.id}/rollback", follow=True)
+    assert b"cannot be rolled back now" in response.content
+    assert outbox_models.HalfMessage.objects.get(id=message.id).state == "committed"
+    assert not models.AuditEntry.objects.exists()
+
+
+def test_a_get_cannot_change_state(staff_client):
+    topics.create_topic("payments")
+    message = half.prepare("payments", b"v", producer_group="shop", checker="tests.console")
+    assert staff_client.get(f"/console/half-messages/{message.id}/commit").status_code == 405
+    assert outbox_models.HalfMessage.objects.get(id=message.id).state == "prepared"
+
+
+def test_a_post_without_csrf_is_refused(staff):
+    topics.create_topic("payments")
+    message = half.prepare("payments", b"v", producer_group="shop", checker="tests.console")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(staff)
+    assert client.post(f"/console/half-messages/{message.id}/commit").status_code == 403
+    assert outbox_models.HalfMessage.objects.get(id=message.id).state == "prepared"
+
+
+def test_the_group_page_shows_lag_per_partition_and_its_history(staff_client):
+    topics.create_topic("orders", partitions=2)
+    producer.send_batch("orders", [b"a", b"b"], keys=[b"1", b"2"])
+    consume("billing", "orders", 2)
+    lag.sample()
+    producer.send_batch("orders", [b"c", b"d", b"e"], keys=[b"3", b"4", b"5"])
+    lag.sample()
+    data = staff_client.get("/console/groups/billing/lag.json").json()
+    assert data["lag"] == 3
+    assert sum(p["log_end_offset"] for p in data["partitions"]) == 5
+    assert [point["lag"] for point in data["history"]] == [0, 3]
+    assert staff_client.get("/console/groups/billing/").status_code == 200
+    assert staff_client.get("/console/groups/nobody/lag.json").status_code == 404

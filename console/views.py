@@ -1,18 +1,19 @@
 """The console's pages and the JSON they poll; thin over the engine's and outbox's functions."""
 from django.contrib import messages
 from django.db import transaction
-from django.db.models import Count, F, Sum
+from django.db.models import Count, F, Q, Sum
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 
-from console import access, audit, lag
+from console import access, audit, lag, records
 from outbox import exceptions as outbox_exceptions
 from outbox import half
 from outbox import models as outbox_models
-from queueing import exceptions, selectors
+from queueing import exceptions, remote, replay, selectors, topics
 from queueing import models as engine
 
 PAGE = 100
+PAGE_RECORDS = 50
 
 
 def _overview():
@@ -50,7 +51,7 @@ def overview_json(request):
 
 
 @access.viewer
-def topics(request):
+def topics_page(request):
     rows = (engine.Partition.objects.select_related("topic").order_by("topic__name", "number")
             .annotate(records=F("next_offset") - F("log_start_offset")))
     name = request.GET.get("q", "")
@@ -120,3 +121,104 @@ def resolve_half_message(request, message_id, decision):
 @access.viewer
 def audit_log(request):
     return render(request, "console/audit.html", {"entries": audit.recent()})
+
+
+def _read(topic, partition, offset, limit):
+    """One page of a partition from offset (or its start), through the engine's remote read."""
+    start, log_start, log_end, rows = remote.read(topic, partition, offset=offset, max_records=limit)
+    return {"start": start, "log_start": log_start, "log_end": log_end,
+            "records": [records.view(r) for r in rows], "next": rows[-1].offset + 1 if rows else None}
+
+
+def _whole(text, default=None):
+    try:
+        return default if text in (None, "") else max(0, int(text))
+    except ValueError:
+        return default
+
+
+@access.viewer
+def messages_page(request, name):
+    """The message browser: a partition read from an offset, PAGE_RECORDS at a time."""
+    partition, offset = _whole(request.GET.get("partition"), 0), _whole(request.GET.get("offset"))
+    try:
+        info = topics.get_topic(name)
+        page = _read(name, partition, offset, PAGE_RECORDS)
+    except (exceptions.TopicNotFound, exceptions.PartitionNotFound) as error:
+        return render(request, "console/missing.html", {"what": str(error)}, status=404)
+    return render(request, "console/messages.html", {"topic": info, "partition": partition, "page": page,
+                                                      "partitions": range(info.partition_count)})
+
+
+def dead_letter_topics():
+    """Topics that hold dead letters: every policy's dead-letter topic and the default GROUP.DLQ ones."""
+    named = set()
+    for model in (engine.Topic, engine.ConsumerGroup, engine.ShareGroup):
+        named |= set(model.objects.exclude(dead_letter_topic=None).values_list("dead_letter_topic", flat=True))
+    return (engine.Partition.objects.filter(Q(topic__name__in=named) | Q(topic__name__endswith=".DLQ"))
+            .values("topic__name").annotate(waiting=Sum(F("next_offset") - F("log_start_offset")),
+                                             partitions=Count("id")).order_by("topic__name"))
+
+
+@access.viewer
+def dead_letters(request):
+    return render(request, "console/dead_letters.html", {"topics": dead_letter_topics()})
+
+
+@access.viewer
+def dead_letter_topic(request, name):
+    """A dead-letter topic's records with their origin; one opened with every delivery attempt."""
+    partition, offset = _whole(request.GET.get("partition"), 0), _whole(request.GET.get("offset"))
+    try:
+        info = topics.get_topic(name)
+        page = _read(name, partition, offset, PAGE_RECORDS)
+    except (exceptions.TopicNotFound, exceptions.PartitionNotFound) as error:
+        return render(request, "console/missing.html", {"what": str(error)}, status=404)
+    opened, attempts = None, []
+    chosen = _whole(request.GET.get("open"))
+    if chosen is not None:
+        opened = next((r for r in page["records"] if r["offset"] == chosen), None)
+        if opened and opened["origin"]:
+            origin = opened["origin"]
+            attempts = engine.DeliveryAttempt.objects.filter(
+                group_name=origin["group"], topic_name=origin["topic"], partition=_whole(origin["partition"], -1),
+                offset=_whole(origin["offset"], -1)).order_by("attempt", "id")[:50]
+    return render(request, "console/dead_letter_topic.html", {
+        "topic": info, "partition": partition, "page": page, "partitions": range(info.partition_count),
+        "opened": opened, "attempts": attempts})
+
+
+@access.operator
+def redrive(request, name):
+    """Send the selected dead letters (or all) back to the group that failed them: the replay the
+    `replay --to-original` command runs, audited."""
+    actor = request.user.get_username()
+    try:
+        selected = None if request.POST.get("scope") == "all" else [
+            replay.parse_offset_spec(spec) for spec in request.POST.getlist("record")]
+        if selected == []:
+            raise exceptions.InvalidArgument(reason="select at least one dead letter, or redrive all")
+        plan = replay.plan_replay(name, to_original=True, offsets=selected)
+        # Not one transaction: a redrive of every dead letter runs in batches, as the command's does.
+        result = replay.execute_replay(plan)
+        audit.record(actor=actor, action="redrive dead letters", target=name,
+                     before={"selected": plan.count, "offsets": [f"{p}:{o}" for p, o in selected or ()] or "all"},
+                     after={"replayed": result.replayed, "skipped": result.skipped})
+    except exceptions.QueueingError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"redrove {result.replayed} dead letter(s) from {name}")
+    return redirect("console:dead_letter_topic", name=name)
+    actor = request.user.get_username()
+    try:
+        plan = replay.plan_replay(name, to_original=True, offsets=selected)
+        with transaction.atomic():
+            result = replay.execute_replay(plan)
+            audit.record(actor=actor, action="redrive dead letters", target=name,
+                         before={"selected": plan.count, "offsets": [f"{p}:{o}" for p, o in selected or ()] or "all"},
+                         after={"replayed": result.replayed, "skipped": result.skipped})
+    except exceptions.QueueingError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"redrove {result.replayed} dead letter(s) from {name}")
+    return redirect("console:dead_letter_topic", name=name)

@@ -7,6 +7,7 @@ from console import lag, models
 from outbox import half
 from outbox import models as outbox_models
 from queueing import consumer, producer, topics
+from tests.console.conftest import dead_lettered, run_worker
 
 
 @half.checker("tests.console")
@@ -141,3 +142,38 @@ def test_the_group_page_shows_lag_per_partition_and_its_history(staff_client):
     assert [point["lag"] for point in data["history"]] == [0, 3]
     assert staff_client.get("/console/groups/billing/").status_code == 200
     assert staff_client.get("/console/groups/nobody/lag.json").status_code == 404
+
+
+def test_the_message_browser_shows_json_pretty_and_bytes_as_hex(staff_client):
+    topics.create_topic("events")
+    producer.send("events", {"order": 7, "paid": True}, key="o-7", headers={"trace": "t-1"})
+    producer.send("events", b"\xff\x00raw")
+    page = staff_client.get("/console/topics/events/messages/?partition=0&offset=0").content.decode()
+    assert '&quot;order&quot;: 7,\n  &quot;paid&quot;: true' in page
+    assert "hex: ff 00 72 61 77" in page and "base64: /wByYXc=" in page
+    assert "trace" in page and "o-7" in page
+    assert staff_client.get("/console/topics/nothing/messages/").status_code == 404
+
+
+def test_a_dead_letter_opens_with_its_attempts_and_is_redriven_to_the_group_that_failed(staff_client):
+    handler = dead_lettered()
+    listing = staff_client.get("/console/dead-letters/").content.decode()
+    assert "billing.DLQ" in listing
+    opened = staff_client.get("/console/dead-letters/billing.DLQ/?partition=0&open=0").content.decode()
+    assert "Failed in group <strong>billing</strong> on orders-0@1" in opened
+    assert "cannot handle b&#x27;bad&#x27;" in opened
+    response = staff_client.post("/console/dead-letters/billing.DLQ/redrive", {"scope": "selected", "record": ["0:0"]})
+    assert response.status_code == 302
+    handler.broken.clear()
+    run_worker("billing", "orders", handler)
+    assert handler.seen == [b"ok-1", b"ok-2", b"bad"]
+    entry = models.AuditEntry.objects.get()
+    assert (entry.action, entry.target, entry.after) == ("redrive dead letters", "billing.DLQ",
+                                                        {"replayed": 1, "skipped": 0})
+
+
+def test_a_redrive_with_nothing_selected_stores_nothing(staff_client):
+    dead_lettered()
+    response = staff_client.post("/console/dead-letters/billing.DLQ/redrive", {"scope": "selected"}, follow=True)
+    assert "select at least one dead letter" in response.content.decode()
+    assert not models.AuditEntry.objects.exists()

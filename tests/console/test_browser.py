@@ -13,6 +13,7 @@ from outbox import half
 from outbox import models as outbox_models
 from queueing import consumer, producer, topics
 from tests.conftest import ROOT
+from tests.console.conftest import dead_lettered, run_worker
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (make install)")
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -171,3 +172,23 @@ def drain(group, topic, count):
     finally:
         member.close(commit=False)
     assert seen == count
+
+
+def test_a_dead_letter_is_opened_redriven_and_consumed(browser, live_server, operator):
+    handler = dead_lettered()
+    log_in(browser, live_server, path="/console/dead-letters/")
+    browser.find_element(By.LINK_TEXT, "billing.DLQ").click()
+    browser.find_element(By.LINK_TEXT, "0@0").click()
+    assert "Failed in group billing on orders-0@1" in text_of(browser, ".opened")
+    assert "cannot handle b'bad'" in text_of(browser, ".opened")
+    screenshot(browser, "dead-letter")
+    browser.find_element(By.ID, "pick-0-0").click()
+    browser.find_element(By.CSS_SELECTOR, "button[value=selected]").click()
+    browser.switch_to.alert.accept()
+    wait_for(browser, lambda: "redrove 1 dead letter(s) from billing.DLQ" in browser.page_source, "no redrive")
+    browser.get(live_server.url + "/console/groups/billing/")
+    wait_for(browser, lambda: text_of(browser, "[data-field=lag]") == "1", "the redriven record is not waiting")
+    handler.broken.clear()
+    run_worker("billing", "orders", handler)
+    wait_for(browser, lambda: text_of(browser, "[data-field=lag]") == "0", "the redriven record was not consumed")
+    assert handler.seen == [b"ok-1", b"ok-2", b"bad"]

@@ -18,6 +18,8 @@ urlpatterns = [
     path("groups/", views.groups, name="groups"),
     path("groups/<str:name>/", views.group, name="group"),
     path("groups/<str:name>/lag.json", views.group_json, name="group_json"),
+    path("groups/<str:name>/reset/", views.reset_plan, name="reset_plan"),
+    path("groups/<str:name>/reset/execute", views.reset_execute, name="reset_execute"),
     path("half-messages/", views.half_messages, name="half_messages"),
     path("half-messages/<uuid:message_id>/commit", views.resolve_half_message, {"decision": "commit"},
          name="commit_half_message"),

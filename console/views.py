@@ -9,7 +9,7 @@ from console import access, audit, lag, records
 from outbox import exceptions as outbox_exceptions
 from outbox import half
 from outbox import models as outbox_models
-from queueing import exceptions, remote, replay, selectors, topics
+from queueing import exceptions, offsets, remote, replay, selectors, topics
 from queueing import models as engine
 
 PAGE = 100
@@ -222,3 +222,53 @@ def redrive(request, name):
     else:
         messages.success(request, f"redrove {result.replayed} dead letter(s) from {name}")
     return redirect("console:dead_letter_topic", name=name)
+
+
+SCENARIOS = {  # scenario: how its value is read (None: it takes none), as reset_offsets reads it
+    "to_earliest": None, "to_latest": None, "to_current": None, "to_offset": int, "shift_by": int,
+    "to_datetime": offsets.parse_datetime, "by_duration": offsets.parse_duration,
+}
+
+
+def _reset_plan(name, data):
+    """The offset reset data asks for, planned by queueing.offsets; returns (plan, scenario label)."""
+    scenario = data.get("scenario", "")
+    if scenario not in SCENARIOS:
+        raise exceptions.InvalidArgument(reason=f"choose a scenario: {', '.join(SCENARIOS)}")
+    value, parse = None, SCENARIOS[scenario]
+    if parse is not None:
+        try:
+            value = parse(data.get("value", "").strip())
+        except ValueError:
+            raise exceptions.InvalidArgument(reason=f"{scenario} needs a whole number") from None
+        if scenario == "to_offset" and value < 0:
+            raise exceptions.InvalidArgument(reason="to_offset must be 0 or more")
+    topic = data.get("topic", "").strip()
+    plan = offsets.plan_reset(name, topic_specs=[topic] if topic else (), all_topics=not topic,
+                              scenario=scenario, value=value)
+    return plan, scenario if parse is None else f"{scenario} {value}"
+
+
+@access.viewer
+def reset_plan(request, name):
+    """The dry run: the plan of an offset reset, changing nothing, with the form that applies it."""
+    context = {"name": name, "scenarios": list(SCENARIOS), "data": request.GET}
+    if request.GET.get("scenario"):
+        try:
+            context["plan"], _ = _reset_plan(name, request.GET)
+        except exceptions.QueueingError as error:
+            context["error"] = str(error)
+    return render(request, "console/reset.html", context)
+
+
+@access.operator
+def reset_execute(request, name):
+    """Apply an offset reset as reset_offsets --execute does (fenced, in the offset-reset trail)."""
+    try:
+        plan, scenario = _reset_plan(name, request.POST)
+        fenced = offsets.execute_reset(plan, actor=request.user.get_username(), scenario=scenario)
+    except exceptions.QueueingError as error:
+        messages.error(request, str(error))
+        return redirect("console:group", name=name)
+    messages.success(request, f"reset {len(plan)} partition(s) of {name}; generation {fenced} fenced")
+    return redirect("console:group", name=name)

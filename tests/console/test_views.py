@@ -177,3 +177,26 @@ def test_a_redrive_with_nothing_selected_stores_nothing(staff_client):
     response = staff_client.post("/console/dead-letters/billing.DLQ/redrive", {"scope": "selected"}, follow=True)
     assert "select at least one dead letter" in response.content.decode()
     assert not models.AuditEntry.objects.exists()
+
+
+def test_an_offset_reset_shows_its_plan_then_applies_it_into_the_audit_log(staff_client):
+    topics.create_topic("orders")
+    producer.send_batch("orders", [b"a", b"b", b"c"])
+    consume("billing", "orders", 3)
+    page = staff_client.get("/console/groups/billing/reset/", {"scenario": "shift_by", "value": "-2"}).content.decode()
+    assert "<td>orders</td><td>0</td><td>3</td><td>1</td>" in page
+    assert lag.current() == [{"group": "billing", "topic": "orders", "lag": 0}]
+    staff_client.post("/console/groups/billing/reset/execute", {"scenario": "shift_by", "value": "-2", "topic": ""})
+    assert lag.current() == [{"group": "billing", "topic": "orders", "lag": 2}]
+    audit_page = staff_client.get("/console/audit/").content.decode()
+    assert "reset offset" in audit_page and "billing orders:0" in audit_page
+
+
+def test_a_reset_with_a_bad_value_is_refused_and_changes_nothing(staff_client):
+    topics.create_topic("orders")
+    producer.send_batch("orders", [b"a"])
+    consume("billing", "orders", 1)
+    response = staff_client.post("/console/groups/billing/reset/execute", {"scenario": "to_offset", "value": "x"},
+                                 follow=True)
+    assert "to_offset needs a whole number" in response.content.decode()
+    assert lag.current() == [{"group": "billing", "topic": "orders", "lag": 0}]

@@ -272,3 +272,61 @@ def reset_execute(request, name):
         return redirect("console:group", name=name)
     messages.success(request, f"reset {len(plan)} partition(s) of {name}; generation {fenced} fenced")
     return redirect("console:group", name=name)
+
+
+def _count(text, what):
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise exceptions.InvalidArgument(reason=f"{what} must be a whole number") from None
+
+
+@access.operator
+def create_topic(request):
+    """Create a topic through queueing.topics (the topics command's create), audited."""
+    name = request.POST.get("name", "").strip()
+    try:
+        with transaction.atomic():
+            info = topics.create_topic(name, partitions=_count(request.POST.get("partitions", "1"), "partitions"))
+            audit.record(actor=request.user.get_username(), action="create topic", target=name,
+                         after={"partitions": info.partition_count})
+    except exceptions.QueueingError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"created topic {name} with {info.partition_count} partition(s)")
+    return redirect("console:topics")
+
+
+@access.operator
+def add_partitions(request, name):
+    """Grow a topic's partition count through queueing.topics.alter_topic, audited."""
+    try:
+        with transaction.atomic():
+            before = topics.get_topic(name).partition_count
+            info = topics.alter_topic(name, partitions=_count(request.POST.get("partitions"), "partitions"))
+            audit.record(actor=request.user.get_username(), action="add partitions", target=name,
+                         before={"partitions": before}, after={"partitions": info.partition_count})
+    except exceptions.QueueingError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"{name} now has {info.partition_count} partitions")
+    return redirect("console:topics")
+
+
+@access.operator
+def delete_topic(request, name):
+    """Delete a topic and its records, only when its name was typed again to confirm; audited."""
+    if request.POST.get("confirm_name") != name:
+        messages.error(request, f"type the topic's name, {name}, to delete it")
+        return redirect("console:topics")
+    try:
+        with transaction.atomic():
+            before = topics.get_topic(name)
+            topics.delete_topic(name)
+            audit.record(actor=request.user.get_username(), action="delete topic", target=name,
+                         before={"partitions": before.partition_count})
+    except exceptions.QueueingError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"deleted topic {name}")
+    return redirect("console:topics")

@@ -200,3 +200,23 @@ def test_a_reset_with_a_bad_value_is_refused_and_changes_nothing(staff_client):
                                  follow=True)
     assert "to_offset needs a whole number" in response.content.decode()
     assert lag.current() == [{"group": "billing", "topic": "orders", "lag": 0}]
+
+
+def test_topics_are_created_grown_and_deleted_only_with_their_name_typed(staff_client):
+    staff_client.post("/console/topics/create", {"name": "invoices", "partitions": "2"})
+    staff_client.post("/console/topics/invoices/partitions", {"partitions": "4"})
+    assert topics.get_topic("invoices").partition_count == 4
+    refused = staff_client.post("/console/topics/invoices/delete", {"confirm_name": "invoice"}, follow=True)
+    assert "type the topic&#x27;s name, invoices, to delete it" in refused.content.decode()
+    assert topics.get_topic("invoices").partition_count == 4
+    staff_client.post("/console/topics/invoices/delete", {"confirm_name": "invoices"})
+    assert "invoices" not in {t.name for t in topics.list_topics()}
+    assert list(models.AuditEntry.objects.order_by("id").values_list("action", flat=True)) == [
+        "create topic", "add partitions", "delete topic"]
+
+
+def test_a_bad_topic_name_is_refused_and_nothing_is_stored(staff_client):
+    response = staff_client.post("/console/topics/create", {"name": "bad name!", "partitions": "1"}, follow=True)
+    assert response.status_code == 200 and b"class=\"message error\"" in response.content
+    assert "bad name!" not in {t.name for t in topics.list_topics()}
+    assert not models.AuditEntry.objects.exists()

@@ -71,10 +71,21 @@ def screenshot(browser, name):
 
 
 def test_staff_logs_in_and_lands_on_the_overview(browser, live_server, operator):
+    topics.create_topic("orders", partitions=2)
+    producer.send_batch("orders", [b'{"order": 1}', b'{"order": 2}'], keys=[b"1", b"2"])
+    drain("billing", "orders", 2)
     log_in(browser, live_server)
     wait_for(browser, lambda: browser.current_url == live_server.url + "/console/", "not sent to the overview")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Overview"
+    assert text_of(browser, "[data-field=backlog]") == "0"
+    producer.send_batch("orders", [b'{"order": 3}', b'{"order": 4}', b'{"order": 5}'], keys=[b"3", b"4", b"5"])
+    wait_for(browser, lambda: text_of(browser, "[data-field=backlog]") == "3", "the backlog tile did not update")
     screenshot(browser, "overview")
+    browser.get(live_server.url + "/console/topics/")
+    screenshot(browser, "topics")
+    browser.get(live_server.url + "/console/topics/orders/messages/?partition=0")
+    assert "order" in text_of(browser, "pre.value")
+    screenshot(browser, "messages")
 
 
 def test_an_anonymous_visitor_is_sent_to_the_login_page(browser, live_server, transactional_db):

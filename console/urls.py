@@ -28,5 +28,7 @@ urlpatterns = [
          name="commit_half_message"),
     path("half-messages/<uuid:message_id>/rollback", views.resolve_half_message, {"decision": "rollback"},
          name="rollback_half_message"),
+    path("outbox/", views.outbox_page, name="outbox"),
+    path("outbox/retry", views.outbox_retry, name="outbox_retry"),
     path("audit/", views.audit_log, name="audit"),
 ]

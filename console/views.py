@@ -7,7 +7,7 @@ from django.shortcuts import redirect, render
 
 from console import access, audit, lag, records
 from outbox import exceptions as outbox_exceptions
-from outbox import half
+from outbox import half, relay
 from outbox import models as outbox_models
 from queueing import exceptions, offsets, remote, replay, selectors, topics
 from queueing import models as engine
@@ -330,3 +330,24 @@ def delete_topic(request, name):
     else:
         messages.success(request, f"deleted topic {name}")
     return redirect("console:topics")
+
+
+@access.viewer
+def outbox_page(request):
+    """The outbox's backlog (outbox.relay.backlog) and the events backing off, oldest first."""
+    waiting = (outbox_models.OutboxEvent.objects.filter(delivered_at=None).exclude(last_error="")
+               .order_by("seq")[:PAGE])
+    return render(request, "console/outbox.html", {"backlog": relay.backlog(), "waiting": waiting})
+
+
+@access.operator
+def outbox_retry(request):
+    """Retry now the selected events that back off, or all of them; audited."""
+    seqs = None if request.POST.get("scope") == "all" else [
+        int(s) for s in request.POST.getlist("event") if s.isdigit()]
+    with transaction.atomic():
+        count = relay.retry_now(seqs)
+        audit.record(actor=request.user.get_username(), action="outbox retry now", target="outbox",
+                     before={"events": seqs if seqs is not None else "all"}, after={"made_due": count})
+    messages.success(request, f"{count} outbox event(s) will be retried now")
+    return redirect("console:outbox")

@@ -220,3 +220,23 @@ def test_a_bad_topic_name_is_refused_and_nothing_is_stored(staff_client):
     assert response.status_code == 200 and b"class=\"message error\"" in response.content
     assert "bad name!" not in {t.name for t in topics.list_topics()}
     assert not models.AuditEntry.objects.exists()
+
+
+def test_an_outbox_event_that_failed_is_shown_and_retried_now(staff_client):
+    from outbox import outbox, relay
+
+    event = outbox.publish(aggregate_type="order", aggregate_id="7", event_type="order.paid", payload={"n": 7},
+                           destination="sluice:nowhere")
+    loop = relay.Relay()
+    try:
+        loop.run_once()
+    finally:
+        loop.close()
+    failed = outbox_models.OutboxEvent.objects.get(seq=event.seq)
+    assert failed.attempts == 1 and failed.last_error and failed.next_attempt_at > failed.created_at
+    page = staff_client.get("/console/outbox/").content.decode()
+    assert "sluice:nowhere" in page and f'value="{event.seq}"' in page
+    staff_client.post("/console/outbox/retry", {"scope": "selected", "event": [str(event.seq)]})
+    retried = outbox_models.OutboxEvent.objects.get(seq=event.seq)
+    assert retried.next_attempt_at < failed.next_attempt_at and retried.attempts == 1
+    assert models.AuditEntry.objects.get().after == {"made_due": 1}

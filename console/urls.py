@@ -2,7 +2,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from console import views
+from console import task_views, views
 
 app_name = "console"
 urlpatterns = [
@@ -30,5 +30,12 @@ urlpatterns = [
          name="rollback_half_message"),
     path("outbox/", views.outbox_page, name="outbox"),
     path("outbox/retry", views.outbox_retry, name="outbox_retry"),
+    path("tasks/", task_views.tasks_page, name="tasks"),
+    path("tasks/<uuid:task_id>/retry", task_views.task_action, {"action": "retry"}, name="retry_task"),
+    path("tasks/<uuid:task_id>/cancel", task_views.task_action, {"action": "cancel"}, name="cancel_task"),
+    path("schedules/", task_views.schedules_page, name="schedules"),
+    path("schedules/<str:name>/enable", task_views.schedule_action, {"action": "enable"}, name="enable_schedule"),
+    path("schedules/<str:name>/disable", task_views.schedule_action, {"action": "disable"}, name="disable_schedule"),
+    path("schedules/<str:name>/run", task_views.schedule_action, {"action": "run"}, name="run_schedule"),
     path("audit/", views.audit_log, name="audit"),
 ]

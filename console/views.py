@@ -4,6 +4,7 @@ from django.db import transaction
 from django.db.models import Count, F, Q, Sum
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 
 from console import access, audit, lag, records
 from outbox import exceptions as outbox_exceptions
@@ -11,6 +12,7 @@ from outbox import half, relay
 from outbox import models as outbox_models
 from queueing import exceptions, offsets, remote, replay, selectors, topics
 from queueing import models as engine
+from scheduler import models as task_models
 
 PAGE = 100
 PAGE_RECORDS = 50
@@ -20,24 +22,43 @@ def _overview():
     """Totals read from partition end offsets and committed offsets, never from the log's rows."""
     logs = engine.Partition.objects.aggregate(partitions=Count("id"), ends=Sum("next_offset"),
                                               starts=Sum("log_start_offset"))
-    dead_topics = engine.Topic.objects.exclude(dead_letter_topic=None).values("dead_letter_topic")
-    dead = engine.Partition.objects.filter(topic__name__in=dead_topics).aggregate(
-        ends=Sum("next_offset"), starts=Sum("log_start_offset"))
     groups = {}
     for row in lag.current():
         groups[row["group"]] = groups.get(row["group"], 0) + row["lag"]
-    return {
+    tasks = dict(task_models.TaskResult.objects.values_list("state").annotate(n=Count("id")).order_by())
+    overview = {
         "topics": engine.Topic.objects.count(),
         "partitions": logs["partitions"],
         "records_retained": (logs["ends"] or 0) - (logs["starts"] or 0),
         "records_produced": logs["ends"] or 0,
         "backlog": sum(groups.values()),
         "groups": [{"name": name, "lag": value} for name, value in sorted(groups.items())],
-        "dead_letters": (dead["ends"] or 0) - (dead["starts"] or 0),
+        "dead_letters": sum(t["waiting"] or 0 for t in dead_letter_topics()),
         "outbox_pending": outbox_models.OutboxEvent.objects.filter(delivered_at=None).count(),
+        "outbox_backing_off": outbox_models.OutboxEvent.objects.filter(
+            delivered_at=None, next_attempt_at__gt=timezone.now()).count(),
         "half_prepared": outbox_models.HalfMessage.objects.filter(state="prepared").count(),
         "members_alive": engine.GroupMember.objects.count() + engine.ShareGroupMember.objects.count(),
+        "tasks": {value: tasks.get(value, 0) for value, _ in task_models.State.choices},
     }
+    overview["attention"] = _attention(overview)
+    return overview
+
+
+def _attention(overview):
+    """What an operator should look at first, most urgent first."""
+    members = dict(engine.ConsumerGroup.objects.annotate(n=Count("members")).values_list("name", "n"))
+    stalled = [g for g in overview["groups"] if g["lag"] and not members.get(g["name"])]
+    notes = [f"group {g['name']} has {g['lag']} records waiting and no member alive" for g in stalled]
+    if overview["dead_letters"]:
+        notes.append(f"{overview['dead_letters']} dead letters waiting")
+    if overview["tasks"].get("failed"):
+        notes.append(f"{overview['tasks']['failed']} failed tasks")
+    if overview["outbox_backing_off"]:
+        notes.append(f"{overview['outbox_backing_off']} outbox events backing off after a failure")
+    if overview["half_prepared"]:
+        notes.append(f"{overview['half_prepared']} half messages prepared, not yet resolved")
+    return notes
 
 
 @access.viewer

@@ -240,3 +240,12 @@ def test_an_outbox_event_that_failed_is_shown_and_retried_now(staff_client):
     retried = outbox_models.OutboxEvent.objects.get(seq=event.seq)
     assert retried.next_attempt_at < failed.next_attempt_at and retried.attempts == 1
     assert models.AuditEntry.objects.get().after == {"made_due": 1}
+
+
+def test_the_overview_says_what_needs_attention_first(staff_client):
+    dead_lettered()
+    producer.send("orders", b"late", key="cust-2")
+    data = staff_client.get("/console/overview.json").json()
+    assert data["attention"] == ["group billing has 1 records waiting and no member alive", "1 dead letters waiting"]
+    assert data["tasks"]["failed"] == 0
+    assert "group billing has 1 records waiting" in staff_client.get("/console/").content.decode()

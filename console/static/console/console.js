@@ -31,6 +31,13 @@
           section.querySelector("[data-rate=records_produced]").textContent = rate.toFixed(1);
         }
         last = {data: data, at: now};
+        var notes = section.querySelector("[data-list=attention]");
+        notes.textContent = "";
+        (data.attention.length ? data.attention : ["Nothing: no stalled group, dead letter, failed task or failing outbox event."])
+          .forEach(function (text) { var li = document.createElement("li"); li.textContent = text; notes.appendChild(li); });
+        section.querySelectorAll("[data-task]").forEach(function (node) {
+          node.textContent = data.tasks[node.getAttribute("data-task")];
+        });
         var body = section.querySelector("[data-rows=groups]");
         body.textContent = "";
         data.groups.forEach(function (g) {

@@ -53,7 +53,16 @@ def log_in(browser, live_server, username="ops", password="pw-ops-1", path="/con
     browser.get(live_server.url + path)
     browser.find_element(By.ID, "id_username").send_keys(username)
     browser.find_element(By.ID, "id_password").send_keys(password)
-    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    follow(browser, browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
+
+
+def follow(browser, link):
+    """Click link (or a submit button) and wait for the page it leads to, so nothing is read from
+    the page before (a race with the load)."""
+    before = browser.current_url
+    link.click()
+    wait_for(browser, lambda: browser.current_url != before and browser.execute_script(
+        "return document.readyState") == "complete", "the next page did not load")
 
 
 def text_of(browser, selector):
@@ -188,8 +197,8 @@ def drain(group, topic, count):
 def test_a_dead_letter_is_opened_redriven_and_consumed(browser, live_server, operator):
     handler = dead_lettered()
     log_in(browser, live_server, path="/console/dead-letters/")
-    browser.find_element(By.LINK_TEXT, "billing.DLQ").click()
-    browser.find_element(By.LINK_TEXT, "0@0").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "billing.DLQ"))
+    follow(browser, browser.find_element(By.LINK_TEXT, "0@0"))
     assert "Failed in group billing on orders-0@1" in text_of(browser, ".opened")
     assert "cannot handle b'bad'" in text_of(browser, ".opened")
     screenshot(browser, "dead-letter")

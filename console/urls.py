@@ -2,7 +2,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from console import task_views, views
+from console import delayed_views, task_views, views
 
 app_name = "console"
 urlpatterns = [
@@ -30,6 +30,9 @@ urlpatterns = [
          name="rollback_half_message"),
     path("outbox/", views.outbox_page, name="outbox"),
     path("outbox/retry", views.outbox_retry, name="outbox_retry"),
+    path("delayed/", delayed_views.delayed_page, name="delayed"),
+    path("delayed/<int:delayed_id>/cancel", delayed_views.cancel, name="cancel_delayed"),
+    path("delayed/<int:delayed_id>/reschedule", delayed_views.reschedule, name="reschedule_delayed"),
     path("tasks/", task_views.tasks_page, name="tasks"),
     path("tasks/<uuid:task_id>/retry", task_views.task_action, {"action": "retry"}, name="retry_task"),
     path("tasks/<uuid:task_id>/cancel", task_views.task_action, {"action": "cancel"}, name="cancel_task"),

@@ -20,6 +20,7 @@ urlpatterns = [
     path("dead-letters/<str:name>/redrive", views.redrive, name="redrive"),
     path("groups/", views.groups, name="groups"),
     path("groups/<str:name>/", views.group, name="group"),
+    path("share-groups/<str:name>/", views.share_group, name="share_group"),
     path("groups/<str:name>/lag.json", views.group_json, name="group_json"),
     path("groups/<str:name>/reset/", views.reset_plan, name="reset_plan"),
     path("groups/<str:name>/reset/execute", views.reset_execute, name="reset_execute"),

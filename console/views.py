@@ -372,3 +372,15 @@ def outbox_retry(request):
                      before={"events": seqs if seqs is not None else "all"}, after={"made_due": count})
     messages.success(request, f"{count} outbox event(s) will be retried now")
     return redirect("console:outbox")
+
+
+@access.viewer
+def share_group(request, name):
+    """A share group: per partition its window, records held (in flight) and waiting, the highest
+    delivery count and dead letters (queueing.selectors.share_group_partitions); its members."""
+    try:
+        partitions = selectors.share_group_partitions(name)
+    except exceptions.GroupNotFound:
+        return render(request, "console/missing.html", {"what": f"share group {name}"}, status=404)
+    members = engine.ShareGroupMember.objects.filter(group__name=name).order_by("id")
+    return render(request, "console/share_group.html", {"name": name, "partitions": partitions, "members": members})

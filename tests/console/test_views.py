@@ -249,3 +249,20 @@ def test_the_overview_says_what_needs_attention_first(staff_client):
     assert data["attention"] == ["group billing has 1 records waiting and no member alive", "1 dead letters waiting"]
     assert data["tasks"]["failed"] == 0
     assert "group billing has 1 records waiting" in staff_client.get("/console/").content.decode()
+
+
+def test_a_share_groups_page_shows_records_in_flight(staff_client):
+    from queueing import share
+
+    topics.create_topic("jobs")
+    producer.send_batch("jobs", [b"1", b"2", b"3"])
+    member = share.ShareConsumer("crew", ["jobs"], max_records=2, auto_offset_reset="earliest")
+    try:
+        assert len(member.poll(timeout=0)) == 2
+        page = staff_client.get("/console/share-groups/crew/").content.decode()
+    finally:
+        member.close()
+    # window from 0, acquire offset 2, log end 3; the two records held are one delivery range (the
+    # selector counts ranges), none waiting again, delivered once, none dead-lettered, backlog 3
+    assert "<td>jobs</td><td>0</td><td>0</td><td>2</td><td>3</td><td>1</td><td>0</td><td>1</td><td>0</td><td>3</td>" in page
+    assert staff_client.get("/console/share-groups/nobody/").status_code == 404

@@ -175,8 +175,8 @@ SLUICE_API = {
     "IDEMPOTENCY_TTL_S": int(os.environ.get("SLUICE_API_IDEMPOTENCY_TTL_S", str(24 * 3600))),
     "MAX_BODY_BYTES": int(os.environ.get("SLUICE_API_MAX_BODY_BYTES", str(4 * 1024 * 1024))),
     "THROTTLE_RATE": os.environ.get("SLUICE_API_THROTTLE_RATE", "1200/minute"),
-    # Sign-in attempts per client address on the login forms (the admin's, which the console uses).
-    "LOGIN_PATHS": ["/admin/login/"],
+    # Sign-in attempts per client address on the login forms (the admin's and the console's).
+    "LOGIN_PATHS": ["/admin/login/", "/console/login/"],
     "LOGIN_THROTTLE_RATE": os.environ.get("SLUICE_LOGIN_THROTTLE_RATE", "10/minute"),
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024

@@ -266,3 +266,12 @@ def test_a_share_groups_page_shows_records_in_flight(staff_client):
     # selector counts ranges), none waiting again, delivered once, none dead-lettered, backlog 3
     assert "<td>jobs</td><td>0</td><td>0</td><td>2</td><td>3</td><td>1</td><td>0</td><td>1</td><td>0</td><td>3</td>" in page
     assert staff_client.get("/console/share-groups/nobody/").status_code == 404
+
+
+def test_sign_ins_to_the_console_are_throttled_per_address(db, settings):
+    settings.SLUICE_API = {**settings.SLUICE_API, "LOGIN_THROTTLE_RATE": "2/minute"}
+    client = Client()
+    for _ in range(2):
+        assert client.post("/console/login/", {"username": "x", "password": "wrong"}).status_code == 200
+    refused = client.post("/console/login/", {"username": "x", "password": "wrong"})
+    assert refused.status_code == 429 and "Too many login attempts" in refused.content.decode()

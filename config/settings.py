@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "api",
     "shop",
     "ops",
+    "console",
     # django-q2's tables (tasks, results, schedules); its cluster runs on Sluice (Q_CLUSTER below).
     "django_q",
 ]
@@ -174,8 +175,8 @@ SLUICE_API = {
     "IDEMPOTENCY_TTL_S": int(os.environ.get("SLUICE_API_IDEMPOTENCY_TTL_S", str(24 * 3600))),
     "MAX_BODY_BYTES": int(os.environ.get("SLUICE_API_MAX_BODY_BYTES", str(4 * 1024 * 1024))),
     "THROTTLE_RATE": os.environ.get("SLUICE_API_THROTTLE_RATE", "1200/minute"),
-    # Sign-in attempts per client address on the login forms (the admin's, which the console uses).
-    "LOGIN_PATHS": ["/admin/login/"],
+    # Sign-in attempts per client address on the login forms (the admin's and the console's).
+    "LOGIN_PATHS": ["/admin/login/", "/console/login/"],
     "LOGIN_THROTTLE_RATE": os.environ.get("SLUICE_LOGIN_THROTTLE_RATE", "10/minute"),
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
@@ -195,6 +196,12 @@ Q_CLUSTER = {
     "retry": int(os.environ.get("SLUICE_DJANGO_Q_RETRY_S", "120")),
     "bulk": int(os.environ.get("SLUICE_DJANGO_Q_BULK", "10")),
     "poll": float(os.environ.get("SLUICE_DJANGO_Q_POLL_S", "1")),
+}
+
+# The operators' console: how often the lag sampler runs and how long its history is kept.
+SLUICE_CONSOLE = {
+    "LAG_SAMPLE_S": float(os.environ.get("SLUICE_CONSOLE_LAG_SAMPLE_S", "15")),
+    "LAG_RETENTION_S": int(os.environ.get("SLUICE_CONSOLE_LAG_RETENTION_S", str(24 * 3600))),
 }
 
 # Engine defaults; each can be overridden per topic or per consumer.

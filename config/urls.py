@@ -9,6 +9,7 @@ from queueing import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("admin/", admin.site.urls),
+    path("console/", include("console.urls")),
     path("shop/", include("shop.urls")),
     path("api/", include("api.urls")),
     path("healthz", ops_views.healthz, name="healthz"),

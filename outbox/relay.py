@@ -194,3 +194,15 @@ def backlog():
                .annotate(n=Count("seq"), error=Max("last_error")).order_by("-n")[:20])
     summary["errors"] = [(row["destination"], row["n"], row["error"]) for row in failing]
     return summary
+
+
+def retry_now(seqs=None):
+    """Make undelivered events that back off due at once (those of seqs, or all); return how many.
+
+    Only the wait changes: attempts and the last error stay, and the relay still delivers in order
+    per aggregate.
+    """
+    due = models.OutboxEvent.objects.filter(delivered_at__isnull=True, next_attempt_at__gt=timezone.now())
+    if seqs is not None:
+        due = due.filter(seq__in=seqs)
+    return due.update(next_attempt_at=timezone.now())

@@ -42,6 +42,8 @@ def test_serve_runs_web_and_workers_and_stops_on_sigterm(process_env, manage, tm
         # gunicorn with WhiteNoise: the admin's styles are served with DEBUG off
         css = urllib.request.urlopen("http://127.0.0.1:18765/static/admin/css/base.css", timeout=5)
         assert css.status == 200 and css.headers["Content-Type"].startswith("text/css")
+        console_css = urllib.request.urlopen("http://127.0.0.1:18765/static/console/console.css", timeout=5)
+        assert console_css.status == 200
         assert urllib.request.urlopen("http://127.0.0.1:18765/readyz", timeout=5).read() == b"ok\n"
         assert sorted(line.split()[2] for line in out.read_text().splitlines()) == ["one", "two"]
         assert task.wait(timeout=30).return_value == 42
@@ -52,6 +54,7 @@ def test_serve_runs_web_and_workers_and_stops_on_sigterm(process_env, manage, tm
     assert serve.returncode == 0, stderr
     assert "started worker sample #1" in stdout and "serve: stopped" in stdout
     assert "started task worker sample #1" in stdout  # tests.sampleapp's tasks are in queue "sample"
+    assert "started lagsampler (pid" in stdout  # the console's lag history
     assert "restart" not in stderr
     assert "[group sample] worker for group sample on sample.events starting" in stderr  # log lines name their group
     assert not models.GroupMember.objects.exists()  # the worker left its group on the way out

@@ -27,6 +27,7 @@ LOOPS = [
     ("retention", ["run"]),
     ("halfmessages", ["checkback"]),
     ("scheduler", []),
+    ("lagsampler", []),
 ]
 
 

@@ -1,0 +1,1 @@
+"""The operators' console: backlog, lag and its history, half messages and the audit log."""

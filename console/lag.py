@@ -1,0 +1,76 @@
+"""Lag history: sample every group's lag per topic from offsets (never counting log rows), keep it for
+SLUICE_CONSOLE_LAG_RETENTION_S, and read it back for the charts."""
+import datetime
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, OuterRef, Subquery, Sum
+from django.utils import timezone
+
+from console import models
+from queueing import loops
+from queueing import models as engine
+
+logger = logging.getLogger("sluice.console")
+
+
+def sample(now=None):
+    """Store one sample per (group, topic) with committed offsets; drop samples past retention.
+
+    Lag is the sum over partitions of log end offset minus committed offset, read from the
+    partitions' and offsets' rows only. Returns the number of samples stored.
+    """
+    now = now or timezone.now()
+    end = engine.Partition.objects.filter(topic_id=OuterRef("topic_id"), number=OuterRef("partition"))
+    rows = (
+        engine.CommittedOffset.objects.annotate(end=Subquery(end.values("next_offset")[:1]))
+        .values("group__name", "topic__name")
+        .annotate(lag=Sum(F("end") - F("offset")), ends=Sum("end"))
+    )
+    samples = [
+        models.LagSample(group_name=r["group__name"], topic_name=r["topic__name"], lag=max(0, r["lag"] or 0),
+                         end_offset_total=r["ends"] or 0, sampled_at=now)
+        for r in rows
+    ]
+    cutoff = now - datetime.timedelta(seconds=settings.SLUICE_CONSOLE["LAG_RETENTION_S"])
+    with transaction.atomic():
+        models.LagSample.objects.bulk_create(samples)
+        models.LagSample.objects.filter(sampled_at__lt=cutoff).delete()
+    return len(samples)
+
+
+def history(group, *, since=None, limit=2000):
+    """A group's samples, oldest first, as (time, topic, lag) points, at most limit of the newest."""
+    rows = models.LagSample.objects.filter(group_name=group)
+    if since:
+        rows = rows.filter(sampled_at__gte=since)
+    points = list(rows.order_by("-sampled_at").values("sampled_at", "topic_name", "lag")[:limit])
+    points.reverse()
+    return points
+
+
+class LagSampler(loops.Loop):
+    """Samples lag every SLUICE_CONSOLE_LAG_SAMPLE_S seconds; `manage.py serve` runs it."""
+
+    name = "lag sampler"
+    role = "lag-sampler"
+
+    def __init__(self):
+        super().__init__()
+        self.interval = settings.SLUICE_CONSOLE["LAG_SAMPLE_S"]
+
+    def run_once(self):
+        stored = sample()
+        logger.debug("lag sampler stored %s samples", stored, extra={"samples": stored})
+        return False
+
+
+def current():
+    """Every group's lag per topic now, as dicts of group, topic and lag (offsets only)."""
+    end = engine.Partition.objects.filter(topic_id=OuterRef("topic_id"), number=OuterRef("partition"))
+    rows = (
+        engine.CommittedOffset.objects.annotate(end=Subquery(end.values("next_offset")[:1]))
+        .values("group__name", "topic__name").annotate(lag=Sum(F("end") - F("offset")))
+    )
+    return [{"group": r["group__name"], "topic": r["topic__name"], "lag": max(0, r["lag"] or 0)} for r in rows]

@@ -1,0 +1,386 @@
+"""The console's pages and the JSON they poll; thin over the engine's and outbox's functions."""
+from django.contrib import messages
+from django.db import transaction
+from django.db.models import Count, F, Q, Sum
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+
+from console import access, audit, lag, records
+from outbox import exceptions as outbox_exceptions
+from outbox import half, relay
+from outbox import models as outbox_models
+from queueing import exceptions, offsets, remote, replay, selectors, topics
+from queueing import models as engine
+from scheduler import models as task_models
+
+PAGE = 100
+PAGE_RECORDS = 50
+
+
+def _overview():
+    """Totals read from partition end offsets and committed offsets, never from the log's rows."""
+    logs = engine.Partition.objects.aggregate(partitions=Count("id"), ends=Sum("next_offset"),
+                                              starts=Sum("log_start_offset"))
+    groups = {}
+    for row in lag.current():
+        groups[row["group"]] = groups.get(row["group"], 0) + row["lag"]
+    tasks = dict(task_models.TaskResult.objects.values_list("state").annotate(n=Count("id")).order_by())
+    overview = {
+        "topics": engine.Topic.objects.count(),
+        "partitions": logs["partitions"],
+        "records_retained": (logs["ends"] or 0) - (logs["starts"] or 0),
+        "records_produced": logs["ends"] or 0,
+        "backlog": sum(groups.values()),
+        "groups": [{"name": name, "lag": value} for name, value in sorted(groups.items())],
+        "dead_letters": sum(t["waiting"] or 0 for t in dead_letter_topics()),
+        "outbox_pending": outbox_models.OutboxEvent.objects.filter(delivered_at=None).count(),
+        "outbox_backing_off": outbox_models.OutboxEvent.objects.filter(
+            delivered_at=None, next_attempt_at__gt=timezone.now()).count(),
+        "half_prepared": outbox_models.HalfMessage.objects.filter(state="prepared").count(),
+        "members_alive": engine.GroupMember.objects.count() + engine.ShareGroupMember.objects.count(),
+        "tasks": {value: tasks.get(value, 0) for value, _ in task_models.State.choices},
+    }
+    overview["attention"] = _attention(overview)
+    return overview
+
+
+def _attention(overview):
+    """What an operator should look at first, most urgent first."""
+    members = dict(engine.ConsumerGroup.objects.annotate(n=Count("members")).values_list("name", "n"))
+    stalled = [g for g in overview["groups"] if g["lag"] and not members.get(g["name"])]
+    notes = [f"group {g['name']} has {g['lag']} records waiting and no member alive" for g in stalled]
+    if overview["dead_letters"]:
+        notes.append(f"{overview['dead_letters']} dead letters waiting")
+    if overview["tasks"].get("failed"):
+        notes.append(f"{overview['tasks']['failed']} failed tasks")
+    if overview["outbox_backing_off"]:
+        notes.append(f"{overview['outbox_backing_off']} outbox events backing off after a failure")
+    if overview["half_prepared"]:
+        notes.append(f"{overview['half_prepared']} half messages prepared, not yet resolved")
+    return notes
+
+
+@access.viewer
+def overview(request):
+    return render(request, "console/overview.html", {"overview": _overview()})
+
+
+@access.viewer
+def overview_json(request):
+    return JsonResponse(_overview())
+
+
+@access.viewer
+def topics_page(request):
+    rows = (engine.Partition.objects.select_related("topic").order_by("topic__name", "number")
+            .annotate(records=F("next_offset") - F("log_start_offset")))
+    name = request.GET.get("q", "")
+    if name:
+        rows = rows.filter(topic__name__icontains=name)
+    return render(request, "console/topics.html", {"partitions": rows[:PAGE * 4], "q": name})
+
+
+@access.viewer
+def groups(request):
+    return render(request, "console/groups.html", {
+        "groups": selectors.group_summaries(), "share_groups": selectors.share_group_summaries()})
+
+
+@access.viewer
+def group(request, name):
+    try:
+        partitions = selectors.group_partitions(name)
+    except exceptions.GroupNotFound:
+        return render(request, "console/missing.html", {"what": f"consumer group {name}"}, status=404)
+    return render(request, "console/group.html", {
+        "name": name, "partitions": partitions, "members": selectors.group_members(name),
+        "total_lag": sum(p.lag or 0 for p in partitions)})
+
+
+@access.viewer
+def group_json(request, name):
+    try:
+        partitions = selectors.group_partitions(name)
+    except exceptions.GroupNotFound:
+        return JsonResponse({"error": f"no consumer group {name}"}, status=404)
+    return JsonResponse({
+        "group": name,
+        "lag": sum(p.lag or 0 for p in partitions),
+        "partitions": [{"topic": p.topic, "partition": p.partition, "current_offset": p.current_offset,
+                        "log_end_offset": p.log_end_offset, "lag": p.lag, "host": p.host} for p in partitions],
+        "history": [{"t": s["sampled_at"].isoformat(), "topic": s["topic_name"], "lag": s["lag"]}
+                    for s in lag.history(name)],
+    })
+
+
+@access.viewer
+def half_messages(request):
+    prepared = (outbox_models.HalfMessage.objects.filter(state="prepared").order_by("created_at")
+                .prefetch_related("checks")[:PAGE])
+    resolved = outbox_models.HalfMessage.objects.exclude(state="prepared").order_by("-resolved_at")[:20]
+    return render(request, "console/half_messages.html", {"prepared": prepared, "resolved": resolved})
+
+
+@access.operator
+def resolve_half_message(request, message_id, decision):
+    """Commit or roll back a prepared half message by hand, through outbox.half, audited."""
+    actor = request.user.get_username()
+    action = {"commit": half.commit, "rollback": half.rollback}[decision]
+    try:
+        with transaction.atomic():
+            message = action(message_id, reason=f"{decision} by {actor} from the console")
+            audit.record(actor=actor, action=f"half message {decision}", target=str(message_id),
+                         before={"state": "prepared"}, after={"state": message.state, "offset": message.offset})
+    except (outbox_exceptions.HalfMessageNotFound, outbox_exceptions.HalfMessageResolved) as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"half message {message_id}: {message.state}")
+    return redirect("console:half_messages")
+
+
+@access.viewer
+def audit_log(request):
+    return render(request, "console/audit.html", {"entries": audit.recent()})
+
+
+def _read(topic, partition, offset, limit):
+    """One page of a partition from offset (or its start), through the engine's remote read."""
+    start, log_start, log_end, rows = remote.read(topic, partition, offset=offset, max_records=limit)
+    return {"start": start, "log_start": log_start, "log_end": log_end,
+            "records": [records.view(r) for r in rows], "next": rows[-1].offset + 1 if rows else None}
+
+
+def _whole(text, default=None):
+    try:
+        return default if text in (None, "") else max(0, int(text))
+    except ValueError:
+        return default
+
+
+@access.viewer
+def messages_page(request, name):
+    """The message browser: a partition read from an offset, PAGE_RECORDS at a time."""
+    partition, offset = _whole(request.GET.get("partition"), 0), _whole(request.GET.get("offset"))
+    try:
+        info = topics.get_topic(name)
+        page = _read(name, partition, offset, PAGE_RECORDS)
+    except (exceptions.TopicNotFound, exceptions.PartitionNotFound) as error:
+        return render(request, "console/missing.html", {"what": str(error)}, status=404)
+    return render(request, "console/messages.html", {"topic": info, "partition": partition, "page": page,
+                                                      "partitions": range(info.partition_count)})
+
+
+def dead_letter_topics():
+    """Topics that hold dead letters: every policy's dead-letter topic and the default GROUP.DLQ ones."""
+    named = set()
+    for model in (engine.Topic, engine.ConsumerGroup, engine.ShareGroup):
+        named |= set(model.objects.exclude(dead_letter_topic=None).values_list("dead_letter_topic", flat=True))
+    return (engine.Partition.objects.filter(Q(topic__name__in=named) | Q(topic__name__endswith=".DLQ"))
+            .values("topic__name").annotate(waiting=Sum(F("next_offset") - F("log_start_offset")),
+                                             partitions=Count("id")).order_by("topic__name"))
+
+
+@access.viewer
+def dead_letters(request):
+    return render(request, "console/dead_letters.html", {"topics": dead_letter_topics()})
+
+
+@access.viewer
+def dead_letter_topic(request, name):
+    """A dead-letter topic's records with their origin; one opened with every delivery attempt."""
+    partition, offset = _whole(request.GET.get("partition"), 0), _whole(request.GET.get("offset"))
+    try:
+        info = topics.get_topic(name)
+        page = _read(name, partition, offset, PAGE_RECORDS)
+    except (exceptions.TopicNotFound, exceptions.PartitionNotFound) as error:
+        return render(request, "console/missing.html", {"what": str(error)}, status=404)
+    opened, attempts = None, []
+    chosen = _whole(request.GET.get("open"))
+    if chosen is not None:
+        opened = next((r for r in page["records"] if r["offset"] == chosen), None)
+        if opened and opened["origin"]:
+            origin = opened["origin"]
+            attempts = engine.DeliveryAttempt.objects.filter(
+                group_name=origin["group"], topic_name=origin["topic"], partition=_whole(origin["partition"], -1),
+                offset=_whole(origin["offset"], -1)).order_by("attempt", "id")[:50]
+    return render(request, "console/dead_letter_topic.html", {
+        "topic": info, "partition": partition, "page": page, "partitions": range(info.partition_count),
+        "opened": opened, "attempts": attempts})
+
+
+@access.operator
+def redrive(request, name):
+    """Send the selected dead letters (or all) back to the group that failed them: the replay the
+    `replay --to-original` command runs, audited."""
+    actor = request.user.get_username()
+    try:
+        selected = None if request.POST.get("scope") == "all" else [
+            replay.parse_offset_spec(spec) for spec in request.POST.getlist("record")]
+        if selected == []:
+            raise exceptions.InvalidArgument(reason="select at least one dead letter, or redrive all")
+        plan = replay.plan_replay(name, to_original=True, offsets=selected)
+        # Not one transaction: a redrive of every dead letter runs in batches, as the command's does.
+        result = replay.execute_replay(plan)
+        audit.record(actor=actor, action="redrive dead letters", target=name,
+                     before={"selected": plan.count, "offsets": [f"{p}:{o}" for p, o in selected or ()] or "all"},
+                     after={"replayed": result.replayed, "skipped": result.skipped})
+    except exceptions.QueueingError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"redrove {result.replayed} dead letter(s) from {name}")
+    return redirect("console:dead_letter_topic", name=name)
+    actor = request.user.get_username()
+    try:
+        plan = replay.plan_replay(name, to_original=True, offsets=selected)
+        with transaction.atomic():
+            result = replay.execute_replay(plan)
+            audit.record(actor=actor, action="redrive dead letters", target=name,
+                         before={"selected": plan.count, "offsets": [f"{p}:{o}" for p, o in selected or ()] or "all"},
+                         after={"replayed": result.replayed, "skipped": result.skipped})
+    except exceptions.QueueingError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"redrove {result.replayed} dead letter(s) from {name}")
+    return redirect("console:dead_letter_topic", name=name)
+
+
+SCENARIOS = {  # scenario: how its value is read (None: it takes none), as reset_offsets reads it
+    "to_earliest": None, "to_latest": None, "to_current": None, "to_offset": int, "shift_by": int,
+    "to_datetime": offsets.parse_datetime, "by_duration": offsets.parse_duration,
+}
+
+
+def _reset_plan(name, data):
+    """The offset reset data asks for, planned by queueing.offsets; returns (plan, scenario label)."""
+    scenario = data.get("scenario", "")
+    if scenario not in SCENARIOS:
+        raise exceptions.InvalidArgument(reason=f"choose a scenario: {', '.join(SCENARIOS)}")
+    value, parse = None, SCENARIOS[scenario]
+    if parse is not None:
+        try:
+            value = parse(data.get("value", "").strip())
+        except ValueError:
+            raise exceptions.InvalidArgument(reason=f"{scenario} needs a whole number") from None
+        if scenario == "to_offset" and value < 0:
+            raise exceptions.InvalidArgument(reason="to_offset must be 0 or more")
+    topic = data.get("topic", "").strip()
+    plan = offsets.plan_reset(name, topic_specs=[topic] if topic else (), all_topics=not topic,
+                              scenario=scenario, value=value)
+    return plan, scenario if parse is None else f"{scenario} {value}"
+
+
+@access.viewer
+def reset_plan(request, name):
+    """The dry run: the plan of an offset reset, changing nothing, with the form that applies it."""
+    context = {"name": name, "scenarios": list(SCENARIOS), "data": request.GET}
+    if request.GET.get("scenario"):
+        try:
+            context["plan"], _ = _reset_plan(name, request.GET)
+        except exceptions.QueueingError as error:
+            context["error"] = str(error)
+    return render(request, "console/reset.html", context)
+
+
+@access.operator
+def reset_execute(request, name):
+    """Apply an offset reset as reset_offsets --execute does (fenced, in the offset-reset trail)."""
+    try:
+        plan, scenario = _reset_plan(name, request.POST)
+        fenced = offsets.execute_reset(plan, actor=request.user.get_username(), scenario=scenario)
+    except exceptions.QueueingError as error:
+        messages.error(request, str(error))
+        return redirect("console:group", name=name)
+    messages.success(request, f"reset {len(plan)} partition(s) of {name}; generation {fenced} fenced")
+    return redirect("console:group", name=name)
+
+
+def _count(text, what):
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise exceptions.InvalidArgument(reason=f"{what} must be a whole number") from None
+
+
+@access.operator
+def create_topic(request):
+    """Create a topic through queueing.topics (the topics command's create), audited."""
+    name = request.POST.get("name", "").strip()
+    try:
+        with transaction.atomic():
+            info = topics.create_topic(name, partitions=_count(request.POST.get("partitions", "1"), "partitions"))
+            audit.record(actor=request.user.get_username(), action="create topic", target=name,
+                         after={"partitions": info.partition_count})
+    except exceptions.QueueingError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"created topic {name} with {info.partition_count} partition(s)")
+    return redirect("console:topics")
+
+
+@access.operator
+def add_partitions(request, name):
+    """Grow a topic's partition count through queueing.topics.alter_topic, audited."""
+    try:
+        with transaction.atomic():
+            before = topics.get_topic(name).partition_count
+            info = topics.alter_topic(name, partitions=_count(request.POST.get("partitions"), "partitions"))
+            audit.record(actor=request.user.get_username(), action="add partitions", target=name,
+                         before={"partitions": before}, after={"partitions": info.partition_count})
+    except exceptions.QueueingError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"{name} now has {info.partition_count} partitions")
+    return redirect("console:topics")
+
+
+@access.operator
+def delete_topic(request, name):
+    """Delete a topic and its records, only when its name was typed again to confirm; audited."""
+    if request.POST.get("confirm_name") != name:
+        messages.error(request, f"type the topic's name, {name}, to delete it")
+        return redirect("console:topics")
+    try:
+        with transaction.atomic():
+            before = topics.get_topic(name)
+            topics.delete_topic(name)
+            audit.record(actor=request.user.get_username(), action="delete topic", target=name,
+                         before={"partitions": before.partition_count})
+    except exceptions.QueueingError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"deleted topic {name}")
+    return redirect("console:topics")
+
+
+@access.viewer
+def outbox_page(request):
+    """The outbox's backlog (outbox.relay.backlog) and the events backing off, oldest first."""
+    waiting = (outbox_models.OutboxEvent.objects.filter(delivered_at=None).exclude(last_error="")
+               .order_by("seq")[:PAGE])
+    return render(request, "console/outbox.html", {"backlog": relay.backlog(), "waiting": waiting})
+
+
+@access.operator
+def outbox_retry(request):
+    """Retry now the selected events that back off, or all of them; audited."""
+    seqs = None if request.POST.get("scope") == "all" else [
+        int(s) for s in request.POST.getlist("event") if s.isdigit()]
+    with transaction.atomic():
+        count = relay.retry_now(seqs)
+        audit.record(actor=request.user.get_username(), action="outbox retry now", target="outbox",
+                     before={"events": seqs if seqs is not None else "all"}, after={"made_due": count})
+    messages.success(request, f"{count} outbox event(s) will be retried now")
+    return redirect("console:outbox")
+
+
+@access.viewer
+def share_group(request, name):
+    """A share group: per partition its window, records held (in flight) and waiting, the highest
+    delivery count and dead letters (queueing.selectors.share_group_partitions); its members."""
+    try:
+        partitions = selectors.share_group_partitions(name)
+    except exceptions.GroupNotFound:
+        return render(request, "console/missing.html", {"what": f"share group {name}"}, status=404)
+    members = engine.ShareGroupMember.objects.filter(group__name=name).order_by("id")
+    return render(request, "console/share_group.html", {"name": name, "partitions": partitions, "members": members})

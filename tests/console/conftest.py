@@ -1,0 +1,56 @@
+"""What the console's tests share: a group whose worker dead-letters a record, run step by step."""
+import pytest
+from django.core.cache import cache
+
+from queueing import models, producer, registry, topics, worker
+
+
+@pytest.fixture(autouse=True)
+def fast(settings):
+    settings.SLUICE = {**settings.SLUICE, "POLL_FALLBACK_MS": 50, "HEARTBEAT_INTERVAL_MS": 60_000,
+                       "BACKOFF_BASE_MS": 1, "BACKOFF_MAX_MS": 2}
+
+
+@pytest.fixture(autouse=True)
+def fresh_login_throttle():
+    """The console's login is throttled per address (SLUICE_API["LOGIN_PATHS"]); every test here
+    signs in from 127.0.0.1, so each starts with the count at zero."""
+    cache.clear()
+
+
+class Handler:
+    """Records what it handled; fails on values in `broken` until they are fixed."""
+
+    def __init__(self, broken=()):
+        self.seen, self.broken = [], set(broken)
+
+    def __call__(self, record):
+        if record.value in self.broken:
+            raise ValueError(f"cannot handle {record.value!r}")
+        self.seen.append(record.value)
+
+
+def run_worker(group, topic, handler):
+    """Run group's real worker over topic, one step at a time, until it has nothing left to read."""
+    registry.handler(topic, group=group)(handler)
+    loop = worker.Worker(group, registry.subscriptions(group), poll_timeout=0.1)
+    try:
+        idle = 0
+        for _ in range(60):
+            idle = 0 if loop.run_once() else idle + 1
+            if idle == 2:
+                break
+    finally:
+        loop.stop()
+        loop.close()
+        registry.unregister(group)
+
+
+def dead_lettered():
+    """orders read by billing, which fails on b"bad" twice and dead-letters it to billing.DLQ."""
+    topics.create_topic("orders", partitions=1)
+    models.ConsumerGroup.objects.create(name="billing", delivery_limit=2)
+    producer.send_batch("orders", [b"ok-1", b"bad", b"ok-2"], key="cust-1")
+    handler = Handler(broken={b"bad"})
+    run_worker("billing", "orders", handler)
+    return handler

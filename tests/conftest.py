@@ -19,22 +19,48 @@ BROKERS = {"rabbitmq": ("RabbitMQ", "amqp", "AMQP_URL", 5672), "redis": ("Redis"
 def pytest_collection_modifyitems(config, items):
     """Skip the tests marked rabbitmq or redis when that server does not answer, and say so in one
     line per service before any test runs (a bare machine runs the rest)."""
-    from outbox import destinations
-
-    for marker, (service, kind, variable, port) in BROKERS.items():
+    for marker, service, variable, address in _silent_brokers():
         needing = [item for item in items if item.get_closest_marker(marker)]
-        parts = urlsplit(destinations.broker_url(kind))
-        address = f"{parts.hostname or '127.0.0.1'}:{parts.port or port}"
-        if not needing or _answers(address):
+        if not needing:
             continue
         skip = pytest.mark.skip(reason=f"needs {service} at {address} ({variable}), which does not answer")
         for item in needing:
             item.add_marker(skip)
-        line = (f"services: {service} does not answer at {address} ({variable}): skipping the {len(needing)} "
-                f"test(s) marked {marker} that need it; platform/ensure-services starts it (and installs it, "
-                f"as root), or set {variable}")
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-        reporter.write_line(line) if reporter else print(line, file=sys.stderr)
+        if not _is_xdist_worker(config):  # a worker's lines are not shown: the controller says it
+            _say(config, f"skipping the {len(needing)} test(s) marked {marker} that need it", service, variable,
+                 address)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (make test) the controller collects nothing: it says which services are
+    missing before the workers start, and each worker skips its own tests."""
+    if getattr(config.option, "numprocesses", None) and not _is_xdist_worker(config):
+        for marker, service, variable, address in _silent_brokers():
+            _say(config, f"the tests marked {marker} will be skipped", service, variable, address)
+
+
+def _is_xdist_worker(config):
+    return hasattr(config, "workerinput")
+
+
+def _silent_brokers():
+    """(marker, service, variable, address) of each broker that does not answer."""
+    from outbox import destinations
+
+    silent = []
+    for marker, (service, kind, variable, port) in BROKERS.items():
+        parts = urlsplit(destinations.broker_url(kind))
+        address = f"{parts.hostname or '127.0.0.1'}:{parts.port or port}"
+        if not _answers(address):
+            silent.append((marker, service, variable, address))
+    return silent
+
+
+def _say(config, what, service, variable, address):
+    line = (f"services: {service} does not answer at {address} ({variable}): {what}; platform/ensure-services "
+            f"starts it (and installs it, as root), or set {variable}")
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    reporter.write_line(line) if reporter else print(line, file=sys.stderr)
 
 
 def _answers(address):

@@ -445,6 +445,8 @@ class TaskWorker(loops.Loop):
         self._record_outcomes()
 
     def _enforce_limits(self):
+        """Kill the processes whose task passed its hard time limit; the killed task's outcome is
+        recorded with the others (by the loop, once it sent the next batch)."""
         now = time.monotonic()
         for slot in list(self.slots):
             running = slot.current
@@ -453,7 +455,6 @@ class TaskWorker(loops.Loop):
             limit = running.definition.hard_time_limit
             logger.warning("task %s passed its hard time limit (%s s): process killed", running.job.task_id, limit)
             self._stop_slot(slot, exceptions.HardTimeLimitExceeded(f"killed after its hard time limit of {limit} s"))
-        self._record_outcomes()
 
     def _finish(self, running, outcome):
         """Write the outcome and acknowledge the record in one transaction; discard both if the lock

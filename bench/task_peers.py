@@ -348,6 +348,12 @@ class DjangoQ2Sluice(DjangoQ2):
     name = "django-q2-sluice"
     notes = "qcluster, Sluice broker (broker_class), workers 2; no bulk call: async_task() in a loop, one transaction"
 
+    def setup(self):
+        super().setup()
+        from django_q.brokers import get_broker
+
+        get_broker().prepare()  # its queue's topic, as Sluice's own row creates its queue before timing
+
 
 def migrate_sluice(url):
     """Create Sluice's tables in the peer's database (a Sluice project's `manage.py migrate`)."""

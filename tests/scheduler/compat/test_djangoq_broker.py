@@ -29,8 +29,7 @@ def broker(monkeypatch):
 
     yield open_broker
     for made in opened:
-        if made._consumer is not None:
-            made._consumer.close()
+        made.close()
 
 
 def package(n):
@@ -60,10 +59,13 @@ def test_the_monitor_acknowledges_what_the_pusher_acquired(broker):
     monitor = pickle.loads(pickle.dumps(pusher))  # as django-q2 hands a broker to its monitor process
     assert monitor._consumer is None and monitor.list_key == "tests"
     monitor.acknowledge(first)
+    monitor.flush()
     assert pusher.lock_size() == 1
     monitor.acknowledge(second)
+    monitor.flush()
     assert (pusher.lock_size(), pusher.queue_size()) == (0, 0)
     monitor.acknowledge(second)  # twice: refused quietly, nothing changes
+    monitor.flush()
     assert pusher.dequeue() is None
 
 
@@ -79,8 +81,10 @@ def test_an_unacknowledged_task_comes_back_once_its_retry_lock_lapses(broker, mo
     assert payload_again == payload and again != ack_id  # a second delivery, its own id
     monitor = pickle.loads(pickle.dumps(pusher))
     monitor.acknowledge(ack_id)  # the first delivery's: refused (its lock lapsed)
+    monitor.flush()
     assert pusher.lock_size() == 1
     monitor.acknowledge(again)
+    monitor.flush()
     assert pusher.lock_size() == 0
 
 
@@ -114,7 +118,9 @@ def test_ping_and_info(broker):
 
 
 def test_a_foreign_acknowledgement_id_is_refused_with_a_warning(broker, caplog):
-    broker().acknowledge(12)
+    one = broker()
+    one.acknowledge(12)
+    one.flush()
     assert "is not an acknowledgement id of this broker" in caplog.text
 
 

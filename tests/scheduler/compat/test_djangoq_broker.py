@@ -143,3 +143,25 @@ def test_the_backlog_shows_in_groups_describe_before_a_cluster_reads(broker):
     lag, acquired = out.getvalue().splitlines()[1].split()[5:7]
     # ACQUIRED counts the engine's delivery ranges (a batch acquired together is one).
     assert (lag, acquired, pusher.lock_size()) == ("3", "1", 3)
+
+
+def test_acknowledgements_waiting_when_the_process_exits_are_written_first(broker, process_env):
+    """The monitor's acknowledgements wait up to ACK_WINDOW_S for a thread: a process that ends
+    meanwhile (django-q2's monitor at a cluster's stop) writes them before it goes."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    pusher = broker()
+    pusher.enqueue(package(1))
+    [(ack_id, _)] = pusher.dequeue()
+    script = (
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); django.setup()\n"
+        "from scheduler.compat import djangoq_broker\n"
+        f"djangoq_broker.Broker(list_key='tests').acknowledge({ack_id!r})\n"  # and exit at once, no flush
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=process_env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (pusher.lock_size(), pusher.queue_size()) == (0, 0)

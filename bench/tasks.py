@@ -156,7 +156,8 @@ def sluice(admin, args, logs):
         row["bulk_per_s"] = bulk_enqueue(bench_tasks.noop, args.tasks)
         with Processes(logs) as workers:
             sluice_workers(workers, bench_tasks.QUEUE, url, args)
-            row.update(drain(sluice_done_counter(url), backlog(), args.drain_timeout, workers))
+            total = backlog()
+            row.update(drain(sluice_done_counter(url, total), total, args.drain_timeout, workers))
         if args.latency_seconds > 0:
             with Processes(logs) as workers:
                 sluice_workers(workers, bench_tasks.LATENCY_QUEUE, url, args)
@@ -216,13 +217,22 @@ def backlog():
     return models.TaskResult.objects.filter(state=models.State.QUEUED).count()
 
 
-def sluice_done_counter(url):
+def sluice_done_counter(url, total):
+    """Tasks done: the backlog less the tasks not finished yet, counted by the (queue, state) index,
+    as pgqueuer's row counts what is left in its queue table. (Counting the succeeded ones scans a
+    table that grows with the drain: at 40,000 tasks, every 20 ms, it took a tenth of a core from
+    the workers it measures.)"""
     import psycopg
+
+    from bench.taskapp import tasks as bench_tasks
 
     conn = psycopg.connect(url, autocommit=True)
 
     def done():
-        return conn.execute("SELECT count(*) FROM scheduler_taskresult WHERE state = 'succeeded'").fetchone()[0]
+        left = conn.execute("SELECT count(*) FROM scheduler_taskresult WHERE queue = %s "
+                            "AND state IN ('queued', 'scheduled', 'running', 'retrying')",
+                            [bench_tasks.QUEUE]).fetchone()[0]
+        return total - left
 
     return done
 

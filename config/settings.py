@@ -223,9 +223,10 @@ SLUICE = {
     "RETENTION_CHECK_MS": int(os.environ.get("SLUICE_RETENTION_CHECK_MS", "60000")),
     "RETENTION_LOCK_TIMEOUT_MS": int(os.environ.get("SLUICE_RETENTION_LOCK_TIMEOUT_MS", "200")),
     "TOMBSTONE_RETENTION_MS": int(os.environ.get("SLUICE_TOMBSTONE_RETENTION_MS", str(24 * 3600 * 1000))),
-    # Tasks (scheduler/): partitions of a queue's topic when it is created; how long finished tasks
+    # Tasks (scheduler/): partitions of a queue's topic when it is created (a worker acquires on one
+    # partition at a time, so two let two workers acquire together); how long finished tasks
     # (results, errors, attempts) are kept.
-    "TASK_PARTITIONS": int(os.environ.get("SLUICE_TASK_PARTITIONS", "1")),
+    "TASK_PARTITIONS": int(os.environ.get("SLUICE_TASK_PARTITIONS", "2")),
     # Retention of a task queue's topic when it is created: a record not settled by then is lost.
     "TASK_TOPIC_RETENTION_MS": int(os.environ.get("SLUICE_TASK_TOPIC_RETENTION_MS", str(30 * 24 * 3600 * 1000))),
     "TASK_RESULT_TTL_S": int(os.environ.get("SLUICE_TASK_RESULT_TTL_S", str(7 * 24 * 3600))),

@@ -85,7 +85,7 @@ class Broker(DjangoQBroker):
         except engine_exceptions.TopicNotFound:
             try:
                 with transaction.atomic():
-                    info = topics.create_topic(self.topic, partitions=settings.SLUICE["TASK_PARTITIONS"],
+                    info = topics.create_topic(self.topic, partitions=1,  # first in, first out, as its ORM broker
                                                retention_ms=settings.SLUICE["TASK_TOPIC_RETENTION_MS"])
                     # The group from the start, so its backlog shows before a cluster first reads.
                     share.prepare_group(self.topic, [self.topic], lock_duration_ms=int(Conf.RETRY * 1000))

@@ -5,7 +5,9 @@ A queue is a topic read by a share group of the same name; a delivered message i
 with a lock that a side thread renews while the consumer keeps it unacknowledged; ack accepts it,
 reject dead-letters it, requeue releases it; a consumer killed outright loses nothing, as its locks
 run out in the database. Bindings are a table every process reads; a message with a future eta
-waits in the database as a delayed record. Consumers sleep on LISTEN until a commit wakes them.
+waits in the database as a delayed record. A message with a priority (0-9, higher first) goes to a
+band of its queue, another topic read by the same group, highest band first. Consumers sleep on
+LISTEN until a commit wakes them.
 """
 import logging
 import os

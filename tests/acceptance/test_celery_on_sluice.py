@@ -252,6 +252,9 @@ def test_a_worker_runs_the_highest_priority_first(effects, workers):
     tags = [tag for tag, _ in sent]
     wait_for(lambda: len(ran_in_order(tags)) == len(tags))
     assert ran_in_order(tags) == ["high-1", "high-2", "capped", "mid", "low-1", "low-2"]
+    # A band the running worker has not seen yet (priority 3 was never sent) is found and read.
+    tasks.record.apply_async(("new-band",), priority=3)
+    wait_for(lambda: runs("new-band") == 1)
 
 
 def _kill_the_pool_process_running(worker, tag):

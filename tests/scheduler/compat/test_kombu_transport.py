@@ -1,5 +1,5 @@
 """The kombu transport on a real PostgreSQL server: publish, get, ack, reject, requeue, purge, size,
-prefetch, bindings shared between connections and processes, lock renewal and expiry, eta messages
+priorities (bands read highest first), prefetch, bindings shared between connections and processes, lock renewal and expiry, eta messages
 held in the database, and consumers woken by commits."""
 import datetime
 import gc
@@ -113,6 +113,9 @@ def test_a_queue_is_a_topic_read_by_a_share_group_of_the_same_name(connect):
     assert engine_models.ShareGroup.objects.filter(name="kombu.orders").exists()
     assert kombu_store.topic_for("celery@host.celery.pidbox").startswith("kombu.celery_host.celery.pidbox-")
     assert kombu_store.topic_for("a@b") != kombu_store.topic_for("a#b")
+    assert kombu_store.topic_for("orders", 9) == "kombu-p9.orders"
+    assert kombu_store.topic_for("celery@host.celery.pidbox", 9).startswith("kombu-p9.celery_host.celery.pidbox-")
+    assert len(kombu_store.topic_for("q" * 249, 9)) <= 249
 
 
 def test_publish_size_get_and_ack(connect):

@@ -5,6 +5,7 @@ import datetime
 import hashlib
 import logging
 import re
+import time
 import uuid
 
 from django.conf import settings
@@ -13,42 +14,82 @@ from django.db.models import DurationField, ExpressionWrapper, F
 from django.utils import timezone
 from kombu.utils import json as kombu_json
 
-from queueing import exceptions as engine_exceptions, producer, share, topics, wakeups
+from queueing import exceptions as engine_exceptions, models as engine_models, producer, share, topics, wakeups
+from queueing.storage import share as share_storage
 from scheduler.compat import models, share_queue
 
 logger = logging.getLogger("sluice.kombu")
 
 TOPIC_PREFIX = "kombu."
+# A message with a priority above 0 goes to a topic of its own, its queue's band: "kombu-p9.celery".
+# No queue's topic starts with "kombu-p" and a band's number ends at the first dot, so a band's name
+# is never another queue's topic or another band's. The group `kombu.<queue>` reads every band.
+BAND_PREFIX = "kombu-p"
+# kombu's virtual transports' range (virtual.Channel.min_priority and max_priority): a higher number
+# is served first, as on RabbitMQ; a priority above 9 counts as 9, anything else as 0.
+MIN_PRIORITY, MAX_PRIORITY = 0, 9
 _SAFE = re.compile(r"^[a-zA-Z0-9._-]+$")
 _UNSAFE_CHARACTERS = re.compile(r"[^a-zA-Z0-9._-]")
 ACCEPT, RELEASE, REJECT = share.ACCEPT, share.RELEASE, share.REJECT
+BAND_REFRESH_S = 1.0  # how often a consumer looks for a queue's new bands
+_band_made = 0.0  # when this process last made a band: its own readers look again at once
 
 
-def topic_for(queue):
-    """The topic (and share group) of a kombu queue. Names a topic cannot carry (Celery's
-    `celery@host.celery.pidbox`) are spelled safely with a digest of the real name, so two queues
-    never share a topic."""
-    name = TOPIC_PREFIX + queue
+def topic_for(queue, priority=0):
+    """The topic of a kombu queue's priority band (priority 0: the queue's topic, and the name of its
+    share group). Names a topic cannot carry (Celery's `celery@host.celery.pidbox`) are spelled
+    safely with a digest of the real name, so two queues never share a topic."""
+    prefix = TOPIC_PREFIX if priority == 0 else f"{BAND_PREFIX}{priority}."
+    name = prefix + queue
     if _SAFE.match(queue) and len(name) <= 249:
         return name
     digest = hashlib.sha1(queue.encode("utf-8")).hexdigest()[:12]
-    return f"{TOPIC_PREFIX}{_UNSAFE_CHARACTERS.sub('_', queue)[:200]}-{digest}"
+    return f"{prefix}{_UNSAFE_CHARACTERS.sub('_', queue)[:200]}-{digest}"
 
 
-def ensure_topic(queue, *, partitions=None):
-    """The TopicInfo of a queue's topic, created on first use."""
-    name = topic_for(queue)
+def priority_of(message):
+    """A kombu message's priority (its `priority` property), as kombu's virtual transports read it:
+    clamped to 0..9, 0 when missing or not a number."""
+    try:
+        priority = int((message.get("properties") or {}).get("priority") or 0)
+    except (TypeError, ValueError):
+        return MIN_PRIORITY
+    return max(MIN_PRIORITY, min(priority, MAX_PRIORITY))
+
+
+def bands(queue):
+    """The topics of a queue's bands in use, highest priority first (the queue's own topic, band 0,
+    always last). One indexed read."""
+    names = [topic_for(queue, priority) for priority in range(MAX_PRIORITY, MIN_PRIORITY, -1)]
+    found = set(engine_models.Topic.objects.filter(name__in=names).values_list("name", flat=True))
+    return [name for name in names if name in found] + [topic_for(queue)]
+
+
+def ensure_topic(queue, *, partitions=None, priority=0):
+    """The TopicInfo of a queue's topic (of its band, for a priority above 0), created on first use.
+    A band has as many partitions as the queue's topic, and once made it is read by the queue's
+    share group from its first record (so `groups describe` counts it before a consumer comes)."""
+    name = topic_for(queue, priority)
     try:
         return topics.cached_topic(name)
     except engine_exceptions.TopicNotFound:
+        if priority:
+            partitions = ensure_topic(queue, partitions=partitions).partition_count
         try:
             with transaction.atomic():
                 # As for task queues: a message is needed until it is settled, so a retention keeps
                 # a busy queue's log from growing for ever.
-                return topics.create_topic(name, partitions=partitions or settings.SLUICE["TASK_PARTITIONS"],
+                info = topics.create_topic(name, partitions=partitions or settings.SLUICE["TASK_PARTITIONS"],
                                            retention_ms=settings.SLUICE["TASK_TOPIC_RETENTION_MS"])
         except engine_exceptions.TopicExists:
             return topics.get_topic(name)
+        if priority:
+            global _band_made
+            _band_made = time.monotonic()
+            group = engine_models.ShareGroup.objects.filter(name=topic_for(queue)).values_list("id", flat=True).first()
+            if group is not None:
+                share_storage.ensure_share_partitions(group_id=group, topic_id=info.id, earliest=True)
+        return info
 
 
 # Queues -------------------------------------------------------------------------------------
@@ -84,10 +125,10 @@ def _topic_exists(queue):
 
 def delete_queue(queue):
     """Delete a queue: its bindings, its row, its share group and its topic (with waiting messages)."""
-    name = topic_for(queue)
+    names = bands(queue)
     models.KombuBinding.objects.filter(queue=queue).delete()
     models.KombuQueue.objects.filter(name=queue).delete()
-    share_queue.delete(name)
+    share_queue.delete(topic_for(queue), names)
 
 
 def touch_queues(queues):
@@ -110,14 +151,15 @@ def expire_queues():
 
 
 def size(queue):
-    """Messages ready in the queue (as AMQP counts them: neither held by a consumer nor waiting for an eta)."""
-    return share_queue.ready(topic_for(queue))
+    """Messages ready in the queue, in every band (as AMQP counts them: neither held by a consumer nor
+    waiting for an eta)."""
+    return sum(share_queue.ready(topic_for(queue), band) for band in bands(queue))
 
 
 def purge(queue):
     """Remove the queue's ready messages and those waiting for their eta; return how many (messages
     held by consumers stay, as AMQP purges only ready ones)."""
-    return share_queue.purge(topic_for(queue), client_id="kombu-purge")
+    return share_queue.purge(topic_for(queue), client_id="kombu-purge", names=bands(queue))
 
 
 # Bindings -------------------------------------------------------------------------------------
@@ -156,20 +198,21 @@ def publish(queues, message):
     """Append a kombu message to each queue's topic, in one transaction (the caller's, if any).
 
     A message with a future eta (Celery's header) waits as a delayed record and enters the log when
-    due, so no consumer holds it before then.
+    due, so no consumer holds it before then. A message with a priority goes to its queue's band.
     """
     value = kombu_json.dumps(message).encode("utf-8")
     due = _due(message)
+    priority = priority_of(message)
     if len(queues) == 1:  # one statement commits by itself
-        _send(queues[0], value, due)
+        _send(queues[0], value, due, priority)
         return
     with transaction.atomic():
         for queue in queues:
-            _send(queue, value, due)
+            _send(queue, value, due, priority)
 
 
-def _send(queue, value, due):
-    info = ensure_topic(queue)
+def _send(queue, value, due, priority):
+    info = ensure_topic(queue, priority=priority)
     if due is None:
         producer.send(info.name, value)
     else:
@@ -196,19 +239,44 @@ def _due(message):
 
 
 class Reader:
-    """One queue read by one kombu channel: a member of the queue's share group that never waits by
-    itself (the transport waits for every queue at once, on one LISTEN connection)."""
+    """One queue read by one kombu channel: a member of the queue's share group over every band of the
+    queue, highest priority first, that never waits by itself (the transport waits for every queue at
+    once, on one LISTEN connection)."""
 
     def __init__(self, queue, *, lock_ms=None, batch=100):
         self.queue = queue
         info = ensure_topic(queue)
-        self.topic = info.name
-        self.topic_id = info.id
-        self.wakeup_keys = wakeups.partition_keys([(info.id, p) for p in range(info.partition_count)])
+        self.topic = info.name  # band 0's, which names the share group
         row = models.KombuQueue.objects.filter(name=queue).values_list("message_ttl_ms", flat=True).first()
         self.message_ttl = datetime.timedelta(milliseconds=row) if row else None
         self.consumer = share.ShareConsumer(self.topic, [self.topic], auto_offset_reset="earliest", max_records=batch,
-                                            client_id="kombu", lock_duration_ms=lock_ms, listen=False)
+                                            client_id="kombu", lock_duration_ms=lock_ms, listen=False, ordered=True)
+        self.topic_ids = frozenset()
+        self.wakeup_keys = frozenset()
+        self._bands_read = None
+        self._names = None
+        self.refresh_bands()
+
+    def refresh_bands(self, force=False):
+        """Follow the queue's bands: re-read them (one indexed read) if forced, if BAND_REFRESH_S has
+        passed since the last time or if this process made a band since, and subscribe to a new one;
+        return whether the bands changed (the transport then listens for the new band's commits too).
+        A band made by another process after the consumer started is polled within BAND_REFRESH_S
+        of its first message."""
+        now = time.monotonic()
+        if (not force and self._bands_read is not None and now - self._bands_read < BAND_REFRESH_S
+                and _band_made < self._bands_read):
+            return False
+        self._bands_read = now
+        names = bands(self.queue)
+        if names == self._names:
+            return False
+        self.consumer.subscribe(names)
+        self._names = names
+        infos = [topics.cached_topic(name) for name in names]
+        self.topic_ids = frozenset(info.id for info in infos)
+        self.wakeup_keys = wakeups.partition_keys([(info.id, p) for info in infos for p in range(info.partition_count)])
+        return True
 
     @property
     def lock_ms(self):

@@ -5,7 +5,9 @@ A queue is a topic read by a share group of the same name; a delivered message i
 with a lock that a side thread renews while the consumer keeps it unacknowledged; ack accepts it,
 reject dead-letters it, requeue releases it; a consumer killed outright loses nothing, as its locks
 run out in the database. Bindings are a table every process reads; a message with a future eta
-waits in the database as a delayed record. Consumers sleep on LISTEN until a commit wakes them.
+waits in the database as a delayed record. A message with a priority (0-9, higher first) goes to a
+band of its queue, another topic read by the same group, highest band first. Consumers sleep on
+LISTEN until a commit wakes them.
 """
 import logging
 import os
@@ -194,13 +196,15 @@ class Channel(virtual.Channel):
         return message
 
     def _get(self, queue, timeout=None):
-        taken = self._take(queue, 1)
+        taken = self._take(queue, 1, look_for_bands=True)  # basic_get: a single read, so the bands are read too
         if not taken:
             raise Empty()
         return taken[0][1]
 
-    def _take(self, queue, limit):
+    def _take(self, queue, limit, look_for_bands=False):
         reader = self._reader(queue)
+        if reader.refresh_bands(force=look_for_bands):
+            self.connection.watch(reader)  # a new band: its commits wake this consumer too
         riding = self.flush_accepts(riding=reader)
         taken = reader.take(limit)
         if riding:
@@ -431,13 +435,16 @@ class Transport(virtual.Transport):
         return True
 
     def watch(self, reader):
-        """Wait for reader's topic too, and start renewing the locks of what this process holds."""
+        """Wait for reader's topics (its queue's bands) too, and start renewing the locks of what this
+        process holds."""
         with self._watch_lock:
             self._keys = self._keys | reader.wakeup_keys
-            channel = f"sluice_t{reader.topic_id}"
-            if self._listener is not None and not self._listener.closed and channel not in self._channels_listened:
-                self._listener.execute(f'LISTEN "{channel}"')
-            self._channels_listened.add(channel)
+            for topic_id in sorted(reader.topic_ids):
+                channel = f"sluice_t{topic_id}"
+                if (self._listener is not None and not self._listener.closed
+                        and channel not in self._channels_listened):
+                    self._listener.execute(f'LISTEN "{channel}"')
+                self._channels_listened.add(channel)
             if self._renewer is None:
                 self._renewer = Renewer(self)
                 self._renewer.start()

@@ -1,7 +1,8 @@
 """An unchanged Celery app on `broker_url = "sluice://"`: real `celery worker` processes (prefork,
-concurrency 2) run `delay`, `apply_async(countdown=...)` and `retry(countdown=...)` tasks, answer
-`celery inspect ping`, send task events, lose nothing when killed with SIGKILL, and never run a
-long task twice while they live."""
+concurrency 2) run `delay`, `apply_async(countdown=...)`, `apply_async(priority=...)` and
+`retry(countdown=...)` tasks, answer `celery inspect ping`, send task events, lose nothing when killed
+with SIGKILL, never run a long task twice while they live, and follow `task_reject_on_worker_lost`
+when a pool process dies."""
 import datetime
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 
+import psutil
 import pytest
 from django.db import connection
 
@@ -41,10 +43,10 @@ def workers(celery_env, tmp_path):
     worker, pool processes included, can be killed at once); all killed at the end."""
     started = []
 
-    def start(name, **env):
+    def start(name, concurrency=2, **env):
         log_path = tmp_path / f"{name}.log"
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", APP, "worker", "-P", "prefork", "-c", "2", "-E",
+            [sys.executable, "-m", "celery", "-A", APP, "worker", "-P", "prefork", "-c", str(concurrency), "-E",
              "-n", f"{name}@%h", "--loglevel=INFO", "--without-mingle", "--without-gossip"],
             env={**celery_env, **env}, stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), cwd=ROOT,
             start_new_session=True,
@@ -79,6 +81,18 @@ def runs(tag):
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM celery_effects WHERE tag = %s", [tag])
         return cursor.fetchone()[0]
+
+
+def started_by(tag):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM celery_effects WHERE tag = %s", [tag])
+        return [pid for (pid,) in cursor.fetchall()]
+
+
+def ran_in_order(tags):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tag FROM celery_effects WHERE tag = ANY(%s) ORDER BY at", [list(tags)])
+        return [tag for (tag,) in cursor.fetchall()]
 
 
 def ran_at(tag):
@@ -224,3 +238,63 @@ def test_a_chord_callback_runs_once_even_when_a_member_s_worker_is_killed(effect
     assert killed.get(timeout=90) == [f"member-{n}" for n in range(4)]
     assert all(runs(f"member-{n}") >= 1 for n in range(4))
     assert runs("plain") == 1 and runs("after-kill") == 1
+
+
+def test_a_worker_runs_the_highest_priority_first(effects, workers):
+    """apply_async(priority=N): a higher number first (RabbitMQ's meaning), FIFO within a priority."""
+    from tests.celeryapp import tasks
+
+    sent = [("low-1", None), ("mid", 5), ("low-2", 0), ("high-1", 9), ("high-2", 9), ("capped", 200)]
+    for tag, priority in sent:
+        tasks.record.apply_async((tag,), priority=priority)
+    # One pool process taking one message at a time: the order it runs them is the order it got them.
+    workers("prio", concurrency=1, CELERY_ACKS_LATE="1")
+    tags = [tag for tag, _ in sent]
+    wait_for(lambda: len(ran_in_order(tags)) == len(tags))
+    assert ran_in_order(tags) == ["high-1", "high-2", "capped", "mid", "low-1", "low-2"]
+    # A band the running worker has not seen yet (priority 3 was never sent) is found and read.
+    tasks.record.apply_async(("new-band",), priority=3)
+    wait_for(lambda: runs("new-band") == 1)
+
+
+def _kill_the_pool_process_running(worker, tag):
+    """SIGKILL the prefork pool process (not the worker's main process) that started tag."""
+    wait_for(lambda: runs(f"{tag}:start") == 1)
+    (pid,) = started_by(f"{tag}:start")
+    assert pid in {child.pid for child in psutil.Process(worker.pid).children(recursive=True)}
+    assert pid != worker.pid
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_reject_on_worker_lost_requeues_the_task_of_a_killed_pool_process(effects, workers):
+    from tests.celeryapp import tasks
+
+    worker = workers("lost", CELERY_ACKS_LATE="1", CELERY_REJECT_ON_WORKER_LOST="1")
+    result = tasks.slow.delay("lost", 3)
+    killed = _kill_the_pool_process_running(worker, "lost")
+    assert result.get(timeout=60) == "lost"  # requeued at once, run again by the other pool process
+    assert runs("lost:start") == 2 and runs("lost") == 1
+    assert killed not in started_by("lost")
+    assert worker.poll() is None  # the main process lived on
+    assert not DeliveryAttempt.objects.filter(group_name="kombu.celery", outcome="expired").exists()
+
+
+def test_without_reject_on_worker_lost_the_task_of_a_killed_pool_process_fails_once(effects, workers):
+    from billiard.exceptions import WorkerLostError
+
+    from scheduler.compat import kombu_store, share_queue
+    from tests.celeryapp import tasks
+
+    worker = workers("lost-once", CELERY_ACKS_LATE="1")
+    result = tasks.slow.delay("lost-once", 3)
+    _kill_the_pool_process_running(worker, "lost-once")
+    with pytest.raises(WorkerLostError):
+        result.get(timeout=60)
+    assert result.state == "FAILURE"
+    # Acknowledged: neither held (waiting for its lock to lapse) nor ready.
+    wait_for(lambda: share_queue.held("kombu.celery") == 0)
+    assert kombu_store.size("celery") == 0
+    tasks.record.delay("after")  # a rerun would have been taken before it
+    wait_for(lambda: runs("after") == 1)
+    assert runs("lost-once:start") == 1 and runs("lost-once") == 0

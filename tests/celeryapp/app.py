@@ -14,6 +14,7 @@ app.conf.update(
     result_backend=os.environ.get("CELERY_RESULT_BACKEND", "sluice://"),
     broker_transport_options={"lock_duration_ms": int(os.environ.get("SLUICE_KOMBU_LOCK_MS", "30000"))},
     task_acks_late=os.environ.get("CELERY_ACKS_LATE") == "1",
+    task_reject_on_worker_lost=os.environ.get("CELERY_REJECT_ON_WORKER_LOST") == "1",
     worker_prefetch_multiplier=1,
     include=["tests.celeryapp.tasks"],
     sluice_beat_lease_s=float(os.environ.get("SLUICE_BEAT_LEASE_S", "5")),

@@ -1,5 +1,5 @@
 """The kombu transport on a real PostgreSQL server: publish, get, ack, reject, requeue, purge, size,
-prefetch, bindings shared between connections and processes, lock renewal and expiry, eta messages
+priorities (bands read highest first), prefetch, bindings shared between connections and processes, lock renewal and expiry, eta messages
 held in the database, and consumers woken by commits."""
 import datetime
 import gc
@@ -113,6 +113,9 @@ def test_a_queue_is_a_topic_read_by_a_share_group_of_the_same_name(connect):
     assert engine_models.ShareGroup.objects.filter(name="kombu.orders").exists()
     assert kombu_store.topic_for("celery@host.celery.pidbox").startswith("kombu.celery_host.celery.pidbox-")
     assert kombu_store.topic_for("a@b") != kombu_store.topic_for("a#b")
+    assert kombu_store.topic_for("orders", 9) == "kombu-p9.orders"
+    assert kombu_store.topic_for("celery@host.celery.pidbox", 9).startswith("kombu-p9.celery_host.celery.pidbox-")
+    assert len(kombu_store.topic_for("q" * 249, 9)) <= 249
 
 
 def test_publish_size_get_and_ack(connect):
@@ -406,3 +409,82 @@ def test_a_publish_inside_a_transaction_commits_or_rolls_back_with_it(connect):
         publish(conn, queue, {"n": "committed"})
     assert queue.get().payload == {"n": "committed"}
     assert queue.get() is None
+
+
+# Priorities: a message with a priority goes to its queue's band, and bands are read highest first.
+
+
+def test_a_consumer_takes_the_highest_priority_first(connect):
+    conn = connect()
+    queue = declared(conn, "prio")
+    for n, priority in enumerate([0, 5, 9, None, 3, 9]):
+        publish(conn, queue, {"n": n, "priority": priority}, priority=priority)
+    received = []
+    with Consumer(conn.default_channel, [queue], callbacks=[lambda body, message: (received.append(body),
+                                                                                    message.ack())],
+                  prefetch_count=1):
+        while len(received) < 6:
+            conn.drain_events(timeout=10)
+    # Highest first, and in publishing order within a priority (None is 0).
+    assert [body["n"] for body in received] == [2, 5, 1, 4, 0, 3]
+    assert kombu_store.bands("prio") == ["kombu-p9.prio", "kombu-p5.prio", "kombu-p3.prio", "kombu.prio"]
+
+
+def test_priorities_are_clamped_to_kombus_range(connect):
+    conn = connect()
+    queue = declared(conn, "clamped")
+    publish(conn, queue, {"n": "high"}, priority=200)
+    publish(conn, queue, {"n": "low"}, priority=-3)
+    publish(conn, queue, {"n": "nine"}, priority=9)
+    assert engine_models.Topic.objects.filter(name__startswith="kombu-p").filter(
+        name__endswith=".clamped").count() == 1
+    assert [queue.get().payload["n"] for _ in range(3)] == ["high", "nine", "low"]
+
+
+def test_a_band_made_after_the_consumer_started_is_polled(connect):
+    conn, publisher = connect(), connect()
+    queue = declared(conn, "late-band")
+    publish(conn, queue, {"n": "plain"})
+    received = []
+    with Consumer(conn.default_channel, [queue], callbacks=[lambda body, message: (received.append(body),
+                                                                                    message.ack())]):
+        conn.drain_events(timeout=10)
+        assert received == [{"n": "plain"}]
+        publish(publisher, declared(publisher, "late-band"), {"n": "urgent"}, priority=7)
+        django_connection.close()  # this thread's: the consumer's reads are its own
+        deadline = time.monotonic() + 30
+        while len(received) < 2 and time.monotonic() < deadline:
+            try:
+                conn.drain_events(timeout=1)
+            except TimeoutError:
+                pass
+    assert received[1:] == [{"n": "urgent"}]
+    assert engine_models.ShareGroupMember.objects.filter(
+        group__name="kombu.late-band", client_id="kombu", topics__contains=["kombu-p7.late-band"]).exists()
+
+
+def test_size_purge_delete_and_the_backlog_count_every_band(connect):
+    from queueing import selectors
+
+    conn = connect()
+    queue = declared(conn, "banded")
+    queue.get()  # the share group exists (a consumer came), before any band
+    publish(conn, queue, {"n": 0}, {"n": 1})
+    publish(conn, queue, {"n": 2}, priority=4)
+    publish(conn, queue, {"n": 3}, {"n": 4}, priority=8)
+    assert queue.queue_declare(passive=True).message_count == 5
+    rows = selectors.share_group_partitions("kombu.banded")
+    assert {r.topic for r in rows} == {"kombu.banded", "kombu-p4.banded", "kombu-p8.banded"}
+    assert sum(r.lag for r in rows) == 5
+    held = queue.get()
+    assert held.payload == {"n": 3}
+    assert queue.queue_declare(passive=True).message_count == 4
+    later = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)).isoformat()
+    publish(conn, queue, {"n": "eta"}, headers={"eta": later}, priority=4)
+    assert queue.purge() == 5  # four ready, one waiting for its eta
+    assert queue.queue_declare(passive=True).message_count == 0
+    held.ack()
+    assert queue.get() is None
+    queue.delete()
+    assert not engine_models.Topic.objects.filter(name__endswith=".banded").exists()
+    assert not engine_models.ShareGroup.objects.filter(name="kombu.banded").exists()

@@ -79,7 +79,7 @@ def ensure_topic(queue, *, partitions=None, priority=0):
             with transaction.atomic():
                 # As for task queues: a message is needed until it is settled, so a retention keeps
                 # a busy queue's log from growing for ever.
-                info = topics.create_topic(name, partitions=partitions or settings.SLUICE["TASK_PARTITIONS"],
+                info = topics.create_topic(name, partitions=partitions or 1,
                                            retention_ms=settings.SLUICE["TASK_TOPIC_RETENTION_MS"])
         except engine_exceptions.TopicExists:
             return topics.get_topic(name)

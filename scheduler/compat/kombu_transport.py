@@ -100,7 +100,7 @@ class Channel(virtual.Channel):
     exchange_types = dict(STANDARD_EXCHANGE_TYPES)
     from_transport_options = virtual.Channel.from_transport_options + ("lock_duration_ms", "partitions")
     lock_duration_ms = None  # None: the share group's (SLUICE_LOCK_DURATION_MS when it is created)
-    partitions = None  # of a queue's topic when it is created; None: SLUICE_TASK_PARTITIONS
+    partitions = None  # of a queue's topic when it is created; None: one (first in, first out, as RabbitMQ)
 
     def __init__(self, connection, **kwargs):
         super().__init__(connection, **kwargs)

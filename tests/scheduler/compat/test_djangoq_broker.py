@@ -65,7 +65,7 @@ def test_the_monitor_acknowledges_what_the_pusher_acquired(broker):
     monitor.flush()
     assert (pusher.lock_size(), pusher.queue_size()) == (0, 0)
     monitor.acknowledge(second)  # twice: refused quietly, nothing changes
-    monitor.flush()
+    monitor.close()  # its acknowledging thread ends, with its connection
     assert pusher.dequeue() is None
 
 
@@ -84,7 +84,7 @@ def test_an_unacknowledged_task_comes_back_once_its_retry_lock_lapses(broker, mo
     monitor.flush()
     assert pusher.lock_size() == 1
     monitor.acknowledge(again)
-    monitor.flush()
+    monitor.close()
     assert pusher.lock_size() == 0
 
 

@@ -1,4 +1,6 @@
 """Tables of the task layer: a row per task (its state, result and progress) and one per attempt."""
+import os
+import time
 import uuid
 
 from django.contrib.postgres.fields import ArrayField
@@ -16,6 +18,17 @@ class State(models.TextChoices):
     CANCELLED = "cancelled", "cancelled"
 
 
+def new_task_id():
+    """A UUID of version 7 (RFC 9562): 48 bits of Unix milliseconds, then random bits. Task ids
+    that grow with time put new rows at the right edge of the primary key's index (random version
+    4 ids scatter every insert and every update of a drain over the whole index)."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10))  # 12 bits after the version, 62 after the variant
+    value = ((millis & 0xFFFF_FFFF_FFFF) << 80) | (0x7 << 76) | ((rand >> 62 & 0xFFF) << 64) | (0b10 << 62) | (
+        rand & 0x3FFF_FFFF_FFFF_FFFF)
+    return uuid.UUID(int=value)
+
+
 # A task in one of these has a record in the log (or waiting to enter it) that a worker will acquire.
 ACTIVE = (State.QUEUED, State.SCHEDULED, State.RETRYING, State.RUNNING)
 FINISHED = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
@@ -24,7 +37,7 @@ FINISHED = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
 class TaskResult(models.Model):
     """One task: what to run, where it is in its life, and what came of it."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    id = models.UUIDField(primary_key=True, default=new_task_id)
     task_name = models.CharField(max_length=255)
     queue = models.CharField(max_length=200)
     args = models.JSONField(default=list)

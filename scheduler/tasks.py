@@ -4,7 +4,6 @@ import dataclasses
 import datetime
 import math
 import re
-import uuid
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -222,7 +221,7 @@ class Task:
             row.__dict__.update(fields)
             row._state = ModelState()
             concurrency_key = self._concurrency_key(args, kwargs)
-            row.id, row.args, row.kwargs, row.unique_key = uuid.uuid4(), args, kwargs, self._unique_key(args, kwargs)
+            row.id, row.args, row.kwargs, row.unique_key = models.new_task_id(), args, kwargs, self._unique_key(args, kwargs)
             row.concurrency_key = concurrency_key
             row.concurrency_limit = None if concurrency_key is None else self.concurrency_limit
             rows.append(row)

@@ -68,9 +68,35 @@ def prepare(names):
     return user
 
 
+def browser_plan():
+    """The message browser reads its 50 records through the engine's own cursor (queueing.storage,
+    psycopg binding on the server), which Django's query capture does not see: EXPLAIN ANALYZE that
+    statement as the page runs it, from offset 1000 of bench.t000's partition 3, on the full log."""
+    from queueing import models
+    from queueing.sql import queries
+    from queueing.storage import log
+
+    topic_id = models.Topic.objects.get(name="bench.t000").id
+    params = {"topic_ids": [topic_id], "partitions": [3], "positions": [1000], "per_partition": 50,
+              "group_id": None, "member_id": None, "generation": None, "commit_level": None,
+              "commit_topic_ids": [], "commit_partitions": [], "offsets": []}
+    plan = log.cursor().execute("EXPLAIN (ANALYZE, FORMAT JSON) " + queries["commit_and_fetch"], params).fetchone()[0]
+    plan = plan[0] if isinstance(plan, list) else plan
+
+    def nodes(node):
+        yield node
+        for child in node.get("Plans", ()):
+            yield from nodes(child)
+
+    reads = [n for n in nodes(plan["Plan"]) if n.get("Relation Name", "").startswith("queueing_record")]
+    return [f"message browser's read of the log (EXPLAIN ANALYZE, full log, {plan['Execution Time']:.1f} ms):"] + [
+        f"  {n['Node Type']} on {n['Relation Name']}" + (f" using {n['Index Name']}" if "Index Name" in n else "")
+        + f": {n.get('Actual Rows', 0)} rows ({n.get('Plan Rows')} estimated)" for n in reads]
+
+
 def main():
     args = metrics.arguments(__doc__.splitlines()[0], "sluice_bench_console").parse_args()
-    metrics.report(metrics.run(args, PAGES, prepare), args, width=58)
+    metrics.report(metrics.run(args, PAGES, prepare, browser_plan), args, width=58)
 
 
 if __name__ == "__main__":

@@ -166,9 +166,10 @@ def log_scans(statements):
     return found
 
 
-def run(args, pages=PAGES, prepare=None):
+def run(args, pages=PAGES, prepare=None, inspect=None):
     """Build, time `pages` with the log empty, fill it, time them again. `prepare(names)`, if given,
-    adds what those pages need after the build and returns the user to sign in as."""
+    adds what those pages need after the build and returns the user to sign in as; `inspect()`, if
+    given, runs on the full log and its lines are printed under the table."""
     import psycopg
 
     admin = admin_url()
@@ -198,8 +199,9 @@ def run(args, pages=PAGES, prepare=None):
         for page in pages:
             empty[page].pop("statements")
             full[page]["log_scans"] = log_scans(full[page].pop("statements"))
+        inspected = inspect() if inspect else []
         return {"topics": args.topics, "partitions": args.partitions, "groups": args.groups, "records": appended,
-                "scrapes": args.scrapes,
+                "scrapes": args.scrapes, "inspected": inspected,
                 "pages": [{"page": page, "empty": empty[page], "full": full[page],
                            "ratio": round(full[page]["median_ms"] / max(empty[page]["median_ms"], 0.1), 2)}
                           for page in pages]}
@@ -234,6 +236,8 @@ def report(table, args, width=42):
         print(f"{row['page']:<{width}} {full['queries']:>7} {row['empty']['median_ms']:>12} {full['median_ms']:>11} "
               f"{full['p95_ms']:>7} {full['max_ms']:>7} {full['db_ms']:>9} {row['ratio']:>10}  {met:<4}  "
               f"{_scans(full['log_scans'])}")
+    for line in table.get("inspected") or ():
+        print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(table, indent=2))
 

@@ -110,19 +110,20 @@ def fill_log(names, partitions, records):
     return appended
 
 
-def timed_pages(scrapes):
-    """Median and maximum milliseconds, and queries, of each page over `scrapes` answers."""
+def timed_pages(scrapes, pages=PAGES, user=None):
+    """Median, 95th percentile and maximum milliseconds, and queries, of each page over `scrapes`
+    answers, signed in as `user` (by default a superuser, "bench")."""
     from django.contrib.auth import get_user_model
     from django.db import connection, reset_queries
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    user = get_user_model().objects.filter(username="bench").first() or get_user_model().objects.create_superuser(
-        "bench", "bench@example.com", "bench")
+    user = user or get_user_model().objects.filter(username="bench").first() or \
+        get_user_model().objects.create_superuser("bench", "bench@example.com", "bench")
     client = Client()
     client.force_login(user)
     result = {}
-    for page in PAGES:
+    for page in pages:
         client.get(page)  # warm: templates, prepared statements, caches
         times, in_db = [], []
         for _ in range(scrapes):
@@ -134,12 +135,41 @@ def timed_pages(scrapes):
             in_db.append(sum(float(q["time"]) for q in captured.captured_queries) * 1000)
             assert response.status_code == 200, (page, response.status_code)
         result[page] = {"median_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1),
+                        "p95_ms": round(statistics.quantiles(times, n=20, method="inclusive")[-1], 1),
                         "db_ms": round(statistics.median(in_db), 1), "queries": len(captured),
-                        "bytes": len(response.content)}
+                        "bytes": len(response.content),
+                        "statements": [q["sql"] for q in captured.captured_queries]}
     return result
 
 
-def run(args):
+def log_scans(statements):
+    """EXPLAIN each SELECT a page ran; the plan nodes that read the log (queueing_record or one of its
+    segments), as "Node Type on relation" strings: a page that lists or sums must have none, a page
+    that reads records (the message browser) only index scans of a range."""
+    from django.db import connection
+
+    def nodes(plan):
+        yield plan
+        for child in plan.get("Plans", ()):
+            yield from nodes(child)
+
+    found = []
+    with connection.cursor() as cursor:
+        for sql in statements:
+            if not sql.lstrip().upper().startswith("SELECT"):
+                continue
+            cursor.execute("EXPLAIN (FORMAT JSON) " + sql)
+            plan = cursor.fetchone()[0]
+            plan = json.loads(plan) if isinstance(plan, str) else plan
+            found += [f"{n['Node Type']} on {n['Relation Name']}" for n in nodes(plan[0]["Plan"])
+                      if n.get("Relation Name", "").startswith("queueing_record")]
+    return found
+
+
+def run(args, pages=PAGES, prepare=None, inspect=None):
+    """Build, time `pages` with the log empty, fill it, time them again. `prepare(names)`, if given,
+    adds what those pages need after the build and returns the user to sign in as; `inspect()`, if
+    given, runs on the full log and its lines are printed under the table."""
     import psycopg
 
     admin = admin_url()
@@ -156,20 +186,25 @@ def run(args):
         names = build(args.topics, args.partitions, args.groups)
         print(f"bench: {args.topics} topics x {args.partitions} partitions, {args.groups} groups built in "
               f"{time.monotonic() - started:.0f} s", file=sys.stderr)
+        user = prepare(names) if prepare else None
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
-        empty = timed_pages(args.scrapes)
+        empty = timed_pages(args.scrapes, pages, user)
         started = time.monotonic()
         appended = fill_log(names, args.partitions, args.records)
         print(f"bench: {appended:,} records appended in {time.monotonic() - started:.0f} s", file=sys.stderr)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
-        full = timed_pages(args.scrapes)
+        full = timed_pages(args.scrapes, pages, user)
+        for page in pages:
+            empty[page].pop("statements")
+            full[page]["log_scans"] = log_scans(full[page].pop("statements"))
+        inspected = inspect() if inspect else []
         return {"topics": args.topics, "partitions": args.partitions, "groups": args.groups, "records": appended,
-                "scrapes": args.scrapes,
+                "scrapes": args.scrapes, "inspected": inspected,
                 "pages": [{"page": page, "empty": empty[page], "full": full[page],
                            "ratio": round(full[page]["median_ms"] / max(empty[page]["median_ms"], 0.1), 2)}
-                          for page in PAGES]}
+                          for page in pages]}
     finally:
         from django.db import connections
 
@@ -178,28 +213,47 @@ def run(args):
             conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description, database):
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--topics", type=int, default=500)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--groups", type=int, default=200)
     parser.add_argument("--records", type=int, default=10_000_000)
     parser.add_argument("--scrapes", type=int, default=15, help="answers timed per page and state")
-    parser.add_argument("--database", default="sluice_bench_metrics")
+    parser.add_argument("--database", default=database)
     parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
-    table = run(args)
+    return parser
+
+
+def report(table, args, width=42):
     print(f"{table['topics']} topics x {table['partitions']} partitions, {table['groups']} groups, "
           f"{table['records']:,} records; median of {table['scrapes']} answers; goal <= {GOAL_MS} ms")
-    print(f"{'page':<42} {'queries':>7} {'empty log ms':>12} {'full log ms':>11} {'max ms':>7} {'in SQL ms':>9} "
-          f"{'full/empty':>10}  goal")
+    print(f"{'page':<{width}} {'queries':>7} {'empty log ms':>12} {'full log ms':>11} {'p95 ms':>7} {'max ms':>7} "
+          f"{'in SQL ms':>9} {'full/empty':>10}  goal  log read (EXPLAIN)")
     for row in table["pages"]:
         full = row["full"]
         met = "yes" if full["max_ms"] <= GOAL_MS else "no"
-        print(f"{row['page']:<42} {full['queries']:>7} {row['empty']['median_ms']:>12} {full['median_ms']:>11} "
-              f"{full['max_ms']:>7} {full['db_ms']:>9} {row['ratio']:>10}  {met}")
+        print(f"{row['page']:<{width}} {full['queries']:>7} {row['empty']['median_ms']:>12} {full['median_ms']:>11} "
+              f"{full['p95_ms']:>7} {full['max_ms']:>7} {full['db_ms']:>9} {row['ratio']:>10}  {met:<4}  "
+              f"{_scans(full['log_scans'])}")
+    for line in table.get("inspected") or ():
+        print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(table, indent=2))
+
+
+def _scans(found):
+    """"none", or how many plan nodes of each kind read the log."""
+    kinds = {}
+    for node in found:
+        kind = node.split(" on ")[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "none"
+
+
+def main():
+    args = arguments(__doc__.splitlines()[0], "sluice_bench_metrics").parse_args()
+    report(run(args), args)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, OuterRef, Subquery, Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from console import models
@@ -22,14 +22,9 @@ def sample(now=None):
     partitions' and offsets' rows only. Returns the number of samples stored.
     """
     now = now or timezone.now()
-    end = engine.Partition.objects.filter(topic_id=OuterRef("topic_id"), number=OuterRef("partition"))
-    rows = (
-        engine.CommittedOffset.objects.annotate(end=Subquery(end.values("next_offset")[:1]))
-        .values("group__name", "topic__name")
-        .annotate(lag=Sum(F("end") - F("offset")), ends=Sum("end"))
-    )
+    rows = _per_group_and_topic()
     samples = [
-        models.LagSample(group_name=r["group__name"], topic_name=r["topic__name"], lag=max(0, r["lag"] or 0),
+        models.LagSample(group_name=r["group_name"], topic_name=r["topic_name"], lag=max(0, r["lag"] or 0),
                          end_offset_total=r["ends"] or 0, sampled_at=now)
         for r in rows
     ]
@@ -66,11 +61,18 @@ class LagSampler(loops.Loop):
         return False
 
 
+def _per_group_and_topic():
+    """Per (group, topic): lag (sum of log end offset minus committed offset) and the sum of the
+    end offsets, in one query joining committed offsets to their partitions' rows (a hash join on
+    topic and partition number, not a subquery per offset), never reading the log."""
+    return (
+        engine.Partition.objects.filter(topic__committedoffset__partition=F("number"))
+        .values(group_name=F("topic__committedoffset__group__name"), topic_name=F("topic__name"))
+        .annotate(lag=Sum(F("next_offset") - F("topic__committedoffset__offset")), ends=Sum("next_offset"))
+    )
+
+
 def current():
     """Every group's lag per topic now, as dicts of group, topic and lag (offsets only)."""
-    end = engine.Partition.objects.filter(topic_id=OuterRef("topic_id"), number=OuterRef("partition"))
-    rows = (
-        engine.CommittedOffset.objects.annotate(end=Subquery(end.values("next_offset")[:1]))
-        .values("group__name", "topic__name").annotate(lag=Sum(F("end") - F("offset")))
-    )
-    return [{"group": r["group__name"], "topic": r["topic__name"], "lag": max(0, r["lag"] or 0)} for r in rows]
+    return [{"group": r["group_name"], "topic": r["topic_name"], "lag": max(0, r["lag"] or 0)}
+            for r in _per_group_and_topic()]

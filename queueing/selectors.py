@@ -25,16 +25,16 @@ class GroupSummary:
     state: str
 
 
-def group_summaries():
-    """Every consumer group with its generation, member count and state (Stable or Empty)."""
-    result = []
-    for group in models.ConsumerGroup.objects.order_by("name"):
-        members = group.members.count()
-        result.append(
-            GroupSummary(name=group.name, generation=group.generation, members=members,
-                         state="Stable" if members else "Empty")
-        )
-    return result
+def group_summaries(limit=None):
+    """Consumer groups by name with their generation, member count and state (Stable or Empty), in
+    one query; the first `limit` of them if given."""
+    from django.db.models import Count
+
+    rows = models.ConsumerGroup.objects.annotate(n=Count("members")).order_by("name")
+    return [
+        GroupSummary(name=g.name, generation=g.generation, members=g.n, state="Stable" if g.n else "Empty")
+        for g in (rows[:limit] if limit is not None else rows)
+    ]
 
 
 def group_partitions(name):

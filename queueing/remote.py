@@ -136,12 +136,18 @@ def find_by_key(topic, key, *, partitions=None, window=10_000, max_records=50):
         part = _partition(topic, number)
         first = max(part.log_start_offset, part.next_offset - window)
         windows.append((number, first, part.next_offset))
-        rows = models.Record.objects.filter(topic_id=part.topic_id, partition=number, offset__gte=first,
-                                            offset__lt=part.next_offset, key__in=keys).order_by("-offset")
+        rows = key_window(part, first, keys)
         found += [types.Record(topic, number, r.offset, bytes(r.key), None if r.value is None else bytes(r.value),
                                r.value_format, r.headers or {}, r.timestamp) for r in rows[:max_records]]
     found.sort(key=lambda r: r.timestamp, reverse=True)
     return windows, found[:max_records]
+
+
+def key_window(part, first, keys):
+    """The records of one partition from offset first to its end whose key is one of keys, newest
+    first: a backward range scan of each segment's primary key, the key checked on the rows read."""
+    return models.Record.objects.filter(topic_id=part.topic_id, partition=part.number, offset__gte=first,
+                                        offset__lt=part.next_offset, key__in=keys).order_by("-offset")
 
 
 def commit(group, topic, partition, offset):

@@ -276,7 +276,7 @@ def delete_records(topic, *, before=None, partitions=None, any_topic=False):
     if not any_topic and not retries.is_dead_letter_topic(info.name):
         raise exceptions.NotADeadLetterTopic(name=info.name)
     numbers = sorted(set(range(info.partition_count) if partitions is None else partitions))
-    for number in numbers:
+    for number in numbers + sorted(before if isinstance(before, dict) else ()):
         if not 0 <= number < info.partition_count:
             raise exceptions.PartitionNotFound(topic=info.name, partition=number)
     if isinstance(before, dict):

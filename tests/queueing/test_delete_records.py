@@ -65,6 +65,8 @@ def test_it_refuses_bad_requests_and_changes_nothing(db):
         retention.delete_records("orders.DLQ", before=4)
     with pytest.raises(exceptions.PartitionNotFound):
         retention.delete_records("orders.DLQ", partitions=[1])
+    with pytest.raises(exceptions.PartitionNotFound):
+        retention.delete_records("orders.DLQ", before={3: 1})
     with pytest.raises(exceptions.TopicNotFound):
         retention.delete_records("missing.DLQ")
     assert bounds("orders") == (0, 3, 3) and bounds("orders.DLQ") == (0, 3, 3)

@@ -1,11 +1,11 @@
 """Lag history: sample every group's lag per topic from offsets (never counting log rows), keep it for
-SLUICE_CONSOLE_LAG_RETENTION_S, and read it back for the charts."""
+SLUICE_CONSOLE_LAG_RETENTION_S, and read it back for the charts and the consume rates."""
 import datetime
 import logging
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import F, Max, Sum
 from django.utils import timezone
 
 from console import models
@@ -43,6 +43,36 @@ def history(group, *, since=None, limit=2000):
     points = list(rows.order_by("-sampled_at").values("sampled_at", "topic_name", "lag")[:limit])
     points.reverse()
     return points
+
+
+def consume_rates():
+    """Records consumed per second by groups, from the two newest rounds of samples (a sample's
+    committed total is its end offset total minus its lag): {"total", "topics": {topic: rate},
+    "groups": {(group, topic): rate}, "window_s", "sampled_at"}, or None before two rounds exist.
+
+    Two index probes for the round times and the rows of those two rounds; never the log. A group
+    that commits on a new partition, or whose offsets are reset, shows a jump for one window; a
+    negative change (a reset backwards) counts as 0.
+    """
+    newest = models.LagSample.objects.aggregate(t=Max("sampled_at"))["t"]
+    if newest is None:
+        return None
+    previous = models.LagSample.objects.filter(sampled_at__lt=newest).aggregate(t=Max("sampled_at"))["t"]
+    if previous is None:
+        return None
+    seconds = (newest - previous).total_seconds()
+    committed = {}
+    for row in models.LagSample.objects.filter(sampled_at__in=[previous, newest]).values(
+            "group_name", "topic_name", "sampled_at", "lag", "end_offset_total"):
+        pair = committed.setdefault((row["group_name"], row["topic_name"]), {})
+        pair[row["sampled_at"]] = row["end_offset_total"] - row["lag"]
+    by_group = {key: max(0, pair[newest] - pair[previous]) / seconds
+                for key, pair in sorted(committed.items()) if len(pair) == 2}
+    by_topic = {}
+    for (_, topic), rate in by_group.items():
+        by_topic[topic] = by_topic.get(topic, 0) + rate
+    return {"total": sum(by_group.values()), "topics": by_topic, "groups": by_group,
+            "window_s": seconds, "sampled_at": newest}
 
 
 class LagSampler(loops.Loop):

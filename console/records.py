@@ -37,6 +37,18 @@ def shown_key(record):
         return "0x" + record.key.hex()
 
 
+def key_candidates(text):
+    """The keys an operator's typed key may stand for: its UTF-8 bytes, and for 0x followed by hex
+    (as shown_key shows a key that is not text) those bytes too."""
+    keys = [text.encode("utf-8")]
+    if text.startswith("0x"):
+        try:
+            keys.append(bytes.fromhex(text[2:]))
+        except ValueError:
+            pass
+    return keys
+
+
 def view(record):
     """A record as a template shows it."""
     kind, text = shown_value(record)

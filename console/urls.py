@@ -18,6 +18,7 @@ urlpatterns = [
     path("dead-letters/", views.dead_letters, name="dead_letters"),
     path("dead-letters/<str:name>/", views.dead_letter_topic, name="dead_letter_topic"),
     path("dead-letters/<str:name>/redrive", views.redrive, name="redrive"),
+    path("dead-letters/<str:name>/purge", views.purge_dead_letters, name="purge_dead_letters"),
     path("groups/", views.groups, name="groups"),
     path("groups/<str:name>/", views.group, name="group"),
     path("share-groups/<str:name>/", views.share_group, name="share_group"),

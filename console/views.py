@@ -10,12 +10,13 @@ from console import access, audit, lag, records
 from outbox import exceptions as outbox_exceptions
 from outbox import half, relay
 from outbox import models as outbox_models
-from queueing import exceptions, offsets, remote, replay, selectors, topics
+from queueing import exceptions, offsets, remote, replay, retention, retries, selectors, topics
 from queueing import models as engine
 from scheduler import models as task_models
 
 PAGE = 100
 PAGE_RECORDS = 50
+KEY_WINDOW = 10_000  # newest records per partition a search by key looks through, by default
 
 
 def _overview():
@@ -41,6 +42,11 @@ def _overview():
         "members_alive": engine.GroupMember.objects.count() + engine.ShareGroupMember.objects.count(),
         "tasks": {value: tasks.get(value, 0) for value, _ in task_models.State.choices},
     }
+    rates = lag.consume_rates()
+    overview["consume_rate"] = None if rates is None else round(rates["total"], 1)
+    overview["consume_rate_window_s"] = None if rates is None else rates["window_s"]
+    overview["consume_rates"] = [] if rates is None else [
+        {"topic": topic, "rate": round(rate, 1)} for topic, rate in sorted(rates["topics"].items())]
     overview["attention"] = _attention(overview)
     return overview
 
@@ -78,7 +84,8 @@ def topics_page(request):
     name = request.GET.get("q", "")
     if name:
         rows = rows.filter(topic__name__icontains=name)
-    return render(request, "console/topics.html", {"partitions": rows[:PAGE * 4], "q": name})
+    rates = lag.consume_rates()
+    return render(request, "console/topics.html", {"partitions": rows[:PAGE * 4], "q": name, "rates": rates})
 
 
 @access.viewer
@@ -158,24 +165,57 @@ def _whole(text, default=None):
         return default
 
 
+def _strict_whole(text, what):
+    """A whole number of 0 or more from a query parameter, or InvalidArgument saying which."""
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise exceptions.InvalidArgument(reason=f"{what} must be a whole number, not {text!r}") from None
+    if value < 0:
+        raise exceptions.InvalidArgument(reason=f"{what} must be 0 or more")
+    return value
+
+
+def _key_search(name, data):
+    """The records with the key data asks for, among the newest records of one or every partition."""
+    chosen = data.get("key_partition", "")
+    partitions = None if chosen == "" else [_strict_whole(chosen, "partition")]
+    window = _strict_whole(data.get("window") or KEY_WINDOW, "window")
+    return remote.find_by_key(name, records.key_candidates(data["key"]), partitions=partitions, window=window,
+                              max_records=PAGE_RECORDS)
+
+
 @access.viewer
 def messages_page(request, name):
-    """The message browser: a partition read from an offset, PAGE_RECORDS at a time."""
-    partition, offset = _whole(request.GET.get("partition"), 0), _whole(request.GET.get("offset"))
+    """The message browser: a partition read from an offset or from a time (?at=, the first offset
+    stamped at or after it), PAGE_RECORDS at a time; or the records with a key (?key=) among the
+    newest records of a partition or of each partition."""
+    data = request.GET
+    context = {"key": data.get("key", ""), "at": data.get("at", ""), "window": data.get("window") or KEY_WINDOW,
+               "key_partition": data.get("key_partition", "")}
     try:
         info = topics.get_topic(name)
-        page = _read(name, partition, offset, PAGE_RECORDS)
+        context.update(topic=info, partitions=range(info.partition_count))
+        partition = _strict_whole(data.get("partition") or 0, "partition")
+        offset = _whole(data.get("offset"))
+        context["partition"] = partition
+        if context["at"]:
+            offset = remote.offset_for_time(name, partition, offsets.parse_datetime(context["at"].strip()))
+        if context["key"]:
+            context["windows"], context["found"] = _key_search(name, data)
+            context["found"] = [records.view(r) for r in context["found"]]
+        context["page"] = _read(name, partition, offset, PAGE_RECORDS)
     except (exceptions.TopicNotFound, exceptions.PartitionNotFound) as error:
         return render(request, "console/missing.html", {"what": str(error)}, status=404)
-    return render(request, "console/messages.html", {"topic": info, "partition": partition, "page": page,
-                                                      "partitions": range(info.partition_count)})
+    except exceptions.InvalidArgument as error:
+        context["error"] = str(error)
+        return render(request, "console/messages.html", context, status=400)
+    return render(request, "console/messages.html", context)
 
 
 def dead_letter_topics():
     """Topics that hold dead letters: every policy's dead-letter topic and the default GROUP.DLQ ones."""
-    named = set()
-    for model in (engine.Topic, engine.ConsumerGroup, engine.ShareGroup):
-        named |= set(model.objects.exclude(dead_letter_topic=None).values_list("dead_letter_topic", flat=True))
+    named = retries.dead_letter_topic_names()
     return (engine.Partition.objects.filter(Q(topic__name__in=named) | Q(topic__name__endswith=".DLQ"))
             .values("topic__name").annotate(waiting=Sum(F("next_offset") - F("log_start_offset")),
                                              partitions=Count("id")).order_by("topic__name"))
@@ -242,6 +282,34 @@ def redrive(request, name):
         messages.error(request, str(error))
     else:
         messages.success(request, f"redrove {result.replayed} dead letter(s) from {name}")
+    return redirect("console:dead_letter_topic", name=name)
+
+
+@access.operator
+def purge_dead_letters(request, name):
+    """Delete a dead-letter topic's records, all of them or those of one partition below an offset
+    (queueing.retention.delete_records, the topics delete-records command), only when the topic's
+    name was typed again to confirm; audited. Dead-letter topics only."""
+    if request.POST.get("confirm_name") != name:
+        messages.error(request, f"type the topic's name, {name}, to purge it")
+        return redirect("console:dead_letter_topic", name=name)
+    try:
+        if request.POST.get("scope") == "before":
+            partition = _count(request.POST.get("partition"), "partition")
+            before = {partition: _count(request.POST.get("before"), "the offset to purge below")}
+            partitions = [partition]
+        else:
+            before = partitions = None
+        with transaction.atomic():
+            done = retention.delete_records(name, before=before, partitions=partitions)
+            audit.record(actor=request.user.get_username(), action="purge dead letters", target=name,
+                         before={"log_starts": {d.partition: d.old_start for d in done}},
+                         after={"log_starts": {d.partition: d.new_start for d in done},
+                                "deleted": sum(d.deleted for d in done)})
+    except exceptions.QueueingError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"purged {sum(d.new_start - d.old_start for d in done)} dead letter(s) from {name}")
     return redirect("console:dead_letter_topic", name=name)
 
 

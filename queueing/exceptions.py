@@ -33,6 +33,16 @@ class PartitionNotFound(QueueingError):
     """Topic {topic!r} has no partition {partition}."""
 
 
+class NotADeadLetterTopic(QueueingError):
+    """Topic {name!r} is not a dead-letter topic: records are deleted only from dead-letter topics
+    unless asked for any topic."""
+
+
+class OffsetOutOfRange(InvalidArgument):
+    """Offset {offset} is beyond the end of {topic}-{partition} ({end}): records can be deleted up to
+    the log end."""
+
+
 class MessageTooLarge(QueueingError):
     """The record is {size} bytes, larger than topic {topic!r} accepts ({limit} bytes)."""
 

@@ -16,6 +16,7 @@ ACCEPT, RELEASE, REJECT = share.ACCEPT, share.RELEASE, share.REJECT
 MAX_RECORDS = 500
 MAX_LOCK_MS = 3_600_000
 MAX_WAIT_S = 30.0
+MAX_KEY_WINDOW = 100_000  # newest records per partition a search by key may look through
 
 
 def acquire(group, topics, *, member_id, max_records=100, lock_ms=None, wait_s=0.0,
@@ -103,6 +104,50 @@ def read(topic, partition, *, offset=None, group=None, max_records=100):
     records = [types.Record(topic, partition, r[2], None if r[3] is None else bytes(r[3]),
                             None if r[4] is None else bytes(r[4]), r[5], r[6] or {}, r[7]) for r in rows]
     return start, part.log_start_offset, part.next_offset, records
+
+
+def offset_for_time(topic, partition, moment):
+    """Return the first offset of one partition stamped at or after moment (Kafka's
+    offsetsForTimes), never below the log start; the log end if every record is older. Raises
+    TopicNotFound, PartitionNotFound."""
+    part = _partition(topic, partition)
+    found = log.offset_for_timestamp(topic_id=part.topic_id, partition=partition, timestamp=moment)
+    return part.next_offset if found is None else max(found, part.log_start_offset)
+
+
+def find_by_key(topic, key, *, partitions=None, window=10_000, max_records=50):
+    """Return (windows, records): the records whose key is one of keys (bytes) among the newest
+    window records of each partition (default every partition), newest first, at most max_records;
+    windows are the (partition, first offset, log end) searched. Each search is a primary-key range
+    of one partition, so its cost is bounded by window, never by the log's length. Raises
+    TopicNotFound, PartitionNotFound, InvalidArgument."""
+    if not 1 <= window <= MAX_KEY_WINDOW:
+        raise exceptions.InvalidArgument(reason=f"the window is 1 to {MAX_KEY_WINDOW} records per partition")
+    if not 1 <= max_records <= MAX_RECORDS:
+        raise exceptions.InvalidArgument(reason=f"max_records must be 1 to {MAX_RECORDS}")
+    keys = [key] if isinstance(key, bytes) else list(key)
+    if partitions is None:
+        info = models.Topic.objects.filter(name=topic).first()
+        if info is None:
+            raise exceptions.TopicNotFound(name=topic)
+        partitions = range(info.partition_count)
+    windows, found = [], []
+    for number in partitions:
+        part = _partition(topic, number)
+        first = max(part.log_start_offset, part.next_offset - window)
+        windows.append((number, first, part.next_offset))
+        rows = key_window(part, first, keys)
+        found += [types.Record(topic, number, r.offset, bytes(r.key), None if r.value is None else bytes(r.value),
+                               r.value_format, r.headers or {}, r.timestamp) for r in rows[:max_records]]
+    found.sort(key=lambda r: r.timestamp, reverse=True)
+    return windows, found[:max_records]
+
+
+def key_window(part, first, keys):
+    """The records of one partition from offset first to its end whose key is one of keys, newest
+    first: a backward range scan of each segment's primary key, the key checked on the rows read."""
+    return models.Record.objects.filter(topic_id=part.topic_id, partition=part.number, offset__gte=first,
+                                        offset__lt=part.next_offset, key__in=keys).order_by("-offset")
 
 
 def commit(group, topic, partition, offset):

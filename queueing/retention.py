@@ -16,7 +16,7 @@ import time
 from django.conf import settings
 from django.db import OperationalError, transaction
 
-from queueing import groups, loops, models
+from queueing import exceptions, groups, loops, models, retries, topics
 from queueing.storage import retention as storage
 
 logger = logging.getLogger("sluice.retention")
@@ -248,6 +248,61 @@ def run_pass(now=None, *, batch=DELETE_BATCH, budget=DELETE_BUDGET):
         storage.unlock_pass()
     return PassResult(segments_created=created, log_starts_moved=moved, segments_dropped=dropped,
                       records_deleted=deleted, records_compacted=compacted, groups_expired=expired, more=more)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Deletion:
+    """What delete_records did to one partition: its log start before and after, records deleted."""
+
+    partition: int
+    old_start: int
+    new_start: int
+    deleted: int
+
+
+def delete_records(topic, *, before=None, partitions=None, any_topic=False):
+    """Delete a topic's records below an offset, as Kafka's DeleteRecords: each partition's log
+    start moves up to the offset and the records below it are deleted; offsets above stay as they
+    were. before: an offset, {partition: offset}, or None for everything up to the log end;
+    partitions: the partitions to touch (default every one). Return a Deletion per partition.
+
+    One transaction, under the retention pass's lock and each partition's append lock (the locks
+    retention and its log-start moves take), so no pass, compaction or append interleaves with it.
+    A group whose committed offset falls below the new log start resets by its auto_offset_reset,
+    as after retention. Only dead-letter topics, unless any_topic. Raises TopicNotFound,
+    PartitionNotFound, NotADeadLetterTopic, OffsetOutOfRange, InvalidArgument.
+    """
+    info = topics.get_topic(topic)
+    if not any_topic and not retries.is_dead_letter_topic(info.name):
+        raise exceptions.NotADeadLetterTopic(name=info.name)
+    numbers = sorted(set(range(info.partition_count) if partitions is None else partitions))
+    for number in numbers + sorted(before if isinstance(before, dict) else ()):
+        if not 0 <= number < info.partition_count:
+            raise exceptions.PartitionNotFound(topic=info.name, partition=number)
+    if isinstance(before, dict):
+        numbers = sorted(set(numbers) & set(before))
+    done = []
+    with transaction.atomic():
+        storage.lock_pass_for_transaction()
+        for number in numbers:
+            where = {"topic_id": info.id, "partition": number}
+            old, end = storage.lock_partition_bounds(**where)
+            wanted = before.get(number) if isinstance(before, dict) else before
+            wanted = end if wanted is None else wanted
+            if wanted < 0:
+                raise exceptions.InvalidArgument(reason=f"offset {wanted} is negative")
+            if wanted > end:
+                raise exceptions.OffsetOutOfRange(topic=info.name, partition=number, offset=wanted, end=end)
+            start = max(old, wanted)
+            freed = storage.bytes_between(**where, first=old, last=start) if start > old else 0
+            if start > old:
+                storage.advance_log_start(**where, old_start=old, start=start, freed=freed)
+            deleted = storage.delete_records_below(**where, before=start)
+            done.append(Deletion(partition=number, old_start=old, new_start=start, deleted=deleted))
+            logger.info("%s-%d: records deleted below %d (log start was %d, %d rows)", info.name, number,
+                        start, old, deleted,
+                        extra={"topic": info.name, "partition": number, "log_start_offset": start})
+    return done
 
 
 class Retainer(loops.Loop):

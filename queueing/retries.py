@@ -78,6 +78,19 @@ def validate(*, delivery_limit=None, backoff=None, backoff_base_ms=None, backoff
     return given
 
 
+def dead_letter_topic_names():
+    """Every topic named as a dead-letter topic by a topic's or a group's policy (which may not exist yet)."""
+    named = set()
+    for model in (models.Topic, models.ConsumerGroup, models.ShareGroup):
+        named |= set(model.objects.exclude(dead_letter_topic=None).values_list("dead_letter_topic", flat=True))
+    return named
+
+
+def is_dead_letter_topic(name):
+    """Whether name holds dead letters: a policy names it, or it is a default GROUP.DLQ topic."""
+    return name.endswith(".DLQ") or name in dead_letter_topic_names()
+
+
 def dead_letter_topic(name):
     """Return the dead-letter topic's TopicInfo, creating it (one partition) if it is missing."""
     try:

@@ -149,3 +149,22 @@ SELECT count(*), coalesce(sum(bytes) FILTER (WHERE "offset" >= %(log_start)s), 0
 UPDATE queueing_partition
    SET size_bytes = greatest(0, size_bytes - %(bytes)s)
  WHERE topic_id = %(topic_id)s AND number = %(partition)s
+
+-- name: lock_pass_for_transaction --
+-- The retention pass's lock, for the caller's transaction (delete_records): it waits for a pass in
+-- progress to end, and a pass that starts meanwhile finds the lock taken and skips, so no pass can
+-- take bytes off a partition (or compact records) that a deletion is removing.
+SELECT pg_advisory_xact_lock(hashtext('sluice.retention'))
+
+-- name: lock_partition_bounds --
+-- The partition row's lock, the append lock, held to the end of the deletion's transaction: no
+-- record is appended to the partition, and no log start moves, until the deletion commits.
+SELECT log_start_offset, next_offset FROM queueing_partition
+ WHERE topic_id = %(topic_id)s AND number = %(partition)s
+   FOR UPDATE
+
+-- name: delete_records_below --
+-- Delete a partition's records below an offset from every segment (a primary-key range in each),
+-- the segment appends go to included: an operator's deletion is rare and must free the records now.
+DELETE FROM queueing_record
+ WHERE topic_id = %(topic_id)s AND partition = %(partition)s AND "offset" < %(before)s

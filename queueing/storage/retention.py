@@ -111,3 +111,19 @@ def compact_partition(*, topic_id, partition, log_start, dirty_end, hot_start, t
     if freed:
         run(cur, "take_off_size", {"topic_id": topic_id, "partition": partition, "bytes": freed})
     return removed
+
+
+def lock_pass_for_transaction():
+    """Wait for the retention pass's lock and hold it until the caller's transaction ends."""
+    run(cursor(), "lock_pass_for_transaction", {})
+
+
+def lock_partition_bounds(*, topic_id, partition):
+    """Lock a partition's row (the append lock) for the caller's transaction; return (log start, log end)."""
+    return tuple(run(cursor(), "lock_partition_bounds", {"topic_id": topic_id, "partition": partition}).fetchone())
+
+
+def delete_records_below(*, topic_id, partition, before):
+    """Delete a partition's records with offsets below before from every segment; return how many."""
+    return run(cursor(), "delete_records_below",
+               {"topic_id": topic_id, "partition": partition, "before": before}).rowcount

@@ -16,6 +16,7 @@ from tests.conftest import ROOT
 from tests.console.conftest import dead_lettered, run_worker
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (make install)")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -70,7 +71,10 @@ def text_of(browser, selector):
 
 
 def wait_for(browser, condition, message):
-    WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(lambda _: condition(), message=message)
+    # A page answering a POST replaces the one read a moment ago: an element found on the old one
+    # goes stale, and the condition is simply asked again.
+    WebDriverWait(browser, WAIT_S, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda _: condition(), message=message)
 
 
 def screenshot(browser, name):
@@ -212,3 +216,22 @@ def test_a_dead_letter_is_opened_redriven_and_consumed(browser, live_server, ope
     run_worker("billing", "orders", handler)
     wait_for(browser, lambda: text_of(browser, "[data-field=lag]") == "0", "the redriven record was not consumed")
     assert handler.seen == [b"ok-1", b"ok-2", b"bad"]
+
+
+def test_dead_letters_are_purged_only_once_the_topics_name_is_typed(browser, live_server, operator):
+    topics.create_topic("billing.DLQ")
+    producer.send_batch("billing.DLQ", [b"d-1", b"d-2", b"d-3"], partition=0)
+    log_in(browser, live_server, path="/console/dead-letters/billing.DLQ/")
+    browser.find_element(By.CSS_SELECTOR, "#purge summary").click()
+    browser.find_element(By.ID, "purge-confirm").send_keys("billing")
+    # The answer comes back to the same page, so wait for its message rather than a new URL.
+    browser.find_element(By.CSS_SELECTOR, "#purge button[type=submit]").click()
+    wait_for(browser, lambda: "type the topic's name, billing.DLQ, to purge it" in text_of(browser, "main"),
+             "a wrong name was not refused")
+    assert topics.describe_topic("billing.DLQ")[1][0].log_start_offset == 0
+    browser.find_element(By.CSS_SELECTOR, "#purge summary").click()
+    browser.find_element(By.ID, "purge-confirm").send_keys("billing.DLQ")
+    browser.find_element(By.CSS_SELECTOR, "#purge button[type=submit]").click()
+    wait_for(browser, lambda: "purged 3 dead letter(s) from billing.DLQ" in text_of(browser, "main"), "no purge")
+    assert "No dead letters from this offset." in text_of(browser, "main")
+    assert topics.describe_topic("billing.DLQ")[1][0].log_start_offset == 3

@@ -61,3 +61,25 @@ def test_the_partition_row_has_no_checks_or_triggers(db):
         cursor.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'queueing_partition'::regclass")
         triggers = cursor.fetchall()
     assert constraints == [] and triggers == []
+
+
+def test_a_search_by_key_reads_only_the_primary_key_range_of_its_window(db, topic):
+    """Guards the console's search by key: no index on key exists, so the search must stay a range of
+    the primary key (topic, partition, offset), bounded by its window, never a scan of the log."""
+    import json
+
+    from queueing import models, remote
+
+    producer.send_batch(topic.name, [b"x"] * 50, key="k", partition=0)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE queueing_record")
+        cursor.execute("SET LOCAL enable_seqscan = off")  # 50 rows: a scan would be cheaper here, not at scale
+    part = models.Partition.objects.get(topic_id=topic.id, number=0)
+    plan = json.loads(remote.key_window(part, 40, [b"k"]).explain(format="json"))
+    nodes = list(_nodes(plan[0]["Plan"]))
+    # Each segment is read through its primary key (an index or a bitmap scan, as the planner likes
+    # for its size), with the window's offset range as the index condition; never a sequential scan.
+    assert not [n for n in nodes if n["Node Type"] == "Seq Scan"]
+    probes = [n for n in nodes if n["Node Type"] in ("Index Scan", "Index Only Scan", "Bitmap Index Scan")]
+    assert probes and all(n["Index Name"].startswith("queueing_record") and n["Index Name"].endswith("_pkey")
+                          and '"offset" >= ' in n["Index Cond"] and '"offset" < ' in n["Index Cond"] for n in probes)

@@ -31,6 +31,8 @@
           section.querySelector("[data-rate=records_produced]").textContent = rate.toFixed(1);
         }
         last = {data: data, at: now};
+        var consumed = section.querySelector("[data-consume-rate]");
+        if (consumed) { consumed.textContent = data.consume_rate === null ? "–" : data.consume_rate.toFixed(1); }
         var notes = section.querySelector("[data-list=attention]");
         notes.textContent = "";
         (data.attention.length ? data.attention : ["Nothing: no stalled group, dead letter, failed task or failing outbox event."])

@@ -1,9 +1,10 @@
-"""manage.py topics create|list|describe|alter|delete: Kafka's kafka-topics for Sluice."""
+"""manage.py topics create|list|describe|alter|delete|delete-records: Kafka's kafka-topics (and
+kafka-delete-records) for Sluice."""
 from django.core.management.base import CommandError
 
 from django.db import transaction
 
-from queueing import retries, topics
+from queueing import retention, retries, topics
 from queueing.management.base import EngineCommand, positive
 
 
@@ -11,7 +12,7 @@ class Command(EngineCommand):
     help = "Create, list, describe, alter and delete topics."
 
     def add_arguments(self, parser):
-        actions = parser.add_subparsers(dest="action", required=True, metavar="{create,list,describe,alter,delete}")
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{create,list,describe,alter,delete,delete-records}")
         create = actions.add_parser("create", help="create a topic")
         create.add_argument("name")
         self._settings(create)
@@ -26,6 +27,17 @@ class Command(EngineCommand):
         delete.add_argument("--yes", action="store_true",
                             help="do not ask for confirmation (required when standard input is not a terminal)")
 
+        purge = actions.add_parser("delete-records", help="delete a dead-letter topic's records below an offset")
+        purge.add_argument("name")
+        purge.add_argument("--before", type=int, metavar="OFFSET",
+                           help="delete the records below this offset (default: every record, up to the log end)")
+        purge.add_argument("--partition", type=int, action="append", dest="partitions", metavar="P",
+                           help="only this partition (repeatable; default: every partition)")
+        purge.add_argument("--any-topic", action="store_true",
+                           help="allow a topic that is not a dead-letter topic")
+        purge.add_argument("--yes", action="store_true",
+                           help="do not ask for confirmation (required when standard input is not a terminal)")
+
     def _settings(self, parser):
         parser.add_argument("--partitions", type=positive)
         parser.add_argument("--retention-ms", type=positive, help="keep records this long (default: forever)")
@@ -37,7 +49,7 @@ class Command(EngineCommand):
         parser.add_argument("--dead-letter-topic", help="default: <group>.DLQ")
 
     def handle(self, *args, action, **options):
-        getattr(self, f"do_{action}")(**options)
+        getattr(self, f"do_{action.replace('-', '_')}")(**options)
 
     def _config(self, options):
         return {
@@ -105,6 +117,27 @@ class Command(EngineCommand):
                 raise CommandError("not deleted", returncode=1)
         topics.delete_topic(name)
         self.stdout.write(f"Deleted topic {name}.")
+
+    def do_delete_records(self, *, name, before, partitions, any_topic, yes, **options):
+        info = topics.get_topic(name)
+        if not any_topic and not retries.is_dead_letter_topic(info.name):
+            raise CommandError(f"{name} is not a dead-letter topic: add --any-topic to delete its records",
+                               returncode=2)
+        what = "every record" if before is None else f"the records below offset {before}"
+        where = "every partition" if not partitions else "partition(s) " + ", ".join(map(str, partitions))
+        self._confirm(f"Delete {what} of {name}, {where}? [y/N] ", yes, f"records of {name} not deleted")
+        for done in retention.delete_records(name, before=before, partitions=partitions, any_topic=any_topic):
+            self.stdout.write(f"{name}-{done.partition}: log start {done.old_start} -> {done.new_start}, "
+                              f"{done.deleted} record(s) deleted")
+
+    def _confirm(self, question, yes, refused):
+        if yes:
+            return
+        # A stray line in a script must not delete records: without a terminal to ask, refuse.
+        if not self.stdin_is_tty():
+            raise CommandError(f"{refused}: standard input is not a terminal to confirm on; add --yes", returncode=2)
+        if input(question).strip().lower() not in ("y", "yes"):
+            raise CommandError("not deleted", returncode=1)
 
     @staticmethod
     def stdin_is_tty():

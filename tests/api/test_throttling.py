@@ -76,3 +76,19 @@ def test_credentials_are_counted_apart(db, settings):
                for n in ("a", "b")]
     assert [c.get("/api/v1/topics/").status_code for c in clients] == [200, 200]
     assert [c.get("/api/v1/topics/").status_code for c in clients] == [429, 429]
+
+
+def test_pruning_finds_ended_windows_by_their_index(db):
+    """Plan guard: with many live windows, the prune reads the expires_at index, not the table."""
+    import json
+
+    from api.sql import queries
+
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO api_throttlecount (scope, ident, window_start, hits, expires_at) "
+                       "SELECT 'api', 'key:' || i, now(), 1, now() + interval '1 minute' "
+                       "FROM generate_series(1, 20000) i")
+        cursor.execute("ANALYZE api_throttlecount")
+        cursor.execute("EXPLAIN (FORMAT JSON) " + queries["prune_counts"], {"limit": 100})
+        plan = json.dumps(cursor.fetchone()[0])
+    assert "Index" in plan and "expires_at" in plan and '"Seq Scan"' not in plan

@@ -3,6 +3,7 @@ import datetime
 import io
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -155,6 +156,7 @@ def test_the_admin_creates_a_key_shows_it_once_and_revokes(user, client):
     client.post("/admin/api/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
     key.refresh_from_db()
     assert keys.state(key) == "revoked"
+    assert LogEntry.objects.filter(object_id=str(key.pk), change_message__contains="revoked_at").exists()
     bad = client.post("/admin/api/apikey/add/", {"name": "x", "user": user.pk, "scopes": '["admin"]'})
     assert bad.status_code == 200 and "the kind is one of" in bad.content.decode()
     assert not api_models.ApiKey.objects.filter(name="x").exists()

@@ -1,7 +1,6 @@
 """The admin's API keys: create one (its text shown once), see prefixes, scopes and last use, revoke."""
 from django import forms
 from django.contrib import admin, messages
-from django.utils import timezone
 
 from api import exceptions, keys, models
 
@@ -43,5 +42,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request, queryset):
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        messages.success(request, f"Revoked {count} key(s).")
+        active = list(queryset.filter(revoked_at__isnull=True))
+        for key in active:  # through api.keys, as the command and the console; in the admin's history
+            keys.revoke(key.prefix)
+            self.log_change(request, key, [{"changed": {"fields": ["revoked_at"]}}])
+        messages.success(request, f"Revoked {len(active)} key(s).")

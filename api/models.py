@@ -43,3 +43,18 @@ class IdempotentResponse(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["credential", "key"], name="api_idempotent_credential_key")]
+
+
+class ThrottleCount(models.Model):
+    """Requests counted in one fixed window of a throttle, shared by every web process.
+
+    Counted by api/sql/throttle.sql (an upsert that returns the count); rows past expires_at are
+    pruned a few at a time when a new window starts.
+    """
+
+    pk = models.CompositePrimaryKey("scope", "ident", "window_start")
+    scope = models.CharField(max_length=32, help_text="api or login")
+    ident = models.CharField(max_length=255, help_text="key:<id>, user:<id> or address:<ip>")
+    window_start = models.DateTimeField()
+    hits = models.PositiveIntegerField()
+    expires_at = models.DateTimeField(db_index=True, help_text="the window's end")

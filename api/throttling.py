@@ -1,11 +1,35 @@
-"""Throttling: requests per credential (the API key, the session's user, or the client's address)."""
+"""Throttling: requests per credential (the API key, the session's user, or the client's address).
+
+Counted in PostgreSQL (api.storage.count_request), in fixed windows of the rate's period, so every
+web process (gunicorn's workers, several hosts) shares one count: N workers do not allow N times
+the rate. A refused request is counted too, so hammering does not earn a new allowance.
+"""
+import math
+
 from django.conf import settings
 from rest_framework import throttling
 
-from api import permissions
+from api import permissions, storage
 
 
-class PerCredential(throttling.SimpleRateThrottle):
+class SharedRateThrottle(throttling.SimpleRateThrottle):
+    """SimpleRateThrottle's rates ("10/minute") and keys, with the count kept in the database."""
+
+    def allow_request(self, request, view):
+        if self.rate is None:
+            return True
+        ident = self.get_cache_key(request, view)
+        if ident is None:
+            return True
+        hits, self.left = storage.count_request(self.scope, ident, self.duration)
+        return hits <= self.num_requests
+
+    def wait(self):
+        """Seconds until the window ends (Retry-After), at least 1."""
+        return max(1, math.ceil(self.left))
+
+
+class PerCredential(SharedRateThrottle):
     """SLUICE_API["THROTTLE_RATE"] requests per credential; a refused request gets 429 and Retry-After."""
 
     scope = "api"
@@ -15,15 +39,13 @@ class PerCredential(throttling.SimpleRateThrottle):
 
     def get_cache_key(self, request, view):
         if permissions.by_key(request):
-            ident = f"key:{request.auth.pk}"
-        elif request.user and request.user.is_authenticated:
-            ident = f"user:{request.user.pk}"
-        else:
-            ident = f"address:{self.get_ident(request)}"
-        return f"throttle:{self.scope}:{ident}"
+            return f"key:{request.auth.pk}"
+        if request.user and request.user.is_authenticated:
+            return f"user:{request.user.pk}"
+        return f"address:{self.get_ident(request)}"
 
 
-class LoginRate(throttling.SimpleRateThrottle):
+class LoginRate(SharedRateThrottle):
     """SLUICE_API["LOGIN_THROTTLE_RATE"] login attempts per client address (api.middleware.LoginThrottle)."""
 
     scope = "login"
@@ -32,4 +54,4 @@ class LoginRate(throttling.SimpleRateThrottle):
         return settings.SLUICE_API["LOGIN_THROTTLE_RATE"] or None
 
     def get_cache_key(self, request, view):
-        return f"throttle:{self.scope}:{self.get_ident(request)}"
+        return f"address:{self.get_ident(request)}"

@@ -2,7 +2,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from console import delayed_views, task_views, views
+from console import apikey_views, delayed_views, task_views, views
 
 app_name = "console"
 urlpatterns = [
@@ -43,4 +43,7 @@ urlpatterns = [
     path("schedules/<str:name>/disable", task_views.schedule_action, {"action": "disable"}, name="disable_schedule"),
     path("schedules/<str:name>/run", task_views.schedule_action, {"action": "run"}, name="run_schedule"),
     path("audit/", views.audit_log, name="audit"),
+    path("api-keys/", apikey_views.api_keys_page, name="api_keys"),
+    path("api-keys/create", apikey_views.create_api_key, name="create_api_key"),
+    path("api-keys/<str:prefix>/revoke", apikey_views.revoke_api_key, name="revoke_api_key"),
 ]

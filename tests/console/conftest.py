@@ -1,6 +1,5 @@
 """What the console's tests share: a group whose worker dead-letters a record, run step by step."""
 import pytest
-from django.core.cache import cache
 
 from queueing import models, producer, registry, topics, worker
 
@@ -9,13 +8,6 @@ from queueing import models, producer, registry, topics, worker
 def fast(settings):
     settings.SLUICE = {**settings.SLUICE, "POLL_FALLBACK_MS": 50, "HEARTBEAT_INTERVAL_MS": 60_000,
                        "BACKOFF_BASE_MS": 1, "BACKOFF_MAX_MS": 2}
-
-
-@pytest.fixture(autouse=True)
-def fresh_login_throttle():
-    """The console's login is throttled per address (SLUICE_API["LOGIN_PATHS"]); every test here
-    signs in from 127.0.0.1, so each starts with the count at zero."""
-    cache.clear()
 
 
 class Handler:

@@ -1,5 +1,7 @@
 """What the console's tests share: a group whose worker dead-letters a record, run step by step."""
 import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
 
 from queueing import models, producer, registry, topics, worker
 
@@ -8,6 +10,29 @@ from queueing import models, producer, registry, topics, worker
 def fast(settings):
     settings.SLUICE = {**settings.SLUICE, "POLL_FALLBACK_MS": 50, "HEARTBEAT_INTERVAL_MS": 60_000,
                        "BACKOFF_BASE_MS": 1, "BACKOFF_MAX_MS": 2}
+
+
+@pytest.fixture
+def staff(db):
+    return User.objects.create_superuser("ops", password="pw-ops-1")
+
+
+@pytest.fixture
+def staff_client(staff):
+    """A superuser's client: may view and operate."""
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def viewer(db):
+    """A staff member's client with the view permission only."""
+    user = User.objects.create_user("watcher", password="pw-watch-1", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_console"))
+    client = Client()
+    client.force_login(user)
+    return client
 
 
 class Handler:

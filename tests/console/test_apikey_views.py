@@ -2,7 +2,6 @@
 import re
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from api import keys
@@ -10,25 +9,7 @@ from api import models as api_models
 from console import models
 
 
-@pytest.fixture
-def staff(db):
-    return User.objects.create_superuser("ops", password="pw-ops-1")
 
-
-@pytest.fixture
-def staff_client(staff):
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
-def viewer(db):
-    user = User.objects.create_user("watcher", password="pw-watch-1", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="view_console"))
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_a_key_is_created_shown_once_used_and_revoked(staff_client):

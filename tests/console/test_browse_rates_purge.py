@@ -2,10 +2,7 @@
 through Django's test client."""
 import datetime
 
-import pytest
-from django.contrib.auth.models import Permission, User
 from django.db import connection
-from django.test import Client
 from django.utils import timezone
 
 from console import lag, models
@@ -13,20 +10,6 @@ from queueing import consumer, producer, topics
 from queueing import models as engine
 
 
-@pytest.fixture
-def staff_client(db):
-    client = Client()
-    client.force_login(User.objects.create_superuser("ops", password="pw-ops-1"))
-    return client
-
-
-@pytest.fixture
-def viewer(db):
-    user = User.objects.create_user("watcher", password="pw-watch-1", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="view_console"))
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def stamp(topic, offset, moment):

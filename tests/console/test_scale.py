@@ -3,9 +3,7 @@ of topics and groups, none of them over the log's records (EXPLAIN says which ta
 import json
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -15,14 +13,6 @@ from queueing import models, producer, topics, views
 LISTS = ["/", "/console/", "/console/overview.json", "/console/topics/", "/console/groups/",
          "/console/groups/g00/", "/console/groups/g00/lag.json", "/console/dead-letters/"]
 
-
-@pytest.fixture
-def viewer(db):
-    user = User.objects.create_user("watcher", password="pw-watch-1", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="view_console"))
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def build(count):

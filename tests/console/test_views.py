@@ -1,6 +1,5 @@
 """The console's pages through Django's test client: who may see and act, and what the actions do."""
-import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.test import Client
 
 from console import lag, models
@@ -15,25 +14,7 @@ def never_decides(message):
     return "unknown"
 
 
-@pytest.fixture
-def staff(db):
-    return User.objects.create_superuser("ops", password="pw-ops-1")
 
-
-@pytest.fixture
-def staff_client(staff):
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
-def viewer(db):
-    user = User.objects.create_user("watcher", password="pw-watch-1", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="view_console"))
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def consume(group, topic, count):

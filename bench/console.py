@@ -23,7 +23,7 @@ PAGES = [
     "/console/topics/bench.t000/messages/?partition=3&offset=1000",
     "/console/groups/", f"/console/groups/{GROUP}/", f"/console/groups/{GROUP}/lag.json",
     f"/console/share-groups/{SHARE}/", f"/console/groups/{GROUP}/reset/",
-    f"/console/groups/{GROUP}/reset/?scenario=to_latest", "/console/dead-letters/",
+    f"/console/groups/{GROUP}/reset/?scenario=to_latest", "/console/retries/", "/console/dead-letters/",
     f"/console/dead-letters/{DLQ}/", f"/console/dead-letters/{DLQ}/?open=10", "/console/half-messages/",
     "/console/outbox/", "/console/delayed/", "/console/tasks/", "/console/schedules/", "/console/audit/",
 ]

@@ -16,10 +16,11 @@ logger = logging.getLogger("sluice.console")
 
 
 def sample(now=None):
-    """Store one sample per (group, topic) with committed offsets; drop samples past retention.
+    """Store one sample per (group, topic) with committed offsets, and one per topic of its log end
+    offsets; drop samples past retention.
 
     Lag is the sum over partitions of log end offset minus committed offset, read from the
-    partitions' and offsets' rows only. Returns the number of samples stored.
+    partitions' and offsets' rows only. Returns the number of lag samples stored.
     """
     now = now or timezone.now()
     rows = _per_group_and_topic()
@@ -28,10 +29,14 @@ def sample(now=None):
                          end_offset_total=r["ends"] or 0, sampled_at=now)
         for r in rows
     ]
+    ends = [models.TopicSample(topic_name=r["topic__name"], end_offset_total=r["ends"] or 0, sampled_at=now)
+            for r in engine.Partition.objects.values("topic__name").annotate(ends=Sum("next_offset"))]
     cutoff = now - datetime.timedelta(seconds=settings.SLUICE_CONSOLE["LAG_RETENTION_S"])
     with transaction.atomic():
         models.LagSample.objects.bulk_create(samples)
+        models.TopicSample.objects.bulk_create(ends)
         models.LagSample.objects.filter(sampled_at__lt=cutoff).delete()
+        models.TopicSample.objects.filter(sampled_at__lt=cutoff).delete()
     return len(samples)
 
 
@@ -54,12 +59,10 @@ def consume_rates():
     that commits on a new partition, or whose offsets are reset, shows a jump for one window; a
     negative change (a reset backwards) counts as 0.
     """
-    newest = models.LagSample.objects.aggregate(t=Max("sampled_at"))["t"]
-    if newest is None:
+    rounds = _last_two_rounds(models.LagSample)
+    if rounds is None:
         return None
-    previous = models.LagSample.objects.filter(sampled_at__lt=newest).aggregate(t=Max("sampled_at"))["t"]
-    if previous is None:
-        return None
+    previous, newest = rounds
     seconds = (newest - previous).total_seconds()
     committed = {}
     for row in models.LagSample.objects.filter(sampled_at__in=[previous, newest]).values(
@@ -73,6 +76,33 @@ def consume_rates():
         by_topic[topic] = by_topic.get(topic, 0) + rate
     return {"total": sum(by_group.values()), "topics": by_topic, "groups": by_group,
             "window_s": seconds, "sampled_at": newest}
+
+
+def produce_rates():
+    """Records appended per second to each topic, from the two newest rounds of topic samples (the
+    change of its summed log end offsets): {"total", "topics": {topic: rate}, "window_s",
+    "sampled_at"}, or None before two rounds exist. Never the log."""
+    rounds = _last_two_rounds(models.TopicSample)
+    if rounds is None:
+        return None
+    previous, newest = rounds
+    seconds = (newest - previous).total_seconds()
+    ends = {}
+    for row in models.TopicSample.objects.filter(sampled_at__in=rounds).values("topic_name", "sampled_at",
+                                                                                "end_offset_total"):
+        ends.setdefault(row["topic_name"], {})[row["sampled_at"]] = row["end_offset_total"]
+    by_topic = {topic: max(0, pair[newest] - pair[previous]) / seconds
+                for topic, pair in sorted(ends.items()) if len(pair) == 2}
+    return {"total": sum(by_topic.values()), "topics": by_topic, "window_s": seconds, "sampled_at": newest}
+
+
+def _last_two_rounds(model):
+    """(previous, newest) sampled_at of a sample table's two newest rounds (two index probes), or None."""
+    newest = model.objects.aggregate(t=Max("sampled_at"))["t"]
+    if newest is None:
+        return None
+    previous = model.objects.filter(sampled_at__lt=newest).aggregate(t=Max("sampled_at"))["t"]
+    return None if previous is None else (previous, newest)
 
 
 class LagSampler(loops.Loop):

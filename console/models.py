@@ -16,6 +16,15 @@ class LagSample(models.Model):
         indexes = [models.Index(fields=["group_name", "sampled_at"], name="console_lag_group_time")]
 
 
+class TopicSample(models.Model):
+    """A topic's log end offsets (summed over its partitions) at one moment: the produce rate is the
+    change between two samples (one row per topic, whatever its partitions)."""
+
+    topic_name = models.CharField(max_length=249)
+    end_offset_total = models.BigIntegerField()
+    sampled_at = models.DateTimeField(db_index=True)
+
+
 class AuditEntry(models.Model):
     """One operator action: who, when, what, and the state before and after."""
 

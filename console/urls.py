@@ -2,7 +2,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from console import apikey_views, delayed_views, task_views, views
+from console import attempt_views, apikey_views, delayed_views, task_views, views
 
 app_name = "console"
 urlpatterns = [
@@ -15,6 +15,7 @@ urlpatterns = [
     path("topics/<str:name>/partitions", views.add_partitions, name="add_partitions"),
     path("topics/<str:name>/delete", views.delete_topic, name="delete_topic"),
     path("topics/<str:name>/messages/", views.messages_page, name="messages"),
+    path("retries/", attempt_views.attempts_page, name="attempts"),
     path("dead-letters/", views.dead_letters, name="dead_letters"),
     path("dead-letters/<str:name>/", views.dead_letter_topic, name="dead_letter_topic"),
     path("dead-letters/<str:name>/redrive", views.redrive, name="redrive"),

@@ -47,6 +47,9 @@ def _overview():
     overview["consume_rate_window_s"] = None if rates is None else rates["window_s"]
     overview["consume_rates"] = [] if rates is None else [
         {"topic": topic, "rate": round(rate, 1)} for topic, rate in sorted(rates["topics"].items())]
+    produced = lag.produce_rates()
+    overview["produce_rates"] = [] if produced is None else [
+        {"topic": topic, "rate": round(rate, 1)} for topic, rate in produced["topics"].items()]
     overview["attention"] = _attention(overview)
     return overview
 
@@ -84,8 +87,12 @@ def topics_page(request):
     name = request.GET.get("q", "")
     if name:
         rows = rows.filter(topic__name__icontains=name)
-    rates = lag.consume_rates()
-    return render(request, "console/topics.html", {"partitions": rows[:PAGE * 4], "q": name, "rates": rates})
+    consumed, produced = lag.consume_rates(), lag.produce_rates()
+    names = sorted(set((consumed or {}).get("topics", {})) | set((produced or {}).get("topics", {})))
+    rates = [(topic, (produced or {}).get("topics", {}).get(topic), (consumed or {}).get("topics", {}).get(topic))
+             for topic in names if not name or name.lower() in topic.lower()]
+    return render(request, "console/topics.html", {"partitions": rows[:PAGE * 4], "q": name, "rates": rates,
+                                                    "sampled": produced or consumed})
 
 
 @access.viewer

@@ -101,7 +101,7 @@ def test_consume_rates_come_from_the_last_two_lag_samples(staff_client):
     topics.create_topic("orders")
     producer.send_batch("orders", [b"x"] * 10, partition=0)
     assert staff_client.get("/console/overview.json").json()["consume_rate"] is None
-    assert "No consume rates yet" in staff_client.get("/console/topics/").content.decode()
+    assert "No rates yet" in staff_client.get("/console/topics/").content.decode()
     consume("billing", "orders", 2)
     now = timezone.now()
     lag.sample(now=now - datetime.timedelta(seconds=10))
@@ -113,7 +113,7 @@ def test_consume_rates_come_from_the_last_two_lag_samples(staff_client):
     assert data["consume_rate"] == 0.5 and data["consume_rates"] == [{"topic": "orders", "rate": 0.5}]
     assert 'data-consume-rate>0.5<' in staff_client.get("/console/").content.decode()
     topics_page = staff_client.get("/console/topics/").content.decode()
-    assert "<td>orders</td><td>0.5</td>" in topics_page
+    assert "<td>orders</td><td>0.0</td><td>0.5</td>" in topics_page  # nothing appended between the samples
 
 
 # Purging a dead-letter topic ---------------------------------------------------------------------
@@ -168,3 +168,22 @@ def test_a_viewer_cannot_purge_and_a_get_changes_nothing(viewer, staff_client):
                        {"scope": "all", "confirm_name": "billing.DLQ"}).status_code == 403
     assert staff_client.get("/console/dead-letters/billing.DLQ/purge").status_code == 405
     assert len(stored("billing.DLQ")) == 6
+
+
+def test_produce_rates_come_from_the_last_two_topic_samples(staff_client):
+    topics.create_topic("orders", partitions=2)
+    topics.create_topic("idle")
+    producer.send_batch("orders", [b"x"] * 4, partition=0)
+    now = timezone.now()
+    lag.sample(now=now - datetime.timedelta(seconds=4))
+    assert lag.produce_rates() is None  # one round only
+    producer.send_batch("orders", [b"y"] * 6, partition=0)
+    producer.send_batch("orders", [b"z"] * 2, partition=1)  # 8 more in 4 seconds, over both partitions
+    lag.sample(now=now)
+    rates = lag.produce_rates()
+    assert (rates["topics"]["orders"], rates["topics"]["idle"], rates["window_s"]) == (2.0, 0.0, 4)
+    assert rates["total"] == sum(rates["topics"].values()) == 2.0  # the other topics (the shop's) got nothing
+    data = staff_client.get("/console/overview.json").json()
+    assert {"topic": "orders", "rate": 2.0} in data["produce_rates"]
+    page = staff_client.get("/console/topics/?q=ord").content.decode()
+    assert "<td>orders</td><td>2.0</td><td>–</td>" in page and "<td>idle</td>" not in page  # no group: no consume rate

@@ -12,8 +12,8 @@ import datetime
 from django.conf import settings
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q, Sum
 from django.utils import timezone
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from outbox import models as outbox_models
 from queueing import models
@@ -26,9 +26,34 @@ QUERIES = 12
 
 def render():
     """Return (body, content type) of one scrape."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector())
-    return generate_latest(registry), "text/plain; version=0.0.4; charset=utf-8"
+    return exposition(_Collector().collect()).encode(), "text/plain; version=0.0.4; charset=utf-8"
+
+
+# Prometheus' text format escapes these in label values (and the first two in HELP).
+_LABEL_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", '"': '\\"'})
+_HELP_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n"})
+
+
+def exposition(families):
+    """The text format (0.0.4) of prometheus_client metric families: what its generate_latest
+    writes for them, without its per-sample checks of label names (ours are fixed, and valid) that
+    made most of a scrape's time at 16,000 samples (500 topics of 8 partitions, 200 groups)."""
+    lines = []
+    for family in families:
+        name = family.name + "_total" if family.type == "counter" else family.name  # as generate_latest names it
+        lines.append(f"# HELP {name} {family.documentation.translate(_HELP_ESCAPES)}")
+        lines.append(f"# TYPE {name} {family.type}")
+        for sample in family.samples:
+            value = sample.value
+            shown = f"{value}.0" if type(value) is int else floatToGoString(value)
+            if sample.labels:
+                labels = ",".join(f'{name}="{str(text).translate(_LABEL_ESCAPES)}"'
+                                  for name, text in sample.labels.items())
+                lines.append(f"{sample.name}{{{labels}}} {shown}")
+            else:
+                lines.append(f"{sample.name} {shown}")
+    lines.append("")
+    return "\n".join(lines)
 
 
 class _Collector:

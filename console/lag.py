@@ -96,6 +96,24 @@ def produce_rates():
     return {"total": sum(by_topic.values()), "topics": by_topic, "window_s": seconds, "sampled_at": newest}
 
 
+def backlog_history(rounds=40):
+    """The total lag of every group at each of the sampler's last rounds (at most rounds of them,
+    oldest first) as [{"t", "lag"}], and a one-line trend over them ("rising 12.0 records/min over
+    the last 9.8 min", "falling ...", "flat ...", or why there is none). One query over the rows of
+    those rounds only (the index on sampled_at)."""
+    since = timezone.now() - datetime.timedelta(seconds=rounds * settings.SLUICE_CONSOLE["LAG_SAMPLE_S"])
+    points = [{"t": row["sampled_at"].isoformat(), "lag": row["total"]}
+              for row in models.LagSample.objects.filter(sampled_at__gte=since).values("sampled_at")
+              .annotate(total=Sum("lag")).order_by("sampled_at")][-rounds:]
+    if len(points) < 2:
+        return points, "needs two samples of the lag sampler"
+    first, last = points[0], points[-1]
+    minutes = (datetime.datetime.fromisoformat(last["t"]) - datetime.datetime.fromisoformat(first["t"])).total_seconds() / 60
+    change = (last["lag"] - first["lag"]) / minutes
+    way = "rising" if change > 0 else ("falling" if change < 0 else "flat")
+    return points, f"{way} {abs(change):.1f} records/min over the last {minutes:.1f} min"
+
+
 def _last_two_rounds(model):
     """(previous, newest) sampled_at of a sample table's two newest rounds (two index probes), or None."""
     newest = model.objects.aggregate(t=Max("sampled_at"))["t"]

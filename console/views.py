@@ -47,6 +47,7 @@ def _overview():
     overview["consume_rate_window_s"] = None if rates is None else rates["window_s"]
     overview["consume_rates"] = [] if rates is None else [
         {"topic": topic, "rate": round(rate, 1)} for topic, rate in sorted(rates["topics"].items())]
+    overview["backlog_history"], overview["backlog_trend"] = lag.backlog_history()
     produced = lag.produce_rates()
     overview["produce_rates"] = [] if produced is None else [
         {"topic": topic, "rate": round(rate, 1)} for topic, rate in produced["topics"].items()]

@@ -187,3 +187,20 @@ def test_produce_rates_come_from_the_last_two_topic_samples(staff_client):
     assert {"topic": "orders", "rate": 2.0} in data["produce_rates"]
     page = staff_client.get("/console/topics/?q=ord").content.decode()
     assert "<td>orders</td><td>2.0</td><td>–</td>" in page and "<td>idle</td>" not in page  # no group: no consume rate
+
+
+def test_the_overview_shows_the_total_backlogs_trend_from_the_lag_samples(staff_client):
+    topics.create_topic("orders")
+    producer.send_batch("orders", [b"x"] * 10, partition=0)
+    consume("billing", "orders", 2)  # lag 8
+    data = staff_client.get("/console/overview.json").json()
+    assert data["backlog_history"] == [] and data["backlog_trend"] == "needs two samples of the lag sampler"
+    now = timezone.now()
+    lag.sample(now=now - datetime.timedelta(minutes=2))
+    producer.send_batch("orders", [b"y"] * 4, partition=0)  # lag 12
+    lag.sample(now=now)
+    data = staff_client.get("/console/overview.json").json()
+    assert [p["lag"] for p in data["backlog_history"]] == [8, 12]
+    assert data["backlog_trend"] == "rising 2.0 records/min over the last 2.0 min"
+    page = staff_client.get("/console/").content.decode()
+    assert "rising 2.0 records/min" in page and 'aria-label="Total backlog over' in page

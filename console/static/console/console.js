@@ -31,6 +31,8 @@
           section.querySelector("[data-rate=records_produced]").textContent = rate.toFixed(1);
         }
         last = {data: data, at: now};
+        var chart = section.querySelector("[data-chart]");
+        if (chart) { drawChart(chart, data.backlog_history); }
         var consumed = section.querySelector("[data-consume-rate]");
         if (consumed) { consumed.textContent = data.consume_rate === null ? "–" : data.consume_rate.toFixed(1); }
         var notes = section.querySelector("[data-list=attention]");
@@ -49,6 +51,7 @@
         });
       });
     };
+    tick();
     setInterval(tick, POLL_MS);
   }
 

@@ -59,18 +59,11 @@ def consume_rates():
     that commits on a new partition, or whose offsets are reset, shows a jump for one window; a
     negative change (a reset backwards) counts as 0.
     """
-    rounds = _last_two_rounds(models.LagSample)
-    if rounds is None:
+    changes = _changes_per_second(models.LagSample, ("group_name", "topic_name"), ("end_offset_total", "lag"),
+                                  lambda row: row["end_offset_total"] - row["lag"])
+    if changes is None:
         return None
-    previous, newest = rounds
-    seconds = (newest - previous).total_seconds()
-    committed = {}
-    for row in models.LagSample.objects.filter(sampled_at__in=[previous, newest]).values(
-            "group_name", "topic_name", "sampled_at", "lag", "end_offset_total"):
-        pair = committed.setdefault((row["group_name"], row["topic_name"]), {})
-        pair[row["sampled_at"]] = row["end_offset_total"] - row["lag"]
-    by_group = {key: max(0, pair[newest] - pair[previous]) / seconds
-                for key, pair in sorted(committed.items()) if len(pair) == 2}
+    by_group, seconds, newest = changes
     by_topic = {}
     for (_, topic), rate in by_group.items():
         by_topic[topic] = by_topic.get(topic, 0) + rate
@@ -82,17 +75,12 @@ def produce_rates():
     """Records appended per second to each topic, from the two newest rounds of topic samples (the
     change of its summed log end offsets): {"total", "topics": {topic: rate}, "window_s",
     "sampled_at"}, or None before two rounds exist. Never the log."""
-    rounds = _last_two_rounds(models.TopicSample)
-    if rounds is None:
+    changes = _changes_per_second(models.TopicSample, ("topic_name",), ("end_offset_total",),
+                                  lambda row: row["end_offset_total"])
+    if changes is None:
         return None
-    previous, newest = rounds
-    seconds = (newest - previous).total_seconds()
-    ends = {}
-    for row in models.TopicSample.objects.filter(sampled_at__in=rounds).values("topic_name", "sampled_at",
-                                                                                "end_offset_total"):
-        ends.setdefault(row["topic_name"], {})[row["sampled_at"]] = row["end_offset_total"]
-    by_topic = {topic: max(0, pair[newest] - pair[previous]) / seconds
-                for topic, pair in sorted(ends.items()) if len(pair) == 2}
+    by_topic, seconds, newest = changes
+    by_topic = {topic: rate for (topic,), rate in by_topic.items()}
     return {"total": sum(by_topic.values()), "topics": by_topic, "window_s": seconds, "sampled_at": newest}
 
 
@@ -112,6 +100,22 @@ def backlog_history(rounds=40):
     change = (last["lag"] - first["lag"]) / minutes
     way = "rising" if change > 0 else ("falling" if change < 0 else "flat")
     return points, f"{way} {abs(change):.1f} records/min over the last {minutes:.1f} min"
+
+
+def _changes_per_second(model, keys, fields, value):
+    """How fast value(row) (of the fields read) grew per key (a tuple of the keys' fields) between a sample table's two
+    newest rounds: ({key: per second, never below 0}, seconds between them, the newest round's
+    time), or None before two rounds exist. Only those rounds' rows are read."""
+    rounds = _last_two_rounds(model)
+    if rounds is None:
+        return None
+    previous, newest = rounds
+    seconds = (newest - previous).total_seconds()
+    pairs = {}
+    for row in model.objects.filter(sampled_at__in=rounds).values(*keys, "sampled_at", *fields):
+        pairs.setdefault(tuple(row[k] for k in keys), {})[row["sampled_at"]] = value(row)
+    return ({key: max(0, pair[newest] - pair[previous]) / seconds for key, pair in sorted(pairs.items())
+             if len(pair) == 2}, seconds, newest)
 
 
 def _last_two_rounds(model):

@@ -3,7 +3,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from queueing import models, producer, registry, topics, worker
+from queueing import consumer, models, producer, registry, topics, worker
 
 
 @pytest.fixture(autouse=True)
@@ -71,3 +71,14 @@ def dead_lettered():
     handler = Handler(broken={b"bad"})
     run_worker("billing", "orders", handler)
     return handler
+
+
+def consume(group, topic, count):
+    """Read count records of topic as a member of group, and commit its offsets."""
+    with consumer.Consumer(group, [topic], auto_offset_reset="earliest") as member:
+        seen = 0
+        for _ in range(20):
+            seen += len(member.poll(timeout=0.2, max_records=count - seen))
+            if seen >= count:
+                break
+        member.commit()

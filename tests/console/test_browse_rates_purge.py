@@ -6,8 +6,9 @@ from django.db import connection
 from django.utils import timezone
 
 from console import lag, models
-from queueing import consumer, producer, topics
+from queueing import producer, topics
 from queueing import models as engine
+from tests.console.conftest import consume
 
 
 
@@ -17,16 +18,6 @@ def stamp(topic, offset, moment):
     with connection.cursor() as cursor:
         cursor.execute('UPDATE queueing_record SET "timestamp" = %s WHERE topic_id = %s AND "offset" = %s',
                        [moment, topics.get_topic(topic).id, offset])
-
-
-def consume(group, topic, count):
-    with consumer.Consumer(group, [topic], auto_offset_reset="earliest") as member:
-        seen = 0
-        for _ in range(20):
-            seen += len(member.poll(timeout=0.2, max_records=count - seen))
-            if seen >= count:
-                break
-        member.commit()
 
 
 def stored(topic):

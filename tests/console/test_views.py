@@ -5,8 +5,8 @@ from django.test import Client
 from console import lag, models
 from outbox import half
 from outbox import models as outbox_models
-from queueing import consumer, producer, topics
-from tests.console.conftest import dead_lettered, run_worker
+from queueing import producer, topics
+from tests.console.conftest import consume, dead_lettered, run_worker
 
 
 @half.checker("tests.console")
@@ -15,19 +15,6 @@ def never_decides(message):
 
 
 
-
-
-def consume(group, topic, count):
-    member = consumer.Consumer(group, [topic], auto_offset_reset="earliest")
-    try:
-        seen = 0
-        for _ in range(20):
-            seen += len(member.poll(timeout=0.2, max_records=count - seen))
-            if seen >= count:
-                break
-        member.commit()
-    finally:
-        member.close(commit=False)
 
 
 def test_an_anonymous_visitor_is_sent_to_the_login_page(db):

@@ -3,7 +3,8 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from queueing import consumer, models, producer, registry, topics, worker
+from queueing import consumer, models, producer, topics
+from tests.queueing.test_redrive import Handler, drain as run_worker  # noqa: F401 - shared with the console's tests
 
 
 @pytest.fixture(autouse=True)
@@ -33,34 +34,6 @@ def viewer(db):
     client = Client()
     client.force_login(user)
     return client
-
-
-class Handler:
-    """Records what it handled; fails on values in `broken` until they are fixed."""
-
-    def __init__(self, broken=()):
-        self.seen, self.broken = [], set(broken)
-
-    def __call__(self, record):
-        if record.value in self.broken:
-            raise ValueError(f"cannot handle {record.value!r}")
-        self.seen.append(record.value)
-
-
-def run_worker(group, topic, handler):
-    """Run group's real worker over topic, one step at a time, until it has nothing left to read."""
-    registry.handler(topic, group=group)(handler)
-    loop = worker.Worker(group, registry.subscriptions(group), poll_timeout=0.1)
-    try:
-        idle = 0
-        for _ in range(60):
-            idle = 0 if loop.run_once() else idle + 1
-            if idle == 2:
-                break
-    finally:
-        loop.stop()
-        loop.close()
-        registry.unregister(group)
 
 
 def dead_lettered():

@@ -1,12 +1,11 @@
 """The landing page and the console's lists at scale: a fixed number of queries whatever the number
 of topics and groups, none of them over the log's records (EXPLAIN says which tables each reads)."""
-import json
-
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from bench import metrics as bench_metrics  # its EXPLAIN of a page's queries for reads of the log
 from queueing import models, producer, topics, views
 
 # Every page that lists topics or groups or sums the log, as bench/console.py times them at scale.
@@ -36,25 +35,6 @@ def queries(client, page):
     return [q["sql"] for q in captured.captured_queries]
 
 
-def record_scans(statements):
-    """The plan nodes of the statements that read queueing_record or one of its segments."""
-    def nodes(plan):
-        yield plan
-        for child in plan.get("Plans", ()):
-            yield from nodes(child)
-
-    found = []
-    with connection.cursor() as cursor:
-        for sql in statements:
-            if not sql.lstrip().upper().startswith("SELECT"):
-                continue
-            cursor.execute("EXPLAIN (FORMAT JSON) " + sql)
-            plan = cursor.fetchone()[0]
-            plan = json.loads(plan) if isinstance(plan, str) else plan
-            found += [n for n in nodes(plan[0]["Plan"]) if n.get("Relation Name", "").startswith("queueing_record")]
-    return found
-
-
 def test_the_lists_run_the_same_queries_for_3_topics_and_groups_as_for_30(viewer):
     build(3)
     few = {page: len(queries(viewer, page)) for page in LISTS}
@@ -81,7 +61,7 @@ def test_no_list_page_reads_the_log(viewer):
     for page in LISTS:
         statements = queries(viewer, page)
         assert not [sql for sql in statements if "queueing_record" in sql], page
-        assert record_scans(statements) == [], page
+        assert bench_metrics.log_scans(statements) == [], page
 
 
 def test_the_landing_page_lists_the_first_topics_and_groups_and_links_the_rest(viewer, monkeypatch):

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from queue import Empty
 
@@ -14,6 +13,7 @@ import pytest
 from kombu import Connection
 
 from scheduler.compat.models import CeleryBeatTick
+from tests.acceptance.test_celery_on_sluice import kill, wait_for
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
@@ -53,19 +53,7 @@ def beats(process_env, installed, tmp_path):
 
     yield start
     for beat in started:
-        try:
-            os.killpg(beat.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        beat.wait(10)
-
-
-def wait_for(condition, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.1)
-    return result
+        kill(beat)
 
 
 def ticks():

@@ -191,6 +191,30 @@ class Producer:
             base, _ = self._append(info, target, [record], types.Acks.ALL)
         return types.RecordMetadata(info.name, target, base, False), gated
 
+    def send_selected(self, ctes, params, topic, *, count, max_bytes):
+        """Run the caller's CTEs and append the count records (at most max_bytes each) that their
+        CTE named source makes to one partition of topic, in one statement (see
+        storage.append_selected): rows written and their records in one round trip.
+
+        Call it inside the caller's transaction.atomic(); acks=all, not idempotent; the records go
+        to the sticky partition, as a batch. Returns (partition, base offset). Raises TopicNotFound,
+        MessageTooLarge, PartitionNotFound (the partition was deleted while the statement ran: the
+        caller's writes may stand, roll back).
+        """
+        for attempt in range(2):
+            info = topics.cached_topic(topic)
+            if max_bytes > info.max_message_bytes:
+                raise exceptions.MessageTooLarge(topic=info.name, size=max_bytes, limit=info.max_message_bytes)
+            target = self._sticky.partition(info.name, info.partition_count, max_bytes * count)
+            self._sticky.new_batch(info.name)
+            appended = storage.append_selected(ctes, params, topic_id=info.id, partition=target)
+            if appended is not None:
+                return target, *appended
+            # The cached topic was deleted or recreated since it was read: the gated writes wrote
+            # nothing; once more with the topic as it is now.
+            topics.forget_topic(topic)
+        raise exceptions.PartitionNotFound(topic=info.name, partition=target)
+
     def append(self, topic, partition, records, *, acks=None):
         """Append already-encoded OutgoingRecords, each with its own headers, to one partition.
 
@@ -278,6 +302,11 @@ def send_batch(topic, values, *, key=None, keys=None, headers=None, partition=No
     """Append records with the process's default producer; see Producer.send_batch."""
     return _default.send_batch(topic, values, key=key, keys=keys, headers=headers, partition=partition, acks=acks,
                                **when)
+
+
+def send_selected(ctes, params, topic, *, count, max_bytes):
+    """Append the records of the caller's statement with the default producer; see Producer.send_selected."""
+    return _default.send_selected(ctes, params, topic, count=count, max_bytes=max_bytes)
 
 
 def send_after(gate, gate_params, topic, value=None, *, key=None):

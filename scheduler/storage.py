@@ -7,9 +7,9 @@ from django.db import connection
 from psycopg.types.json import Jsonb
 
 from queueing import producer
+from queueing.types import ValueFormat
 from scheduler.sql import queries
 
-COPY_FROM = 64  # enqueue_many writes this many tasks or more with COPY, fewer with one INSERT
 
 
 def prune_results(*, keep_s, limit):
@@ -27,17 +27,38 @@ def prune_workflows(*, keep_s, limit):
         return cursor.rowcount
 
 
-def copy_results(rows):
-    """Write new TaskResult rows with COPY, in the caller's transaction; set their enqueued_at."""
-    with connection.cursor() as cursor:
-        cursor.execute(queries["transaction_now"])
-        now = cursor.fetchone()[0]
-        with connection.wrap_database_errors, cursor.cursor.copy(queries["copy_results"]) as copy:
-            for row in rows:
-                row.enqueued_at = now
-                copy.write_row((row.id, row.task_name, row.queue, Jsonb(row.args), Jsonb(row.kwargs), row.state,
-                                row.unique_key, now, row.eta, row.generation, 0, 0, 0, "", "", "", "", "", row.priority,
-                                row.concurrency_key, row.concurrency_limit))
+def enqueue_many(rows, topic):
+    """Write the new TaskResult rows of one enqueue_many (one task's, queued: they share name, queue
+    and priority) and append a record for each to topic, in one statement of the caller's
+    transaction; set their enqueued_at."""
+    params = _many_params(rows)
+    _, _, now = producer.send_selected(queries["enqueue_many"], params, topic, count=len(rows),
+                                       max_bytes=RECORD_BYTES + len(params["name_json"].encode()))
+    for row in rows:
+        row.enqueued_at = now
+
+
+def insert_results(rows):
+    """Write the rows as enqueue_many does, without their records (scheduled tasks, whose records
+    wait in the delayed table, and workflow steps, whose records carry their step)."""
+    # enqueue_many's CTEs run alone: target a row, source not read.
+    now = _run(f"WITH target AS (SELECT), {queries['enqueue_many']} SELECT now()", _many_params(rows), "one")[0]
+    for row in rows:
+        row.enqueued_at = now
+
+
+# The bytes of an enqueue_many record beside its task name's JSON string:
+# {"id":"<36 characters>","task":<name>,"generation":1}.
+RECORD_BYTES = 63
+
+
+def _many_params(rows):
+    first = rows[0]
+    own = json.dumps([[str(r.id), r.args, r.kwargs, r.unique_key, r.concurrency_key, r.concurrency_limit]
+                      for r in rows], separators=(",", ":"))
+    return {"rows": own, "task_name": first.task_name, "queue": first.queue, "state": first.state,
+            "eta": first.eta, "priority": first.priority, "json_format": ValueFormat.JSON,
+            "name_json": json.dumps(first.task_name)}
 
 
 def enqueue_task(row, topic, value):

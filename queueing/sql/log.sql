@@ -50,6 +50,34 @@ WITH slot AS (
 )
 SELECT base_offset FROM slot
 
+-- name: append_selected --
+-- Append records that a caller's query makes, after the caller's own CTEs (put in place of the
+-- comment below), in one statement: a task's rows and their records in one round trip, no record
+-- encoded in Python. The caller's CTE named source gives (ordinality from 1, value bytea,
+-- value_format smallint); its writes should be gated on target (a row while the partition exists),
+-- so that a topic deleted or recreated since its id was cached writes nothing. The same lock,
+-- offsets, timestamps and wake-up as append_records; no keys or headers. Returns the base offset
+-- and the records' timestamp (the transaction's time), or no row if the partition is missing.
+WITH target AS (
+    SELECT FROM queueing_partition WHERE topic_id = %(topic_id)s AND number = %(partition)s
+), /* the caller's CTEs */,
+slot AS (
+    UPDATE queueing_partition
+       SET next_offset = next_offset + (SELECT count(*) FROM source),
+           size_bytes = size_bytes + (SELECT coalesce(sum(octet_length(value)), 0) FROM source)
+     WHERE topic_id = %(topic_id)s AND number = %(partition)s
+ RETURNING topic_id, number, next_offset - (SELECT count(*) FROM source) AS base_offset,
+           CASE WHEN pg_try_advisory_xact_lock(1397511936, ((topic_id %% 33554432) * 64 + number %% 64)::int)
+                THEN NULL ELSE pg_notify('sluice_t' || topic_id::text, number::text) END
+), stored AS (
+    INSERT INTO queueing_record
+           (topic_id, partition, "offset", key, value, value_format, headers, timestamp, producer_id, sequence)
+    SELECT slot.topic_id, slot.number, slot.base_offset + source.ordinality - 1, NULL, source.value,
+           source.value_format, NULL, now(), NULL, NULL
+      FROM slot, source
+)
+SELECT base_offset, now() FROM slot
+
 -- name: reserve_offsets --
 -- Take the partition's append lock and count offsets for a batch that COPY then writes in the same
 -- transaction; returns the base offset and the transaction's time for the records' timestamps.

@@ -201,6 +201,28 @@ def append_record_after(gate, gate_params, *, topic_id, partition, record):
         return cur.execute(_gated_query(gate), params, binary=True).fetchone()
 
 
+def append_selected(ctes, params, *, topic_id, partition):
+    """Run the caller's CTEs (SQL to follow WITH, with %(name)s parameters from params) and append
+    the records their CTE named source selects to the partition, in one statement (append_selected
+    in log.sql says what source gives and how to gate writes on the CTE target).
+
+    Returns (base offset, the records' timestamp), or None if the partition is missing. Joins the
+    caller's transaction and commits as acks=all does.
+    """
+    cur = cursor()
+    level = _needs_commit_level(cur, types.Acks.ALL)
+    query = _SELECTED.get(ctes)
+    if query is None:
+        query = _SELECTED[ctes] = queries["append_selected"].replace("/* the caller's CTEs */", ctes, 1)
+    with cur.connection._sluice_errors:
+        if level is not None:
+            cur.execute(f"SET LOCAL synchronous_commit = {level}")
+        return cur.execute(query, {**params, "topic_id": topic_id, "partition": partition}).fetchone()
+
+
+_SELECTED = {}  # the caller's CTEs -> the statement that runs them with the append
+
+
 def _copy(cur, params, records):
     """Reserve offsets under the append lock, then COPY the batch in (caller's transaction)."""
     row = run(cur, "reserve_offsets", params).fetchone()

@@ -22,18 +22,32 @@ WITH doomed AS (
 )
 DELETE FROM scheduler_taskresult t USING doomed WHERE t.id = doomed.id
 
--- name: copy_results --
--- Write many tasks in one COPY (enqueue_many past COPY_FROM tasks): Django's bulk INSERT spends most
--- of a big batch building its statement. Every NOT NULL column is given: the model's Python
--- defaults are not column defaults.
-COPY scheduler_taskresult (id, task_name, queue, args, kwargs, state, unique_key, enqueued_at, eta,
-                           generation, attempts, failures, lost, worker, error_class, error_message,
-                           traceback, progress_message, priority, concurrency_key, concurrency_limit)
-FROM STDIN
-
--- name: transaction_now --
--- The transaction's start time, the enqueued_at of tasks written together.
-SELECT now()
+-- name: enqueue_many --
+-- The CTEs of a bulk enqueue (producer.send_selected puts them into the append of their records):
+-- the rows of one task's enqueue_many, each row's own fields in one JSON array of arrays [id, args,
+-- kwargs, unique key, concurrency key, concurrency limit] (encoded by Python's json in C, split
+-- here), and a record for each, {"id", "task", "generation"} as producer.encode_value writes it
+-- (name_json is the task name's JSON string), built here: a thousand tasks are one
+-- statement and no Python per record. The writes wait on target, the partition's row, so a stale
+-- topic id writes nothing. Scheduled tasks (records delayed) and workflow steps use the rows alone
+-- (storage.insert_results). Every NOT NULL column is given: the model's Python defaults are not
+-- column defaults.
+input AS (
+    SELECT r, ordinality FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS e(r, ordinality)
+), written AS (
+    INSERT INTO scheduler_taskresult (id, task_name, queue, args, kwargs, state, unique_key, enqueued_at, eta,
+                                      generation, attempts, failures, lost, worker, error_class, error_message,
+                                      traceback, progress_message, priority, concurrency_key, concurrency_limit)
+    SELECT (r->>0)::uuid, %(task_name)s, %(queue)s, r->1, r->2, %(state)s, r->>3, now(), %(eta)s,
+           1, 0, 0, 0, '', '', '', '', '', %(priority)s, r->>4, (r->>5)::int
+      FROM input
+     WHERE EXISTS (SELECT FROM target)
+), source AS (
+    SELECT ordinality,
+           convert_to('{"id":"' || (r->>0) || '","task":' || %(name_json)s::text || ',"generation":1}', 'UTF8') AS value,
+           %(json_format)s::smallint AS value_format
+      FROM input
+)
 
 -- name: announce_finished --
 -- Wake the Result.wait() of a task whose finish this transaction records, if one waits: the

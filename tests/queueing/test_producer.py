@@ -1,4 +1,5 @@
 import threading
+import time
 
 import pytest
 from django.db import connection, transaction
@@ -188,3 +189,50 @@ def test_an_idempotent_large_batch_is_stored_once(db, topic):
                                    producer_id=sender.producer_id, base_sequence=0)
     assert (first, again) == ((0, False), (0, True))
     assert len(stored(topic.id, 0)) == storage.log.COPY_FROM
+
+
+# The caller's CTEs of send_selected in these tests: the records are a text array's elements, and a
+# row of the caller's own (a producer's registration; any table would do) is written only while the
+# partition exists.
+SELECTED = """
+written AS (
+    INSERT INTO queueing_producer (client_id, created_at)
+    SELECT %(client)s, now() WHERE EXISTS (SELECT FROM target)
+), source AS (
+    SELECT ordinality, convert_to(v, 'UTF8') AS value, 0::smallint AS value_format
+      FROM unnest(%(values)s::text[]) WITH ORDINALITY AS u(v, ordinality)
+)"""
+
+
+def test_send_selected_appends_what_the_callers_statement_selects_after_its_writes(db, topic):
+    producer.send(topic.name, b"before", partition=0)
+    with transaction.atomic():
+        partition, base, timestamp = producer.send_selected(
+            SELECTED, {"client": "selected", "values": ["a", "b", "c"]}, topic.name, count=3, max_bytes=1)
+    offsets = [o for o, _, _ in stored(topic.id, partition)]
+    assert offsets == list(range(offsets[-1] + 1))  # dense, after whatever was there
+    assert [(o, bytes(v)) for o, v, _ in stored(topic.id, partition)[-3:]] == [
+        (base, b"a"), (base + 1, b"b"), (base + 2, b"c")]
+    assert models.Record.objects.filter(topic_id=topic.id, offset=base, partition=partition).get().timestamp == timestamp
+    assert models.Producer.objects.filter(client_id="selected").count() == 1
+
+
+def test_send_selected_refuses_records_larger_than_the_topics_limit_and_writes_nothing(db):
+    small = topics.create_topic("small-records", partitions=1, max_message_bytes=4)
+    with pytest.raises(exceptions.MessageTooLarge):
+        producer.send_selected(SELECTED, {"client": "too-large", "values": ["12345"]}, small.name, count=1,
+                               max_bytes=5)
+    assert not models.Producer.objects.filter(client_id="too-large").exists()
+    assert stored(small.id, 0) == []
+
+
+def test_send_selected_writes_once_when_its_topic_was_recreated_behind_the_cache(db):
+    topics.create_topic("recreated", partitions=1)
+    stale = topics.cached_topic("recreated")
+    topics.delete_topic("recreated")
+    fresh = topics.create_topic("recreated", partitions=1)
+    topics._cache["recreated"] = (time.monotonic(), stale)  # as another process's cache would still hold it
+    with transaction.atomic():
+        producer.send_selected(SELECTED, {"client": "recreated", "values": ["x"]}, "recreated", count=1, max_bytes=1)
+    assert [bytes(v) for _, v, _ in stored(fresh.id, 0)] == [b"x"]
+    assert models.Producer.objects.filter(client_id="recreated").count() == 1  # the stale try wrote nothing

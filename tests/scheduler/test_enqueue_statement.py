@@ -8,7 +8,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from psycopg.types.json import JsonbBinaryLoader, JsonbLoader
 
-from queueing import models as engine_models, storage as engine_storage, topics
+from queueing import models as engine_models, producer, storage as engine_storage, topics
 from scheduler import exceptions, models, tasks
 from tests.sampleapp import tasks as sample
 
@@ -141,3 +141,41 @@ def test_enqueue_many_with_a_taken_unique_key_leaves_the_callers_transaction_usa
             sample.add.using(unique_key="batch").enqueue_many([((2,), {"b": 2})])
         sample.add.enqueue(3, b=3)
     assert models.TaskResult.objects.count() == 2
+
+
+# transaction=True: the first enqueue's topic is committed (a topic created by the open
+# transaction is not cached until it commits).
+@pytest.mark.django_db(transaction=True)
+def test_enqueue_many_is_one_statement_and_writes_the_records_a_send_would():
+    sample.add.enqueue(0, b=0)
+    calls = [((n, "é\"\\"), {"b": [n]}) for n in range(1, 301)]
+    with transaction.atomic():
+        sent = statements(lambda: sample.add.enqueue_many(calls))
+    assert len(sent) == 1, sent
+    rows = {str(r.id): r for r in models.TaskResult.objects.filter(args__0__gt=0)}
+    assert len(rows) == 300
+    written = [r for r in records(tasks.topic_for("sample")) if json.loads(bytes(r.value))["id"] in rows]
+    assert len(written) == 300
+    for record in written:
+        value = json.loads(bytes(record.value))
+        assert bytes(record.value) == producer.encode_value(value)[0]  # byte for byte what a send stores
+        assert value == {"id": value["id"], "task": "tests.sampleapp.tasks.add", "generation": 1}
+        row = rows[value["id"]]
+        assert (row.state, row.kwargs, row.enqueued_at) == ("queued", {"b": [row.args[0]]}, record.timestamp)
+    # In call order, with dense offsets, in one partition (one batch).
+    assert len({r.partition for r in written}) == 1
+    assert [rows[json.loads(bytes(r.value))["id"]].args[0] for r in written] == list(range(1, 301))
+    assert [r.offset for r in written] == list(range(written[0].offset, written[0].offset + 300))
+
+
+def test_enqueue_many_survives_its_topic_recreated_behind_the_cache(db):
+    sample.add.enqueue(0, b=0)
+    name = tasks.topic_for("sample")
+    stale = topics.cached_topic(name)
+    topics.delete_topic(name)
+    topics.create_topic(name, partitions=1)
+    topics._cache[name] = (time.monotonic(), stale)  # as another process's cache would still hold it
+    with transaction.atomic():
+        results = sample.add.enqueue_many([((n,), {"b": n}) for n in range(1, 4)])
+    assert sorted(json.loads(bytes(r.value))["id"] for r in records(name)) == sorted(str(r.id) for r in results)
+    assert models.TaskResult.objects.filter(id__in=[r.id for r in results]).count() == 3

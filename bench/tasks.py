@@ -179,13 +179,21 @@ def sluice_workers(workers, queue, url, args):
 
 
 def single_enqueue(url, noop, args):
-    """`noop.enqueue()` in its own transaction.atomic(), against one INSERT + COMMIT (bench/run.py's
-    Raw), in paired ABBA rounds; the median ratio is the figure."""
+    """`noop.enqueue()` with no transaction of the caller's (its statement is its own transaction)
+    against one INSERT + COMMIT in autocommit (bench/run.py's Raw), in paired ABBA rounds, the median
+    ratio the figure; beside it the enqueue in a transaction.atomic() of its own against the INSERT
+    in a BEGIN ... COMMIT of its own (three round trips each)."""
     from django.db import transaction
 
     raw = run.Raw(url)
 
     def enqueue(count):
+        began = time.perf_counter()
+        for _ in range(count):
+            noop.enqueue()
+        return run.rate(count, time.perf_counter() - began)
+
+    def enqueue_in_atomic(count):
         began = time.perf_counter()
         for _ in range(count):
             with transaction.atomic():
@@ -196,12 +204,12 @@ def single_enqueue(url, noop, args):
     raw.single_insert(20)
     ours, theirs, ratio = run.paired(args.rounds, lambda: enqueue(args.singles),
                                      lambda: raw.single_insert(args.singles))
-    # Beside the goal's baseline, the same INSERT in BEGIN ... COMMIT of its own, as in an atomic() block.
-    _, theirs_tx, ratio_tx = run.paired(max(1, args.rounds // 2), lambda: enqueue(args.singles),
-                                        lambda: raw.single_insert(args.singles, explicit=True))
+    ours_tx, theirs_tx, ratio_tx = run.paired(max(1, args.rounds // 2), lambda: enqueue_in_atomic(args.singles),
+                                              lambda: raw.single_insert(args.singles, explicit=True))
     raw.conn.close()
     return {"single_per_s": round(ours), "raw_single_per_s": round(theirs), "single_ratio": round(ratio, 2),
-            "raw_single_tx_per_s": round(theirs_tx), "single_tx_ratio": round(ratio_tx, 2)}
+            "single_tx_per_s": round(ours_tx), "raw_single_tx_per_s": round(theirs_tx),
+            "single_tx_ratio": round(ratio_tx, 2)}
 
 
 def bulk_enqueue(noop, count):
@@ -341,9 +349,9 @@ def goals(rows):
         checks.append(("single enqueue >= 0.8 x raw INSERT + COMMIT",
                        f"{ours['single_per_s']:,} / {ours['raw_single_per_s']:,}: median paired ratio "
                        f"{ours['single_ratio']:.2f}", ours["single_ratio"] >= 0.8))
-        checks.append(("(same, the INSERT in BEGIN ... COMMIT of its own)",
-                       f"raw {ours['raw_single_tx_per_s']:,}/s: median paired ratio {ours['single_tx_ratio']:.2f}",
-                       None))
+        checks.append(("(both in BEGIN ... COMMIT of their own)",
+                       f"{ours['single_tx_per_s']:,} / {ours['raw_single_tx_per_s']:,}: median paired ratio "
+                       f"{ours['single_tx_ratio']:.2f}", None))
     bulks = {n: r["bulk_per_s"] for n, r in by_name.items() if r.get("bulk_per_s")}
     if bulks:
         best = max(bulks, key=bulks.get)

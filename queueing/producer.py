@@ -166,52 +166,31 @@ class Producer:
                     results[index] = delayed.schedule(info, record, partition=keep, deliver_at=due)
         return results
 
-    def send_after(self, gate, gate_params, topic, value=None, *, key=None):
-        """Append one record in the same statement as gate, a data-modifying query of the caller's
-        (see storage.append_record_after): the record is appended only if gate returns a row.
-
-        For a write and its record in one round trip (a task's row and its record). Call it inside
-        the caller's transaction.atomic(); acks=all, not idempotent. Returns (RecordMetadata, gate's
-        value), or (None, None) if gate returned no row (then nothing was appended). Raises TopicNotFound,
-        MessageTooLarge, InvalidArgument.
-        """
-        info = topics.cached_topic(topic)
-        target, record = self._encode(info, value, encode_key(key), None, None)
-        self._sticky.new_batch(info.name)
-        base, gated = storage.append_record_after(gate, gate_params, topic_id=info.id, partition=target,
-                                                  record=record)
-        if gated is None:
-            return None, None
-        if base is None:
-            # The cached topic was deleted or recreated since it was read; gate's write stands, and
-            # the record goes to the topic as it is now, in the same transaction.
-            topics.forget_topic(topic)
-            info = topics.cached_topic(topic)
-            target, record = self._encode(info, value, encode_key(key), None, None)
-            base, _ = self._append(info, target, [record], types.Acks.ALL)
-        return types.RecordMetadata(info.name, target, base, False), gated
-
     def send_selected(self, ctes, params, topic, *, count, max_bytes):
-        """Run the caller's CTEs and append the count records (at most max_bytes each) that their
-        CTE named source makes to one partition of topic, in one statement (see
+        """Run the caller's CTEs and append the records (up to count, at most max_bytes each) that
+        their CTE named source makes to one partition of topic, in one statement (see
         storage.append_selected): rows written and their records in one round trip.
 
-        Call it inside the caller's transaction.atomic(); acks=all, not idempotent; the records go
-        to the sticky partition, as a batch. Returns (partition, base offset). Raises TopicNotFound,
-        MessageTooLarge, PartitionNotFound (the partition was deleted while the statement ran: the
-        caller's writes may stand, roll back).
+        In the caller's transaction.atomic() it joins it; in autocommit it is one transaction of its
+        own. acks=all, not idempotent; the records go to the sticky partition, as a batch. Returns
+        (partition, base offset or None, the records' timestamp, records appended): none when the
+        caller's writes gave source no row. Raises TopicNotFound, MessageTooLarge, PartitionNotFound
+        (the partition was deleted while the statement ran: the caller's writes may stand).
         """
-        for attempt in range(2):
+        for _ in range(2):
             info = topics.cached_topic(topic)
             if max_bytes > info.max_message_bytes:
                 raise exceptions.MessageTooLarge(topic=info.name, size=max_bytes, limit=info.max_message_bytes)
             target = self._sticky.partition(info.name, info.partition_count, max_bytes * count)
             self._sticky.new_batch(info.name)
-            appended = storage.append_selected(ctes, params, topic_id=info.id, partition=target)
-            if appended is not None:
-                return target, *appended
-            # The cached topic was deleted or recreated since it was read: the gated writes wrote
-            # nothing; once more with the topic as it is now.
+            base, timestamp, appended, found = storage.append_selected(ctes, params, topic_id=info.id,
+                                                                       partition=target)
+            if found:
+                if appended and base is None:
+                    raise exceptions.PartitionNotFound(topic=info.name, partition=target)
+                return target, base, timestamp, appended
+            # The cached topic was deleted or recreated since it was read: the caller's writes,
+            # gated on the partition, wrote nothing; once more with the topic as it is now.
             topics.forget_topic(topic)
         raise exceptions.PartitionNotFound(topic=info.name, partition=target)
 
@@ -308,7 +287,3 @@ def send_selected(ctes, params, topic, *, count, max_bytes):
     """Append the records of the caller's statement with the default producer; see Producer.send_selected."""
     return _default.send_selected(ctes, params, topic, count=count, max_bytes=max_bytes)
 
-
-def send_after(gate, gate_params, topic, value=None, *, key=None):
-    """Append one record in gate's statement with the default producer; see Producer.send_after."""
-    return _default.send_after(gate, gate_params, topic, value, key=key)

@@ -32,8 +32,8 @@ def enqueue_many(rows, topic):
     and priority) and append a record for each to topic, in one statement of the caller's
     transaction; set their enqueued_at."""
     params = _many_params(rows)
-    _, _, now = producer.send_selected(queries["enqueue_many"], params, topic, count=len(rows),
-                                       max_bytes=RECORD_BYTES + len(params["name_json"].encode()))
+    _, _, now, _ = producer.send_selected(queries["enqueue_many"], params, topic, count=len(rows),
+                                          max_bytes=RECORD_BYTES + len(params["name_json"]))
     for row in rows:
         row.enqueued_at = now
 
@@ -58,20 +58,23 @@ def _many_params(rows):
                       for r in rows], separators=(",", ":"))
     return {"rows": own, "task_name": first.task_name, "queue": first.queue, "state": first.state,
             "eta": first.eta, "priority": first.priority, "json_format": ValueFormat.JSON,
-            "name_json": json.dumps(first.task_name)}
+            "name_json": json.dumps(first.task_name)}  # ASCII: its length is its bytes
 
 
-def enqueue_task(row, topic, value):
-    """Write a queued task's row and append its record (value) to topic, in one statement of the
-    caller's transaction (no savepoint); set its enqueued_at. Return False, writing nothing, if its
-    unique key is taken by a task still to finish."""
+def enqueue_task(row, topic):
+    """Write a queued task's row and append its record to topic in one statement, of the caller's
+    transaction or, in autocommit, of its own; set its enqueued_at. Return False, writing nothing,
+    if its unique key is taken by a task still to finish."""
+    name_json = json.dumps(row.task_name)
     params = {
-        "id": row.id, "task_name": row.task_name, "queue": row.queue, "args": Jsonb(row.args),
-        "kwargs": Jsonb(row.kwargs), "unique_key": row.unique_key, "priority": row.priority,
+        "id": row.id, "task_name": row.task_name, "queue": row.queue, "args": json.dumps(row.args),
+        "kwargs": json.dumps(row.kwargs), "unique_key": row.unique_key, "priority": row.priority,
         "concurrency_key": row.concurrency_key, "concurrency_limit": row.concurrency_limit,
+        "name_json": name_json, "json_format": ValueFormat.JSON,
     }
-    _, enqueued_at = producer.send_after(queries["enqueue_task"], params, topic, value)
-    if enqueued_at is None:
+    _, _, enqueued_at, appended = producer.send_selected(queries["enqueue_task"], params, topic, count=1,
+                                                         max_bytes=RECORD_BYTES + len(name_json))
+    if not appended:
         return False
     row.enqueued_at = enqueued_at
     return True

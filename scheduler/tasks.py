@@ -156,25 +156,19 @@ class Task:
         due = self._due()
         if due is not None:
             return self.enqueue_many([(args, kwargs)])[0]
-        # The row and its record in one statement; a taken unique key writes nothing, so no
+        # The row and its record in one statement, in the caller's transaction or, without one, as
+        # a transaction of its own (one round trip); a taken unique key writes nothing, so no
         # savepoint is needed to keep the caller's transaction usable.
         row = self._rows([(list(args), dict(kwargs))], None)[0]
-        topic = ensure_queue(self.queue, self.priority).name
-        value = {"id": str(row.id), "task": row.task_name, "generation": row.generation}
-        if transaction.get_autocommit():
-            # Without a transaction of the caller's: the row and a record appended again after a
-            # topic was recreated (send_after's fallback) still commit together.
-            with transaction.atomic():
-                written = storage.enqueue_task(row, topic, value)
-        else:
-            written = storage.enqueue_task(row, topic, value)
+        written = storage.enqueue_task(row, ensure_queue(self.queue, self.priority).name)
         if not written:
             raise exceptions.AlreadyEnqueued(unique_key=row.unique_key)
         return results.Result(row)
 
     def enqueue_many(self, calls, *, steps=None):
-        """Enqueue many runs at once: calls are (args, kwargs) pairs. One INSERT of the rows and one
-        append per partition, in one transaction (the caller's, if any). Returns their Results.
+        """Enqueue many runs at once: calls are (args, kwargs) pairs. The rows and their records in
+        one statement (to one partition), in one transaction (the caller's, if any). Returns their
+        Results.
 
         steps, from scheduler.workflows only: each call's workflow step ({"workflow", "step"}),
         carried in its record so that the worker's outcome transaction advances the workflow.

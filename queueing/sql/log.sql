@@ -52,21 +52,26 @@ SELECT base_offset FROM slot
 
 -- name: append_selected --
 -- Append records that a caller's query makes, after the caller's own CTEs (put in place of the
--- comment below), in one statement: a task's rows and their records in one round trip, no record
--- encoded in Python. The caller's CTE named source gives (ordinality from 1, value bytea,
--- value_format smallint); its writes should be gated on target (a row while the partition exists),
--- so that a topic deleted or recreated since its id was cached writes nothing. The same lock,
--- offsets, timestamps and wake-up as append_records; no keys or headers. Returns the base offset
--- and the records' timestamp (the transaction's time), or no row if the partition is missing.
+-- comment below), in one statement: a task's row and its record, or a thousand of each, in one
+-- round trip, no record encoded in Python. The caller's CTE named source gives (ordinality from 1,
+-- value bytea, value_format smallint) and may read the caller's writes (an INSERT's RETURNING), so
+-- it may give no row; the caller's writes should be gated on target (a row while the partition
+-- exists), so that a topic deleted or recreated since its id was cached writes nothing. The same
+-- lock, offsets, timestamps and wake-up as append_records; no keys or headers; nothing is locked
+-- when source is empty. Returns one row: the base offset (NULL when nothing was appended), the
+-- transaction's time (the records' timestamp), how many records source gave, and whether the
+-- partition exists.
 WITH target AS (
     SELECT FROM queueing_partition WHERE topic_id = %(topic_id)s AND number = %(partition)s
 ), /* the caller's CTEs */,
-slot AS (
+counted AS (
+    SELECT count(*) AS records, coalesce(sum(octet_length(value)), 0) AS bytes FROM source
+), slot AS (
     UPDATE queueing_partition
-       SET next_offset = next_offset + (SELECT count(*) FROM source),
-           size_bytes = size_bytes + (SELECT coalesce(sum(octet_length(value)), 0) FROM source)
-     WHERE topic_id = %(topic_id)s AND number = %(partition)s
- RETURNING topic_id, number, next_offset - (SELECT count(*) FROM source) AS base_offset,
+       SET next_offset = next_offset + counted.records, size_bytes = size_bytes + counted.bytes
+      FROM counted
+     WHERE topic_id = %(topic_id)s AND number = %(partition)s AND counted.records > 0
+ RETURNING topic_id, number, next_offset - counted.records AS base_offset,
            CASE WHEN pg_try_advisory_xact_lock(1397511936, ((topic_id %% 33554432) * 64 + number %% 64)::int)
                 THEN NULL ELSE pg_notify('sluice_t' || topic_id::text, number::text) END
 ), stored AS (
@@ -76,7 +81,7 @@ slot AS (
            source.value_format, NULL, now(), NULL, NULL
       FROM slot, source
 )
-SELECT base_offset, now() FROM slot
+SELECT (SELECT base_offset FROM slot), now(), (SELECT records FROM counted), EXISTS (SELECT FROM target)
 
 -- name: reserve_offsets --
 -- Take the partition's append lock and count offsets for a batch that COPY then writes in the same

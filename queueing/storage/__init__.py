@@ -1,7 +1,6 @@
 """The only package of the engine that runs raw SQL, one module per concept; the log's functions
 are re-exported here because every layer uses them."""
 from queueing.storage.log import (  # noqa: F401
-    append_record_after,
     append_records,
     append_selected,
     commit_and_fetch,

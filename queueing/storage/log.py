@@ -152,72 +152,28 @@ def _append_one(cur, topic_id, partition, record, producer_id, base_sequence):
     return row[0]
 
 
-_GATED = {}  # the caller's gate query -> the statement that runs it with the append
-
-
-def _gated_query(gate):
-    """append_record with the caller's gate as a first CTE: the partition's row is updated (and the
-    record stored) only if the gate returns a row. Built from the engine's own append_record, once."""
-    query = _GATED.get(gate)
-    if query is None:
-        base = queries["append_record"]
-        where = "WHERE topic_id = %(topic_id)s AND number = %(partition)s"
-        tail = "SELECT base_offset FROM slot"
-        if not base.startswith("WITH slot AS (") or base.count(where) != 1 or not base.endswith(tail):
-            raise RuntimeError("append_record no longer has the shape append_record_after expects")
-        query = base.replace("WITH slot AS (", f"WITH gate AS (\n{gate}\n), slot AS (", 1)
-        query = query.replace(where, where + " AND EXISTS (SELECT FROM gate)", 1)
-        # The gate's value rides along, so the caller can tell "the gate wrote nothing" from "the
-        # partition is missing" without a second query.
-        query = query[:-len(tail)] + (
-            "SELECT (SELECT base_offset FROM slot), (SELECT * FROM gate)")
-        _GATED[gate] = query
-    return query
-
-
-def append_record_after(gate, gate_params, *, topic_id, partition, record):
-    """Run gate (one data-modifying query, e.g. an INSERT ... RETURNING, written with %(name)s
-    parameters from gate_params, returning at most one row of one non-null column) and append record
-    to the partition, in one statement.
-
-    The record is appended only if gate returns a row. Returns (base offset or None, gate's value
-    or None); a base offset of None with a value from gate means the partition is missing: gate's
-    write stands, and the caller, in its transaction, decides (retry or roll back). Joins the
-    caller's transaction (call it in one: the gate and a retried append must commit together),
-    takes no savepoint, and commits as acks=all does.
-    """
-    params = {
-        **gate_params, "topic_id": topic_id, "partition": partition,
-        "bytes": len(record.value or b"") + len(record.key or b""),
-        "key": record.key, "value": record.value, "value_format": record.value_format,
-        "header": Jsonb(record.headers) if record.headers else None, "producer_id": None, "base_sequence": None,
-    }
-    cur = cursor()
-    level = _needs_commit_level(cur, types.Acks.ALL)  # read once per connection
-    with cur.connection._sluice_errors:
-        if level is not None:
-            # As append_records does for acks=all; the caller's transaction holds it.
-            cur.execute(f"SET LOCAL synchronous_commit = {level}")
-        return cur.execute(_gated_query(gate), params, binary=True).fetchone()
-
-
 def append_selected(ctes, params, *, topic_id, partition):
     """Run the caller's CTEs (SQL to follow WITH, with %(name)s parameters from params) and append
     the records their CTE named source selects to the partition, in one statement (append_selected
     in log.sql says what source gives and how to gate writes on the CTE target).
 
-    Returns (base offset, the records' timestamp), or None if the partition is missing. Joins the
-    caller's transaction and commits as acks=all does.
+    Returns (base offset or None, the records' timestamp, records appended, whether the partition
+    exists). In the caller's transaction it joins it; in autocommit the statement is its own
+    transaction, one round trip. Commits as acks=all does.
     """
     cur = cursor()
-    level = _needs_commit_level(cur, types.Acks.ALL)
     query = _SELECTED.get(ctes)
     if query is None:
         query = _SELECTED[ctes] = queries["append_selected"].replace("/* the caller's CTEs */", ctes, 1)
+    params = {**params, "topic_id": topic_id, "partition": partition}
+    level = _needs_commit_level(cur, types.Acks.ALL)
     with cur.connection._sluice_errors:
-        if level is not None:
+        if level is None:
+            return cur.execute(query, params).fetchone()
+        # As append_records does for acks=all: SET LOCAL needs a transaction, the caller's or ours.
+        with transaction.atomic(savepoint=False):
             cur.execute(f"SET LOCAL synchronous_commit = {level}")
-        return cur.execute(query, {**params, "topic_id": topic_id, "partition": partition}).fetchone()
+            return cur.execute(query, params).fetchone()
 
 
 _SELECTED = {}  # the caller's CTEs -> the statement that runs them with the append

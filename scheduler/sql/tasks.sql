@@ -77,18 +77,27 @@ UPDATE scheduler_taskresult t
 RETURNING t.id, doomed.delayed_id
 
 -- name: enqueue_task --
--- A single enqueue's task row, run as the gate of its record's append (producer.send_after): the
--- row and the record are one statement. ON CONFLICT DO NOTHING (no target, so it covers the
--- partial unique index task_unique_key_active) writes nothing when the unique key is taken: no
--- row comes back, the record is not appended, and the caller's transaction stays usable without a
--- savepoint. Every NOT NULL column is given: the model's Python defaults are not column defaults.
-INSERT INTO scheduler_taskresult (id, task_name, queue, args, kwargs, state, unique_key, enqueued_at, eta,
-                                  generation, attempts, failures, lost, worker, error_class, error_message,
-                                  traceback, progress_message, priority, concurrency_key, concurrency_limit)
-VALUES (%(id)s, %(task_name)s, %(queue)s, %(args)s, %(kwargs)s, 'queued', %(unique_key)s, now(), NULL,
-        1, 0, 0, 0, '', '', '', '', '', %(priority)s, %(concurrency_key)s, %(concurrency_limit)s)
-    ON CONFLICT DO NOTHING
-RETURNING enqueued_at
+-- The CTEs of a single enqueue (producer.send_selected puts them into the append of its record):
+-- the task's row and its record in one statement, in the caller's transaction or, in autocommit, as
+-- a transaction of its own. ON CONFLICT DO NOTHING (no target, so it covers the partial unique
+-- index task_unique_key_active) writes nothing when the unique key is taken: source then has no
+-- row, no record is appended, and the caller's transaction stays usable without a savepoint. The
+-- record is enqueue_many's; the write waits on target as there. Every NOT NULL column is given.
+written AS (
+    INSERT INTO scheduler_taskresult (id, task_name, queue, args, kwargs, state, unique_key, enqueued_at, eta,
+                                      generation, attempts, failures, lost, worker, error_class, error_message,
+                                      traceback, progress_message, priority, concurrency_key, concurrency_limit)
+    SELECT %(id)s, %(task_name)s, %(queue)s, %(args)s::jsonb, %(kwargs)s::jsonb, 'queued', %(unique_key)s, now(),
+           NULL, 1, 0, 0, 0, '', '', '', '', '', %(priority)s, %(concurrency_key)s, %(concurrency_limit)s
+     WHERE EXISTS (SELECT FROM target)
+        ON CONFLICT DO NOTHING
+    RETURNING id
+), source AS (
+    SELECT 1 AS ordinality,
+           convert_to('{"id":"' || id::text || '","task":' || %(name_json)s::text || ',"generation":1}', 'UTF8') AS value,
+           %(json_format)s::smallint AS value_format
+      FROM written
+)
 
 -- name: start_tasks --
 -- Start the tasks of a poll's first deliveries together, in one statement (its own transaction):

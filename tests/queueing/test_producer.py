@@ -207,8 +207,9 @@ written AS (
 def test_send_selected_appends_what_the_callers_statement_selects_after_its_writes(db, topic):
     producer.send(topic.name, b"before", partition=0)
     with transaction.atomic():
-        partition, base, timestamp = producer.send_selected(
+        partition, base, timestamp, appended = producer.send_selected(
             SELECTED, {"client": "selected", "values": ["a", "b", "c"]}, topic.name, count=3, max_bytes=1)
+    assert appended == 3
     offsets = [o for o, _, _ in stored(topic.id, partition)]
     assert offsets == list(range(offsets[-1] + 1))  # dense, after whatever was there
     assert [(o, bytes(v)) for o, v, _ in stored(topic.id, partition)[-3:]] == [
@@ -236,3 +237,11 @@ def test_send_selected_writes_once_when_its_topic_was_recreated_behind_the_cache
         producer.send_selected(SELECTED, {"client": "recreated", "values": ["x"]}, "recreated", count=1, max_bytes=1)
     assert [bytes(v) for _, v, _ in stored(fresh.id, 0)] == [b"x"]
     assert models.Producer.objects.filter(client_id="recreated").count() == 1  # the stale try wrote nothing
+
+
+def test_send_selected_appends_nothing_and_locks_nothing_when_the_callers_writes_select_no_row(db, topic):
+    empty = """written AS (SELECT 1 AS n WHERE EXISTS (SELECT FROM target) AND false),
+source AS (SELECT 1 AS ordinality, '\\x00'::bytea AS value, 0::smallint AS value_format FROM written)"""
+    partition, base, _, appended = producer.send_selected(empty, {}, topic.name, count=1, max_bytes=1)
+    assert (base, appended) == (None, 0)
+    assert models.Partition.objects.get(topic_id=topic.id, number=partition).next_offset == 0

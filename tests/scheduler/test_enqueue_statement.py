@@ -110,7 +110,7 @@ def test_a_single_enqueue_keeps_its_concurrency_key(db):
 
 
 def test_a_single_enqueue_survives_its_topic_recreated_behind_the_cache(db):
-    """Guards send_after's fallback: a cached topic id that no longer exists must not leave a task
+    """Guards send_selected's retry: a cached topic id that no longer exists must not leave a task
     row without its record."""
     sample.add.enqueue(0, b=0)
     name = tasks.topic_for("sample")

@@ -100,7 +100,10 @@ class TaskAttempt(models.Model):
         INTERRUPTED = "interrupted", "interrupted (handed back at shutdown)"
         ABORTED = "aborted", "aborted (on request, cooperatively)"
 
-    task = models.ForeignKey(TaskResult, on_delete=models.CASCADE, related_name="attempt_rows")
+    # No constraint in the database: its check, deferred to the commit of every start, locked the
+    # task's row again for each attempt (a WAL record a task). Attempts go with their task in
+    # prune_results, the only delete of tasks, and in the ORM's own cascade.
+    task = models.ForeignKey(TaskResult, on_delete=models.CASCADE, related_name="attempt_rows", db_constraint=False)
     number = models.IntegerField()
     worker = models.CharField(max_length=255)
     started_at = models.DateTimeField(db_default=Now())

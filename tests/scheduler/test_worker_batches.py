@@ -141,3 +141,31 @@ def test_a_batch_whose_child_is_killed_midway_keeps_what_came_and_hands_back_the
     finally:
         loop.stop()
         loop.close()
+
+
+def test_ending_a_batch_of_attempts_reads_the_indexes_under_statistics_from_a_small_table(db):
+    """A drain grows the attempts table faster than ANALYZE follows: end_attempts must find its rows
+    by index even when the statistics say the table is nearly empty and every attempt is running."""
+    import json as json_module
+
+    from django.db import connection
+
+    from scheduler import models as task_models
+    from scheduler.sql import queries
+
+    ids = [str(r.id) for r in sample.add.enqueue_many([((n,), {"b": n}) for n in range(64)])]
+    insert = """INSERT INTO scheduler_taskattempt (task_id, number, worker, started_at, outcome, error_class,
+                                                   error_message, traceback)
+                SELECT gen_random_uuid(), 1, 'w', now(), 'succeeded', '', '', '' FROM generate_series(1, %s)"""
+    with connection.cursor() as cursor:
+        # Early in a drain: a few hundred attempts ended, a batch running, and ANALYZE runs.
+        cursor.execute(insert, [500])
+        task_models.TaskAttempt.objects.bulk_create(task_models.TaskAttempt(task_id=i, number=1, worker="w")
+                                                    for i in ids)
+        cursor.execute("ANALYZE scheduler_taskattempt")
+        # Then the drain goes on: thousands of attempts the statistics do not count.
+        cursor.execute(insert, [30000])
+        cursor.execute("EXPLAIN (FORMAT JSON) " + queries["end_attempts"],
+                       {"ids": ids, "numbers": [1] * len(ids), "outcome": "succeeded"})
+        plan = json_module.dumps(cursor.fetchone()[0])
+    assert '"Seq Scan"' not in plan, plan

@@ -166,31 +166,44 @@ class Producer:
                     results[index] = delayed.schedule(info, record, partition=keep, deliver_at=due)
         return results
 
-    def send_selected(self, ctes, params, topic, *, count, max_bytes):
-        """Run the caller's CTEs and append the records (up to count, at most max_bytes each) that
-        their CTE named source makes to one partition of topic, in one statement (see
-        storage.append_selected): rows written and their records in one round trip.
+    def send_selected(self, ctes, batches, topic, *, max_bytes):
+        """Run the caller's CTEs and append the records (at most max_bytes each) that their CTE
+        named source makes to one partition of topic, one statement per batch of parameters (see
+        storage.append_selected): rows written and their records in one round trip, and batches
+        pipelined, made one at a time while the database runs the last.
 
-        In the caller's transaction.atomic() it joins it; in autocommit it is one transaction of its
-        own. acks=all, not idempotent; the records go to the sticky partition, as a batch. Returns
-        (partition, base offset or None, the records' timestamp, records appended): none when the
-        caller's writes gave source no row. Raises TopicNotFound, MessageTooLarge, PartitionNotFound
-        (the partition was deleted while the statement ran: the caller's writes may stand).
+        batches is an iterable of parameter dicts, read one at a time. All of them go in one
+        transaction: the caller's, or, in autocommit, one of their own. acks=all, not idempotent;
+        the records go to the sticky partition, as one batch. Returns, per batch, (partition, base
+        offset or None, the records' timestamp, records appended): none when the caller's writes
+        gave source no row. Raises TopicNotFound, MessageTooLarge, PartitionNotFound (the partition
+        was deleted while a statement ran: the caller's writes may stand).
         """
+        made = []  # the batches' parameters, kept for a second try
+        batches = iter(batches)
+
+        def parameters():
+            yield from made
+            for params in batches:
+                made.append(params)
+                yield params
+
         for _ in range(2):
             info = topics.cached_topic(topic)
             if max_bytes > info.max_message_bytes:
                 raise exceptions.MessageTooLarge(topic=info.name, size=max_bytes, limit=info.max_message_bytes)
-            target = self._sticky.partition(info.name, info.partition_count, max_bytes * count)
+            target = self._sticky.partition(info.name, info.partition_count, max_bytes)
             self._sticky.new_batch(info.name)
-            base, timestamp, appended, found = storage.append_selected(ctes, params, topic_id=info.id,
-                                                                       partition=target)
-            if found:
-                if appended and base is None:
+            results = storage.append_selected(ctes, parameters(), topic_id=info.id, partition=target)
+            if all(found for *_, found in results):
+                if any(appended and base is None for base, _, appended, _ in results):
                     raise exceptions.PartitionNotFound(topic=info.name, partition=target)
-                return target, base, timestamp, appended
+                return [(target, base, timestamp, appended) for base, timestamp, appended, _ in results]
             # The cached topic was deleted or recreated since it was read: the caller's writes,
-            # gated on the partition, wrote nothing; once more with the topic as it is now.
+            # gated on the partition, wrote nothing (the statements that found it would have
+            # found it all); once more with the topic as it is now.
+            if any(found for *_, found in results):
+                raise exceptions.PartitionNotFound(topic=info.name, partition=target)
             topics.forget_topic(topic)
         raise exceptions.PartitionNotFound(topic=info.name, partition=target)
 
@@ -283,7 +296,7 @@ def send_batch(topic, values, *, key=None, keys=None, headers=None, partition=No
                                **when)
 
 
-def send_selected(ctes, params, topic, *, count, max_bytes):
-    """Append the records of the caller's statement with the default producer; see Producer.send_selected."""
-    return _default.send_selected(ctes, params, topic, count=count, max_bytes=max_bytes)
+def send_selected(ctes, batches, topic, *, max_bytes):
+    """Append the records of the caller's statements with the default producer; see Producer.send_selected."""
+    return _default.send_selected(ctes, batches, topic, max_bytes=max_bytes)
 

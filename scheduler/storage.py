@@ -27,14 +27,21 @@ def prune_workflows(*, keep_s, limit):
         return cursor.rowcount
 
 
-def enqueue_many(rows, topic):
+def enqueue_many(chunks, topic, task_name):
     """Write the new TaskResult rows of one enqueue_many (one task's, queued: they share name, queue
-    and priority) and append a record for each to topic, in one statement of the caller's
-    transaction; set their enqueued_at."""
-    params = _many_params(rows)
-    _, _, now, _ = producer.send_selected(queries["enqueue_many"], params, topic, count=len(rows),
-                                          max_bytes=RECORD_BYTES + len(params["name_json"]))
-    for row in rows:
+    and priority), given in chunks (an iterable of lists, made one at a time), and append a record
+    for each to topic, in one transaction (the caller's): one statement a chunk, pipelined, so the
+    database writes a chunk while the next is made. Set their enqueued_at."""
+    written = []
+
+    def batches():
+        for rows in chunks:
+            written.extend(rows)
+            yield _many_params(rows)
+
+    (_, _, now, _), *_ = producer.send_selected(queries["enqueue_many"], batches(), topic,
+                                                max_bytes=RECORD_BYTES + len(json.dumps(task_name)))
+    for row in written:
         row.enqueued_at = now
 
 
@@ -72,8 +79,8 @@ def enqueue_task(row, topic):
         "concurrency_key": row.concurrency_key, "concurrency_limit": row.concurrency_limit,
         "name_json": name_json, "json_format": ValueFormat.JSON,
     }
-    _, _, enqueued_at, appended = producer.send_selected(queries["enqueue_task"], params, topic, count=1,
-                                                         max_bytes=RECORD_BYTES + len(name_json))
+    [(_, _, enqueued_at, appended)] = producer.send_selected(queries["enqueue_task"], [params], topic,
+                                                             max_bytes=RECORD_BYTES + len(name_json))
     if not appended:
         return False
     row.enqueued_at = enqueued_at

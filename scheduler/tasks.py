@@ -21,8 +21,10 @@ TOPIC_PREFIX = "tasks."
 BAND_PREFIX = "tasks-p"
 BAND_NAME = re.compile(r"^tasks-p(?P<priority>-?[0-9]+)\.(?P<queue>.+)$")
 MIN_PRIORITY, MAX_PRIORITY = -100, 100  # Django's tasks range
-MAX_ATTEMPTS_LIMIT = 1000  # the engine's largest delivery limit: a task group's own limit is set to it
+MAX_ATTEMPTS_LIMIT = 1000
+ENQUEUE_CHUNK = 250  # enqueue_many writes this many tasks a statement, pipelined  # the engine's largest delivery limit: a task group's own limit is set to it
 _registry: dict[str, "Task"] = {}
+_discovered = False  # every app's tasks module imported (discover)
 _templates: dict[tuple, dict] = {}  # the fields of a new task row (Task._rows), by (name, queue, priority)
 
 
@@ -175,20 +177,21 @@ class Task:
         """
         from scheduler import results
 
-        calls = [(list(a), dict(k)) for a, k in calls]
         due = self._due()
-        rows = self._rows(calls, due)
-        if not rows:
+        calls = self._checked([(list(a), dict(k)) for a, k in calls])
+        if not calls:
             return []
         topic = ensure_queue(self.queue, self.priority).name
+        rows = []
         try:
             # A savepoint only where a unique key may be taken: to raise AlreadyEnqueued with the
             # caller's transaction still usable. Without one nothing here can conflict.
-            unique = any(row.unique_key is not None for row in rows)
+            unique = any(unique_key is not None for _, _, unique_key, _ in calls)
             with transaction.atomic(savepoint=unique):
                 if due is None and steps is None:
-                    storage.enqueue_many(rows, topic)
+                    storage.enqueue_many(self._chunks(calls, rows), topic, self.name)
                 else:
+                    rows = self._build(calls, due)
                     storage.insert_results(rows)
                     send_records(rows, due, steps=steps)
         except IntegrityError as error:
@@ -197,13 +200,34 @@ class Task:
             raise
         return [results.Result(row) for row in rows]
 
+    def _chunks(self, calls, rows):
+        """The rows of checked calls, made ENQUEUE_CHUNK at a time as they are asked for (the
+        database writes a chunk while the next is made), each also added to rows."""
+        for start in range(0, len(calls), ENQUEUE_CHUNK):
+            chunk = self._build(calls[start:start + ENQUEUE_CHUNK], None)
+            rows.extend(chunk)
+            yield chunk
+
     def _rows(self, calls, due):
         """The new TaskResult rows (not saved) of (args, kwargs) calls; raises NotJSON, InvalidTask."""
+        return self._build(self._checked(calls), due)
+
+    def _checked(self, calls):
+        """Check (args, kwargs) calls before anything is written; return (args, kwargs, unique key,
+        concurrency key) of each. Raises NotJSON, InvalidTask."""
+        checked = []
         for args, kwargs in calls:
             if args:
                 check_json(args, what="arguments", task=self.name)
             if kwargs:
                 check_json(kwargs, what="arguments", task=self.name)
+            unique_key = self._unique_key(args, kwargs) if self.unique_key is not None else None
+            concurrency_key = self._concurrency_key(args, kwargs) if self.concurrency_key is not None else None
+            checked.append((args, kwargs, unique_key, concurrency_key))
+        return checked
+
+    def _build(self, calls, due):
+        """The new TaskResult rows (not saved) of checked calls."""
         # The rows copy the fields of one model instance built the ordinary way, kept per task, and
         # get a fresh ModelState: Django's Model.__init__ (defaults of some 30 fields) was most of a
         # bulk enqueue's Python time and a fifth of a single enqueue's. The copied defaults are
@@ -216,19 +240,17 @@ class Task:
             _templates[template] = fields
         rows = []
         new, new_id, state = models.TaskResult.__new__, models.new_task_id, models.State.SCHEDULED if due else None
-        for args, kwargs in calls:
+        for args, kwargs, unique_key, concurrency_key in calls:
             row = new(models.TaskResult)
             row.__dict__.update(fields)
             row._state = ModelState()
             row.id, row.args, row.kwargs = new_id(), args, kwargs
             if state is not None:
                 row.state, row.eta = state, due
-            if self.unique_key is not None:
-                row.unique_key = self._unique_key(args, kwargs)
-            if self.concurrency_key is not None:
-                row.concurrency_key = self._concurrency_key(args, kwargs)
-                if row.concurrency_key is not None:
-                    row.concurrency_limit = self.concurrency_limit
+            if unique_key is not None:
+                row.unique_key = unique_key
+            if concurrency_key is not None:
+                row.concurrency_key, row.concurrency_limit = concurrency_key, self.concurrency_limit
             rows.append(row)
         return rows
 
@@ -392,7 +414,12 @@ def task(function=None, *, name=None, queue="default", max_attempts=1, retry_on=
 
 
 def discover():
-    autodiscover_modules("tasks")
+    """Import every installed app's tasks module, once a process: the worker asks for the registry
+    at every batch, and autodiscover_modules looks every app up again each time."""
+    global _discovered
+    if not _discovered:
+        autodiscover_modules("tasks")
+        _discovered = True
 
 
 def get(name):

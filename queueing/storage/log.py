@@ -1,4 +1,6 @@
 """Raw SQL of the log: appends, fetches, offset commits."""
+import itertools
+
 import psycopg
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
@@ -152,28 +154,39 @@ def _append_one(cur, topic_id, partition, record, producer_id, base_sequence):
     return row[0]
 
 
-def append_selected(ctes, params, *, topic_id, partition):
-    """Run the caller's CTEs (SQL to follow WITH, with %(name)s parameters from params) and append
-    the records their CTE named source selects to the partition, in one statement (append_selected
-    in log.sql says what source gives and how to gate writes on the CTE target).
+def append_selected(ctes, batches, *, topic_id, partition):
+    """Run the caller's CTEs (SQL to follow WITH, with %(name)s parameters) and append the records
+    their CTE named source selects to the partition, in one statement per batch of parameters
+    (append_selected in log.sql says what source gives and how to gate writes on the CTE target).
 
-    Returns (base offset or None, the records' timestamp, records appended, whether the partition
-    exists). In the caller's transaction it joins it; in autocommit the statement is its own
-    transaction, one round trip. Commits as acks=all does.
+    batches is an iterable of parameter dicts, read one at a time: several are pipelined, each
+    statement sent as soon as its parameters are made, so the database runs one while the caller
+    makes the next; they all join one transaction (the caller's, or one of their own). A single
+    batch in autocommit is one statement, one round trip. Returns, per batch, (base offset or None,
+    the records' timestamp, records appended, whether the partition exists). Commits as acks=all.
     """
     cur = cursor()
     query = _SELECTED.get(ctes)
     if query is None:
         query = _SELECTED[ctes] = queries["append_selected"].replace("/* the caller's CTEs */", ctes, 1)
-    params = {**params, "topic_id": topic_id, "partition": partition}
+    place = {"topic_id": topic_id, "partition": partition}
     level = _needs_commit_level(cur, types.Acks.ALL)
+    batches = iter(batches)
+    first = next(batches)
+    following = next(batches, None)
     with cur.connection._sluice_errors:
-        if level is None:
-            return cur.execute(query, params).fetchone()
-        # As append_records does for acks=all: SET LOCAL needs a transaction, the caller's or ours.
-        with transaction.atomic(savepoint=False):
-            cur.execute(f"SET LOCAL synchronous_commit = {level}")
-            return cur.execute(query, params).fetchone()
+        if following is None and level is None:
+            return [cur.execute(query, {**first, **place}).fetchone()]
+        with transaction.atomic(savepoint=False), cur.connection.pipeline():
+            if level is not None:
+                # As append_records does for acks=all: SET LOCAL needs a transaction.
+                cur.execute(f"SET LOCAL synchronous_commit = {level}")
+            sent = []
+            for params in itertools.chain([first], [] if following is None else [following], batches):
+                statement = psycopg.Cursor(cur.connection)  # a result of its own in the pipeline
+                statement.execute(query, {**params, **place})
+                sent.append(statement)
+        return [statement.fetchone() for statement in sent]
 
 
 _SELECTED = {}  # the caller's CTEs -> the statement that runs them with the append

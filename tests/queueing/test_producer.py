@@ -2,7 +2,7 @@ import threading
 import time
 
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from queueing import exceptions, models, partitioner, producer, storage, topics, types
 from tests.conftest import cut_connection
@@ -207,8 +207,8 @@ written AS (
 def test_send_selected_appends_what_the_callers_statement_selects_after_its_writes(db, topic):
     producer.send(topic.name, b"before", partition=0)
     with transaction.atomic():
-        partition, base, timestamp, appended = producer.send_selected(
-            SELECTED, {"client": "selected", "values": ["a", "b", "c"]}, topic.name, count=3, max_bytes=1)
+        [(partition, base, timestamp, appended)] = producer.send_selected(
+            SELECTED, [{"client": "selected", "values": ["a", "b", "c"]}], topic.name, max_bytes=1)
     assert appended == 3
     offsets = [o for o, _, _ in stored(topic.id, partition)]
     assert offsets == list(range(offsets[-1] + 1))  # dense, after whatever was there
@@ -221,8 +221,7 @@ def test_send_selected_appends_what_the_callers_statement_selects_after_its_writ
 def test_send_selected_refuses_records_larger_than_the_topics_limit_and_writes_nothing(db):
     small = topics.create_topic("small-records", partitions=1, max_message_bytes=4)
     with pytest.raises(exceptions.MessageTooLarge):
-        producer.send_selected(SELECTED, {"client": "too-large", "values": ["12345"]}, small.name, count=1,
-                               max_bytes=5)
+        producer.send_selected(SELECTED, [{"client": "too-large", "values": ["12345"]}], small.name, max_bytes=5)
     assert not models.Producer.objects.filter(client_id="too-large").exists()
     assert stored(small.id, 0) == []
 
@@ -234,14 +233,43 @@ def test_send_selected_writes_once_when_its_topic_was_recreated_behind_the_cache
     fresh = topics.create_topic("recreated", partitions=1)
     topics._cache["recreated"] = (time.monotonic(), stale)  # as another process's cache would still hold it
     with transaction.atomic():
-        producer.send_selected(SELECTED, {"client": "recreated", "values": ["x"]}, "recreated", count=1, max_bytes=1)
-    assert [bytes(v) for _, v, _ in stored(fresh.id, 0)] == [b"x"]
-    assert models.Producer.objects.filter(client_id="recreated").count() == 1  # the stale try wrote nothing
+        producer.send_selected(SELECTED, [{"client": "recreated", "values": ["x"]}, {"client": "recreated", "values": ["y"]}],
+                               "recreated", max_bytes=1)
+    assert [bytes(v) for _, v, _ in stored(fresh.id, 0)] == [b"x", b"y"]
+    assert models.Producer.objects.filter(client_id="recreated").count() == 2  # the stale try wrote nothing
 
 
 def test_send_selected_appends_nothing_and_locks_nothing_when_the_callers_writes_select_no_row(db, topic):
     empty = """written AS (SELECT 1 AS n WHERE EXISTS (SELECT FROM target) AND false),
 source AS (SELECT 1 AS ordinality, '\\x00'::bytea AS value, 0::smallint AS value_format FROM written)"""
-    partition, base, _, appended = producer.send_selected(empty, {}, topic.name, count=1, max_bytes=1)
+    [(partition, base, _, appended)] = producer.send_selected(empty, [{}], topic.name, max_bytes=1)
     assert (base, appended) == (None, 0)
     assert models.Partition.objects.get(topic_id=topic.id, number=partition).next_offset == 0
+
+
+def test_send_selected_pipelines_batches_made_one_at_a_time_into_one_transaction(db, topic):
+    made = []
+
+    def batches():
+        for n in range(3):
+            made.append(n)
+            yield {"client": f"pipelined-{n}", "values": [f"{n}a", f"{n}b"]}
+
+    results = producer.send_selected(SELECTED, batches(), topic.name, max_bytes=2)
+    assert made == [0, 1, 2] and [appended for *_, appended in results] == [2, 2, 2]
+    [partition] = {p for p, *_ in results}
+    assert [base for _, base, _, _ in results] == [results[0][1], results[0][1] + 2, results[0][1] + 4]
+    assert len({timestamp for _, _, timestamp, _ in results}) == 1  # one transaction
+    assert [bytes(v) for _, v, _ in stored(topic.id, partition)][-6:] == [b"0a", b"0b", b"1a", b"1b", b"2a", b"2b"]
+    assert models.Producer.objects.filter(client_id__startswith="pipelined-").count() == 3
+
+
+def test_send_selected_batches_commit_or_roll_back_together(db, topic):
+    def batches():
+        yield {"client": "doomed", "values": ["ok"]}
+        yield {"client": None, "values": ["no"]}  # a producer row without its NOT NULL client id
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        producer.send_selected(SELECTED, batches(), topic.name, max_bytes=2)
+    assert not models.Producer.objects.filter(client_id="doomed").exists()
+    assert all(stored(topic.id, p) == [] for p in range(3))

@@ -148,24 +148,30 @@ def test_enqueue_many_with_a_taken_unique_key_leaves_the_callers_transaction_usa
 @pytest.mark.django_db(transaction=True)
 def test_enqueue_many_is_one_statement_and_writes_the_records_a_send_would():
     sample.add.enqueue(0, b=0)
-    calls = [((n, "é\"\\"), {"b": [n]}) for n in range(1, 301)]
+    calls = [((n, "é\"\\"), {"b": [n]}) for n in range(1, tasks.ENQUEUE_CHUNK + 1)]
     with transaction.atomic():
         sent = statements(lambda: sample.add.enqueue_many(calls))
     assert len(sent) == 1, sent
+    # More than a chunk: a statement a chunk, pipelined, in the same transaction.
+    calls += [((n, "é\"\\"), {"b": [n]}) for n in range(tasks.ENQUEUE_CHUNK + 1, 3 * tasks.ENQUEUE_CHUNK + 1)]
+    with transaction.atomic():
+        sample.add.enqueue_many(calls[tasks.ENQUEUE_CHUNK:])
     rows = {str(r.id): r for r in models.TaskResult.objects.filter(args__0__gt=0)}
-    assert len(rows) == 300
+    assert len(rows) == len(calls)
     written = [r for r in records(tasks.topic_for("sample")) if json.loads(bytes(r.value))["id"] in rows]
-    assert len(written) == 300
+    assert len(written) == len(calls)
     for record in written:
         value = json.loads(bytes(record.value))
         assert bytes(record.value) == producer.encode_value(value)[0]  # byte for byte what a send stores
         assert value == {"id": value["id"], "task": "tests.sampleapp.tasks.add", "generation": 1}
         row = rows[value["id"]]
         assert (row.state, row.kwargs, row.enqueued_at) == ("queued", {"b": [row.args[0]]}, record.timestamp)
-    # In call order, with dense offsets, in one partition (one batch).
-    assert len({r.partition for r in written}) == 1
-    assert [rows[json.loads(bytes(r.value))["id"]].args[0] for r in written] == list(range(1, 301))
-    assert [r.offset for r in written] == list(range(written[0].offset, written[0].offset + 300))
+    # Each call in call order, with dense offsets, in one partition (one batch).
+    for first, last in ((1, tasks.ENQUEUE_CHUNK), (tasks.ENQUEUE_CHUNK + 1, len(calls))):
+        batch = [r for r in written if first <= rows[json.loads(bytes(r.value))["id"]].args[0] <= last]
+        assert len({r.partition for r in batch}) == 1
+        assert [rows[json.loads(bytes(r.value))["id"]].args[0] for r in batch] == list(range(first, last + 1))
+        assert [r.offset for r in batch] == list(range(batch[0].offset, batch[0].offset + len(batch)))
 
 
 def test_enqueue_many_survives_its_topic_recreated_behind_the_cache(db):

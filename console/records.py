@@ -1,10 +1,12 @@
-"""How the console shows a record: its value as pretty JSON, text, or hex and base64 for bytes."""
+"""How the console reads and shows records: a page of a partition, a value as pretty JSON, text, or
+hex and base64 for bytes."""
 import base64
 import json
 
-from queueing import types
+from queueing import remote, types
 
 PREVIEW_BYTES = 64 * 1024  # a page shows at most this much of a value
+PAGE_RECORDS = 50  # records a page of a partition shows
 
 
 def shown_value(record):
@@ -66,3 +68,10 @@ def _origin(headers):
             "offset": headers.get(types.DLQ_ORIGINAL_OFFSET), "group": headers.get(types.DLQ_GROUP),
             "attempts": headers.get(types.DLQ_ATTEMPTS), "error": headers.get(types.DLQ_ERROR),
             "failed_at": headers.get(types.DLQ_FAILED_AT)}
+
+
+def page(topic, partition, offset, limit):
+    """One page of a partition from offset (or its start), through the engine's remote read."""
+    start, log_start, log_end, rows = remote.read(topic, partition, offset=offset, max_records=limit)
+    return {"start": start, "log_start": log_start, "log_end": log_end,
+            "records": [view(r) for r in rows], "next": rows[-1].offset + 1 if rows else None}

@@ -2,7 +2,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from console import attempt_views, apikey_views, delayed_views, task_views, views
+from console import apikey_views, attempt_views, dead_letter_views, delayed_views, task_views, views
 
 app_name = "console"
 urlpatterns = [
@@ -16,10 +16,10 @@ urlpatterns = [
     path("topics/<str:name>/delete", views.delete_topic, name="delete_topic"),
     path("topics/<str:name>/messages/", views.messages_page, name="messages"),
     path("retries/", attempt_views.attempts_page, name="attempts"),
-    path("dead-letters/", views.dead_letters, name="dead_letters"),
-    path("dead-letters/<str:name>/", views.dead_letter_topic, name="dead_letter_topic"),
-    path("dead-letters/<str:name>/redrive", views.redrive, name="redrive"),
-    path("dead-letters/<str:name>/purge", views.purge_dead_letters, name="purge_dead_letters"),
+    path("dead-letters/", dead_letter_views.dead_letters, name="dead_letters"),
+    path("dead-letters/<str:name>/", dead_letter_views.dead_letter_topic, name="dead_letter_topic"),
+    path("dead-letters/<str:name>/redrive", dead_letter_views.redrive, name="redrive"),
+    path("dead-letters/<str:name>/purge", dead_letter_views.purge_dead_letters, name="purge_dead_letters"),
     path("groups/", views.groups, name="groups"),
     path("groups/<str:name>/", views.group, name="group"),
     path("share-groups/<str:name>/", views.share_group, name="share_group"),

@@ -1,21 +1,21 @@
 """The console's pages and the JSON they poll; thin over the engine's and outbox's functions."""
 from django.contrib import messages
 from django.db import transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, F, Sum
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 
-from console import access, audit, lag, records
+from console import access, audit, inputs, lag, records
+from console.dead_letter_views import dead_letter_topics
 from outbox import exceptions as outbox_exceptions
 from outbox import half, relay
 from outbox import models as outbox_models
-from queueing import exceptions, offsets, remote, replay, retention, retries, selectors, topics
+from queueing import exceptions, offsets, remote, selectors, topics
 from queueing import models as engine
 from scheduler import models as task_models
 
 PAGE = 100
-PAGE_RECORDS = 50
 KEY_WINDOW = 10_000  # newest records per partition a search by key looks through, by default
 
 
@@ -159,38 +159,13 @@ def audit_log(request):
     return render(request, "console/audit.html", {"entries": audit.recent()})
 
 
-def _read(topic, partition, offset, limit):
-    """One page of a partition from offset (or its start), through the engine's remote read."""
-    start, log_start, log_end, rows = remote.read(topic, partition, offset=offset, max_records=limit)
-    return {"start": start, "log_start": log_start, "log_end": log_end,
-            "records": [records.view(r) for r in rows], "next": rows[-1].offset + 1 if rows else None}
-
-
-def _whole(text, default=None):
-    try:
-        return default if text in (None, "") else max(0, int(text))
-    except ValueError:
-        return default
-
-
-def _strict_whole(text, what):
-    """A whole number of 0 or more from a query parameter, or InvalidArgument saying which."""
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise exceptions.InvalidArgument(reason=f"{what} must be a whole number, not {text!r}") from None
-    if value < 0:
-        raise exceptions.InvalidArgument(reason=f"{what} must be 0 or more")
-    return value
-
-
 def _key_search(name, data):
     """The records with the key data asks for, among the newest records of one or every partition."""
     chosen = data.get("key_partition", "")
-    partitions = None if chosen == "" else [_strict_whole(chosen, "partition")]
-    window = _strict_whole(data.get("window") or KEY_WINDOW, "window")
+    partitions = None if chosen == "" else [inputs.strict_whole(chosen, "partition")]
+    window = inputs.strict_whole(data.get("window") or KEY_WINDOW, "window")
     return remote.find_by_key(name, records.key_candidates(data["key"]), partitions=partitions, window=window,
-                              max_records=PAGE_RECORDS)
+                              max_records=records.PAGE_RECORDS)
 
 
 @access.viewer
@@ -204,121 +179,21 @@ def messages_page(request, name):
     try:
         info = topics.get_topic(name)
         context.update(topic=info, partitions=range(info.partition_count))
-        partition = _strict_whole(data.get("partition") or 0, "partition")
-        offset = _whole(data.get("offset"))
+        partition = inputs.strict_whole(data.get("partition") or 0, "partition")
+        offset = inputs.whole(data.get("offset"))
         context["partition"] = partition
         if context["at"]:
             offset = remote.offset_for_time(name, partition, offsets.parse_datetime(context["at"].strip()))
         if context["key"]:
             context["windows"], context["found"] = _key_search(name, data)
             context["found"] = [records.view(r) for r in context["found"]]
-        context["page"] = _read(name, partition, offset, PAGE_RECORDS)
+        context["page"] = records.page(name, partition, offset, records.PAGE_RECORDS)
     except (exceptions.TopicNotFound, exceptions.PartitionNotFound) as error:
         return render(request, "console/missing.html", {"what": str(error)}, status=404)
     except exceptions.InvalidArgument as error:
         context["error"] = str(error)
         return render(request, "console/messages.html", context, status=400)
     return render(request, "console/messages.html", context)
-
-
-def dead_letter_topics():
-    """Topics that hold dead letters: every policy's dead-letter topic and the default GROUP.DLQ ones."""
-    named = retries.dead_letter_topic_names()
-    return (engine.Partition.objects.filter(Q(topic__name__in=named) | Q(topic__name__endswith=".DLQ"))
-            .values("topic__name").annotate(waiting=Sum(F("next_offset") - F("log_start_offset")),
-                                             partitions=Count("id")).order_by("topic__name"))
-
-
-@access.viewer
-def dead_letters(request):
-    return render(request, "console/dead_letters.html", {"topics": dead_letter_topics()})
-
-
-@access.viewer
-def dead_letter_topic(request, name):
-    """A dead-letter topic's records with their origin; one opened with every delivery attempt."""
-    partition, offset = _whole(request.GET.get("partition"), 0), _whole(request.GET.get("offset"))
-    try:
-        info = topics.get_topic(name)
-        page = _read(name, partition, offset, PAGE_RECORDS)
-    except (exceptions.TopicNotFound, exceptions.PartitionNotFound) as error:
-        return render(request, "console/missing.html", {"what": str(error)}, status=404)
-    opened, attempts = None, []
-    chosen = _whole(request.GET.get("open"))
-    if chosen is not None:
-        opened = next((r for r in page["records"] if r["offset"] == chosen), None)
-        if opened and opened["origin"]:
-            origin = opened["origin"]
-            attempts = engine.DeliveryAttempt.objects.filter(
-                group_name=origin["group"], topic_name=origin["topic"], partition=_whole(origin["partition"], -1),
-                offset=_whole(origin["offset"], -1)).order_by("attempt", "id")[:50]
-    return render(request, "console/dead_letter_topic.html", {
-        "topic": info, "partition": partition, "page": page, "partitions": range(info.partition_count),
-        "opened": opened, "attempts": attempts})
-
-
-@access.operator
-def redrive(request, name):
-    """Send the selected dead letters (or all) back to the group that failed them: the replay the
-    `replay --to-original` command runs, audited."""
-    actor = request.user.get_username()
-    try:
-        selected = None if request.POST.get("scope") == "all" else [
-            replay.parse_offset_spec(spec) for spec in request.POST.getlist("record")]
-        if selected == []:
-            raise exceptions.InvalidArgument(reason="select at least one dead letter, or redrive all")
-        plan = replay.plan_replay(name, to_original=True, offsets=selected)
-        # Not one transaction: a redrive of every dead letter runs in batches, as the command's does.
-        result = replay.execute_replay(plan)
-        audit.record(actor=actor, action="redrive dead letters", target=name,
-                     before={"selected": plan.count, "offsets": [f"{p}:{o}" for p, o in selected or ()] or "all"},
-                     after={"replayed": result.replayed, "skipped": result.skipped})
-    except exceptions.QueueingError as error:
-        messages.error(request, str(error))
-    else:
-        messages.success(request, f"redrove {result.replayed} dead letter(s) from {name}")
-    return redirect("console:dead_letter_topic", name=name)
-    actor = request.user.get_username()
-    try:
-        plan = replay.plan_replay(name, to_original=True, offsets=selected)
-        with transaction.atomic():
-            result = replay.execute_replay(plan)
-            audit.record(actor=actor, action="redrive dead letters", target=name,
-                         before={"selected": plan.count, "offsets": [f"{p}:{o}" for p, o in selected or ()] or "all"},
-                         after={"replayed": result.replayed, "skipped": result.skipped})
-    except exceptions.QueueingError as error:
-        messages.error(request, str(error))
-    else:
-        messages.success(request, f"redrove {result.replayed} dead letter(s) from {name}")
-    return redirect("console:dead_letter_topic", name=name)
-
-
-@access.operator
-def purge_dead_letters(request, name):
-    """Delete a dead-letter topic's records, all of them or those of one partition below an offset
-    (queueing.retention.delete_records, the topics delete-records command), only when the topic's
-    name was typed again to confirm; audited. Dead-letter topics only."""
-    if request.POST.get("confirm_name") != name:
-        messages.error(request, f"type the topic's name, {name}, to purge it")
-        return redirect("console:dead_letter_topic", name=name)
-    try:
-        if request.POST.get("scope") == "before":
-            partition = _count(request.POST.get("partition"), "partition")
-            before = {partition: _count(request.POST.get("before"), "the offset to purge below")}
-            partitions = [partition]
-        else:
-            before = partitions = None
-        with transaction.atomic():
-            done = retention.delete_records(name, before=before, partitions=partitions)
-            audit.record(actor=request.user.get_username(), action="purge dead letters", target=name,
-                         before={"log_starts": {d.partition: d.old_start for d in done}},
-                         after={"log_starts": {d.partition: d.new_start for d in done},
-                                "deleted": sum(d.deleted for d in done)})
-    except exceptions.QueueingError as error:
-        messages.error(request, str(error))
-    else:
-        messages.success(request, f"purged {sum(d.new_start - d.old_start for d in done)} dead letter(s) from {name}")
-    return redirect("console:dead_letter_topic", name=name)
 
 
 SCENARIOS = {  # scenario: how its value is read (None: it takes none), as reset_offsets reads it
@@ -371,20 +246,13 @@ def reset_execute(request, name):
     return redirect("console:group", name=name)
 
 
-def _count(text, what):
-    try:
-        return int(text)
-    except (TypeError, ValueError):
-        raise exceptions.InvalidArgument(reason=f"{what} must be a whole number") from None
-
-
 @access.operator
 def create_topic(request):
     """Create a topic through queueing.topics (the topics command's create), audited."""
     name = request.POST.get("name", "").strip()
     try:
         with transaction.atomic():
-            info = topics.create_topic(name, partitions=_count(request.POST.get("partitions", "1"), "partitions"))
+            info = topics.create_topic(name, partitions=inputs.integer(request.POST.get("partitions", "1"), "partitions"))
             audit.record(actor=request.user.get_username(), action="create topic", target=name,
                          after={"partitions": info.partition_count})
     except exceptions.QueueingError as error:
@@ -400,7 +268,7 @@ def add_partitions(request, name):
     try:
         with transaction.atomic():
             before = topics.get_topic(name).partition_count
-            info = topics.alter_topic(name, partitions=_count(request.POST.get("partitions"), "partitions"))
+            info = topics.alter_topic(name, partitions=inputs.integer(request.POST.get("partitions"), "partitions"))
             audit.record(actor=request.user.get_username(), action="add partitions", target=name,
                          before={"partitions": before}, after={"partitions": info.partition_count})
     except exceptions.QueueingError as error:

@@ -66,10 +66,13 @@ class ShareConsumer:
     With ordered=True a poll acquires from the topics in the order given, filling from the first
     before it takes any record of the next (strict priority bands); `subscribe()` changes the
     topics of a member that has joined.
+
+    With durable_polls=False a poll (its acquisitions and the acceptances sent with it) commits
+    without waiting for the WAL flush (storage.poll): a server crash may deliver those records again.
     """
 
     def __init__(self, group, topics, *, auto_offset_reset=types.OffsetReset.LATEST, max_records=100,
-                 client_id="", lock_duration_ms=None, ordered=False, listen=True):
+                 client_id="", lock_duration_ms=None, ordered=False, listen=True, durable_polls=True):
         self.topics = groups.validate_subscription(
             group, topics, batch=max_records, batch_name="max_records", batch_limit=10_000
         )
@@ -81,6 +84,7 @@ class ShareConsumer:
         self.client_id = client_id
         self.lock_duration_ms = lock_duration_ms
         self.listen = listen  # False: the caller waits for records itself (poll(timeout=0) only)
+        self.durable_polls = durable_polls  # False: polls commit without waiting for the WAL (storage.poll)
         self.member_id = f"{client_id or 'share'}-{uuid.uuid4().hex[:16]}"
         self.fallback_interval = settings.SLUICE["POLL_FALLBACK_MS"] / 1000
         self.group_row = None
@@ -235,6 +239,7 @@ class ShareConsumer:
             group_id=self.group_row.id, topic_id=topic_id, partition=partition, member_id=self.member_id,
             limit=limit, lock_ms=self.lock_ms, delivery_limit=policy.delivery_limit,
             accept=[(offset, record.delivery_count) for offset, record in accepts.items()],
+            durable=self.durable_polls,
         )
         self.refused.extend(accepts[offset] for offset in got.refused)
         if got.expired:

@@ -113,9 +113,12 @@ class Waiter:
             listener.close()
 
     def drain(self, listen):
-        """Take the NOTIFYs that came since the last sleep (listen as for sleep()), before a read."""
+        """Take the NOTIFYs that came since the last sleep (listen as for sleep()), before a read;
+        return whether one came."""
         if listen(0):
             self._slept_out = False  # what the read finds was notified
+            return True
+        return False
 
     def found(self, listener, count, *, new=None):
         """A read found count items: a busy reader stops asking; count a late wake-up. new: how many

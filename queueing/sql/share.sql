@@ -14,8 +14,11 @@ SELECT %(group_id)s, p.topic_id, p.number,
 
 -- name: share_poll --
 -- Accept what the member finished on one partition and acquire its next records (see the function).
+-- set_config(..., true) sets this transaction's commit level (commit_level NULL: the session's).
 SELECT kind, record_offset, delivery_count, previous_member, key, value, value_format, headers, record_timestamp
-  FROM sluice_share_poll(%(group_id)s, %(topic_id)s, %(partition)s, %(member_id)s, %(limit)s, %(lock_ms)s,
+  FROM (SELECT set_config('synchronous_commit',
+                          coalesce(%(commit_level)s, current_setting('synchronous_commit')), true)) AS level,
+       sluice_share_poll(%(group_id)s, %(topic_id)s, %(partition)s, %(member_id)s, %(limit)s, %(lock_ms)s,
                          %(delivery_limit)s, %(accept)s::bigint[], %(accept_counts)s::int[])
 
 -- name: share_split --

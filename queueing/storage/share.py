@@ -1,6 +1,8 @@
 """Raw SQL of share groups: one call per partition to accept and acquire; fenced acknowledgements."""
 import dataclasses
 
+from django.db import connection
+
 from queueing.storage.log import cursor, run
 
 DELIVERED, DEAD, REFUSED, EXPIRED = 1, 2, 3, 4
@@ -20,13 +22,17 @@ def ensure_share_partitions(*, group_id, topic_id, earliest):
     run(cursor(), "ensure_share_partitions", {"group_id": group_id, "topic_id": topic_id, "earliest": earliest})
 
 
-def poll(*, group_id, topic_id, partition, member_id, limit, lock_ms, delivery_limit, accept=()):
+def poll(*, group_id, topic_id, partition, member_id, limit, lock_ms, delivery_limit, accept=(), durable=True):
     """Accept [(offset, delivery_count)] and acquire up to limit records of one partition (limit 0:
-    accept only). One statement, so in autocommit it is its own short transaction."""
+    accept only). One statement, so in autocommit it is its own short transaction. Not durable (and
+    outside a caller's transaction), its commit does not wait for the WAL flush, as an offset commit:
+    lost in a server crash, an acquisition or an acceptance only means the records are delivered
+    again (at least once either way)."""
     rows = run(cursor(), "share_poll", {
         "group_id": group_id, "topic_id": topic_id, "partition": partition, "member_id": member_id,
         "limit": limit, "lock_ms": lock_ms, "delivery_limit": delivery_limit,
         "accept": [a[0] for a in accept], "accept_counts": [a[1] for a in accept],
+        "commit_level": None if durable or connection.in_atomic_block else "off",
     }, binary=True).fetchall()
     records, dead, refused, expired = [], [], [], []
     for kind, offset, count, previous, key, value, value_format, headers, timestamp in rows:

@@ -243,14 +243,15 @@ class Reader:
     queue, highest priority first, that never waits by itself (the transport waits for every queue at
     once, on one LISTEN connection)."""
 
-    def __init__(self, queue, *, lock_ms=None, batch=100):
+    def __init__(self, queue, *, lock_ms=None, batch=100, durable_polls=True):
         self.queue = queue
         info = ensure_topic(queue)
         self.topic = info.name  # band 0's, which names the share group
         row = models.KombuQueue.objects.filter(name=queue).values_list("message_ttl_ms", flat=True).first()
         self.message_ttl = datetime.timedelta(milliseconds=row) if row else None
         self.consumer = share.ShareConsumer(self.topic, [self.topic], auto_offset_reset="earliest", max_records=batch,
-                                            client_id="kombu", lock_duration_ms=lock_ms, listen=False, ordered=True)
+                                            client_id="kombu", lock_duration_ms=lock_ms, listen=False, ordered=True,
+                                            durable_polls=durable_polls)
         self.topic_ids = frozenset()
         self.wakeup_keys = frozenset()
         self._bands_read = None

@@ -7,7 +7,8 @@ reject dead-letters it, requeue releases it; a consumer killed outright loses no
 run out in the database. Bindings are a table every process reads; a message with a future eta
 waits in the database as a delayed record. A message with a priority (0-9, higher first) goes to a
 band of its queue, another topic read by the same group, highest band first. Consumers sleep on
-LISTEN until a commit wakes them.
+LISTEN until a commit wakes them. In Celery's event loop (a worker's hub) a thread of the transport
+reads and hands what it took to the loop, so that the loop never waits on the database.
 """
 import logging
 import os
@@ -31,6 +32,13 @@ ALIAS = "sluice"
 TRANSPORT_PATH = "scheduler.compat.kombu_transport:Transport"
 DEFAULT_BATCH = 100  # messages taken per queue and poll when no prefetch limits it
 FULL_WAIT_S = 0.25  # prefetch full: how long to wait for an acknowledgement before looking again
+# A queue found empty is read again after this (the pidbox queue of a busy worker, whose asks for
+# NOTIFYs are withdrawn), or at the first read after a NOTIFY or a sleep.
+IDLE_READ_S = FULL_WAIT_S
+# The event loop's reads wait for half a prefetch's room, so that one statement takes several
+# messages; past this without an acknowledgement they take the room there is (a task that holds
+# its message for long, with acks_late).
+ROOM_WAIT_S = 0.005
 
 
 def register():
@@ -88,8 +96,7 @@ class QoS(virtual.QoS):
 
     def restore_unacked(self):
         self._flush()
-        for tag in list(self._delivered):
-            self.channel.settle(tag, "release")
+        self.channel.release_held()  # those delivered, and those taken on their way to the event loop
         self._delivered.clear()
         return []
 
@@ -98,8 +105,12 @@ class Channel(virtual.Channel):
     QoS = QoS
     supports_fanout = True
     exchange_types = dict(STANDARD_EXCHANGE_TYPES)
-    from_transport_options = virtual.Channel.from_transport_options + ("lock_duration_ms", "partitions")
+    from_transport_options = virtual.Channel.from_transport_options + ("lock_duration_ms", "partitions",
+                                                                       "durable_polls")
     lock_duration_ms = None  # None: the share group's (SLUICE_LOCK_DURATION_MS when it is created)
+    # False: an acquisition, and the acknowledgements sent with it, commit without waiting for the WAL
+    # flush; a server crash may deliver those messages again, as RabbitMQ may after its own crash.
+    durable_polls = False
     partitions = None  # of a queue's topic when it is created; None: one (first in, first out, as RabbitMQ)
 
     def __init__(self, connection, **kwargs):
@@ -110,6 +121,8 @@ class Channel(virtual.Channel):
         self._no_ack = set()  # queues consumed without acknowledgements
         self._held = {}  # delivery tag -> (reader, record), until settled
         self._accepted = []  # (reader, record) acknowledged, to be accepted in the database by flush_accepts
+        self._found_empty = {}  # queue -> when a read last found it empty (time.monotonic())
+        self._turn = 0  # which consumed queue deliver_ready reads first
         self._held_lock = threading.Lock()
 
     # Queues and bindings -------------------------------------------------------------------
@@ -176,7 +189,7 @@ class Channel(virtual.Channel):
         reader = self._readers.get(queue)
         if reader is None:
             reader = self._readers[queue] = self.store.Reader(queue, lock_ms=self.lock_duration_ms,
-                                                              batch=DEFAULT_BATCH)
+                                                              batch=DEFAULT_BATCH, durable_polls=self.durable_polls)
             self.connection.watch(reader)
         return reader
 
@@ -214,27 +227,54 @@ class Channel(virtual.Channel):
                 self._held[payload["properties"]["delivery_tag"]] = (reader, record)
         return taken
 
-    def can_take(self):
-        return bool(self._consumers) and self.qos.can_consume()
+    def room(self):
+        """How many more messages the consumers may hold (None: no prefetch). Counted from the held
+        messages, which include those taken and not yet handed to the event loop, so the fetching
+        thread never takes more than the prefetch."""
+        limit = self.qos.prefetch_count
+        if not limit:
+            return None
+        with self._held_lock:
+            return max(0, limit - len(self._held))
 
-    def deliver_ready(self):
-        """Acquire what the consumed queues have ready, within the prefetch, and hand it to their
-        consumers; return how many messages were delivered. Queues take turns at going first."""
+    def can_take(self, half=False):
+        """Whether the consumers may take messages now; with half, only once half the prefetch is free."""
+        if not self._consumers:
+            return False
+        room = self.room()
+        return room is None or room >= ((self.qos.prefetch_count + 1) // 2 if half else 1)
+
+    def deliver_ready(self, *, force, half=False):
+        """Acquire what the consumed queues have ready, within the prefetch (half: see can_take), and
+        hand it to their consumers; return how many messages were delivered. A queue found empty less
+        than IDLE_READ_S ago is read only if force. Queues take turns at going first."""
         delivered = 0
+        now = time.monotonic()
         queues = list(dict.fromkeys(self._active_queues))
-        for queue in queues:
-            if not self.can_take():
+        self._turn += 1
+        first = self._turn % len(queues) if queues else 0
+        for queue in queues[first:] + queues[:first]:
+            if not self.can_take(half):
                 break
-            room = self.qos.can_consume_max_estimate() or DEFAULT_BATCH
-            taken = self._take(queue, room)
-            if queue in self._no_ack and taken:
+            if not force and now - self._found_empty.get(queue, now - IDLE_READ_S) < IDLE_READ_S:
+                continue
+            taken = self._take(queue, self.room() or DEFAULT_BATCH)
+            if not taken:
+                self._found_empty[queue] = now
+                continue
+            self._found_empty.pop(queue, None)
+            if queue in self._no_ack:
                 self._settle_now([payload["properties"]["delivery_tag"] for _, payload in taken])
-            for _, payload in taken:
-                self.connection._deliver(payload, queue)
+            self.connection.hand_over(queue, [payload for _, payload in taken])
             delivered += len(taken)
-        if len(self._active_queues) > 1:
-            self._active_queues.append(self._active_queues.pop(0))
         return delivered
+
+    def release_held(self):
+        """Release every message held, in the database (a clean close)."""
+        with self._held_lock:
+            tags = list(self._held)
+        for tag in tags:
+            self.settle(tag, "release")
 
     def _settle_now(self, tags):
         with self._held_lock:
@@ -324,14 +364,17 @@ class Channel(virtual.Channel):
     def close(self):
         if self.closed:
             return
-        readers = list(self._readers.values())
-        if os.getpid() == self._pid:
+        if os.getpid() != self._pid:  # a forked child: the messages and the sessions are the parent's
+            super().close()
+            self._readers.clear()
+            return
+        with self.connection.reading:  # not while the Fetcher reads this channel's queues
+            readers = list(self._readers.values())
             self.flush_accepts()
-        super().close()  # cancels consumers and releases what is unacknowledged (QoS.restore_unacked)
-        if os.getpid() == self._pid:
+            super().close()  # cancels consumers and releases what is unacknowledged (QoS.restore_unacked)
             for reader in readers:
                 reader.close()
-        self._readers.clear()
+            self._readers.clear()
 
 
 class Renewer(threading.Thread):
@@ -380,11 +423,38 @@ class Renewer(threading.Thread):
         self.stop_event.set()
 
 
+class Fetcher(threading.Thread):
+    """Reads for Celery's event loop (a worker's hub), which then never waits on the database: takes
+    what the consumed queues have ready within their prefetches, on a connection of its own, hands it
+    to the loop, and between reads sleeps on LISTEN or waits for acknowledgements (Transport.fetch).
+    An error ends it and is raised in the loop, where Celery handles it as one from drain_events."""
+
+    def __init__(self, transport):
+        super().__init__(name="sluice-kombu-fetcher", daemon=True)
+        self.transport = transport
+        self.stop_event = threading.Event()
+
+    def run(self):
+        from django.db import connection
+
+        try:
+            self.transport.fetch(self.stop_event)
+        except Exception as error:
+            if not self.stop_event.is_set():
+                self.transport.raise_in_loop(error)
+        finally:
+            connection.close()
+
+    def stop(self):
+        self.stop_event.set()
+
+
 class Transport(virtual.Transport):
     """The Sluice transport (`sluice://`). Transport options: `lock_duration_ms` (how long a
     delivered message is held before another consumer may get it, renewed while held),
     `partitions` (of the topics it creates), `move_delayed` (default True: a consuming process also
-    moves due delayed records into the log, as `manage.py delayed run` does)."""
+    moves due delayed records into the log, as `manage.py delayed run` does), `durable_polls`
+    (default False: see Channel.durable_polls)."""
 
     Channel = Channel
     driver_type = "sluice"  # not "sql": Celery disables events for that one
@@ -394,7 +464,7 @@ class Transport(virtual.Transport):
     connection_errors = virtual.Transport.connection_errors + (
         OperationalError, InterfaceError, psycopg.OperationalError)
     implements = virtual.Transport.implements.extend(
-        asynchronous=False, exchange_type=frozenset(["direct", "topic", "fanout"]), heartbeats=False,
+        asynchronous=True, exchange_type=frozenset(["direct", "topic", "fanout"]), heartbeats=False,
     )
 
     def __init__(self, client, **kwargs):
@@ -409,6 +479,9 @@ class Transport(virtual.Transport):
         self._renewer = None
         self._mover = None
         self._mover_thread = None
+        self._loop = None  # Celery's event loop, once registered with it
+        self._fetcher = None
+        self.reading = threading.RLock()  # held by a read (_read), which a channel's close waits for
         self._watch_lock = threading.Lock()
         forks.forget_connections_in_children()
 
@@ -467,32 +540,98 @@ class Transport(virtual.Transport):
     def drain_events(self, connection, timeout=None):
         """Deliver what is ready on any channel; with nothing ready, sleep until a commit may have
         brought something (LISTEN/NOTIFY through the engine's wake-ups), or until timeout."""
-        from queueing import wakeups
-
         deadline = None if timeout is None else time.monotonic() + timeout
         fallback = self._fallback_s()
-        if self._waiter is None:
-            self._waiter = wakeups.Waiter(wakeups.APPENDS, f"kombu transport {os.getpid()}")
+        force = True
         while True:
             self._ensure_listener()
-            self._waiter.drain(self._listen)
-            self.acked.clear()
-            delivered = sum(channel.deliver_ready() for channel in list(self.channels))
-            self._waiter.found(self._listener, delivered)
-            if delivered:
+            if self._read(force=force):
                 return
             remaining = fallback if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise socket.timeout()
-            consuming = [c for c in self.channels if c._consumers]
-            if any(not c.qos.can_consume() for c in consuming):
-                # A prefetch is full: what frees it is an acknowledgement (often from another
-                # thread), not a commit; look again when one comes.
-                self.acked.wait(min(remaining, FULL_WAIT_S))
-            elif consuming:
-                self._waiter.sleep(self._listener, self._keys, min(remaining, fallback), self._listen)
-            else:
-                self.acked.wait(min(remaining, fallback))
+            force, _ = self._wait(min(remaining, fallback))
+
+    def fetch(self, stop):
+        """Read for the event loop until stop is set (the Fetcher's loop): as drain_events, with the
+        reads made once half a prefetch is free."""
+        fallback = self._fallback_s()
+        force = half = True
+        while not stop.is_set():
+            self._ensure_listener()
+            if self._read(force=force, half=half):
+                force, half = False, True
+                continue
+            force, half = self._wait(fallback, half=True)
+
+    def _read(self, *, force, half=False):
+        """Take the NOTIFYs that came, then deliver what every channel has ready (a NOTIFY forces the
+        reads of queues found empty just before); return how many messages."""
+        from queueing import wakeups
+
+        if self._waiter is None:
+            self._waiter = wakeups.Waiter(wakeups.APPENDS, f"kombu transport {os.getpid()}")
+        force = self._waiter.drain(self._listen) or force
+        self.acked.clear()
+        with self.reading:
+            delivered = sum(channel.deliver_ready(force=force, half=half) for channel in list(self.channels))
+        self._waiter.found(self._listener, delivered)
+        return delivered
+
+    def _wait(self, seconds, half=False):
+        """Wait until the next read may find something, up to seconds; return (force, half) for that
+        read: force after a sleep on LISTEN; half unless a prefetch short of half its room waited for
+        an acknowledgement in vain (the read then takes the room there is)."""
+        consuming = [c for c in list(self.channels) if c._consumers]
+        short = [c for c in consuming if not c.can_take(half)]
+        if short:
+            # A prefetch is full: what frees it is an acknowledgement (often from another thread),
+            # not a commit; look again when one comes.
+            some_room = any(c.can_take() for c in short)
+            return False, self.acked.wait(min(seconds, ROOM_WAIT_S if some_room else FULL_WAIT_S))
+        if consuming:
+            self._waiter.sleep(self._listener, self._keys, seconds, self._listen)
+        else:
+            self.acked.wait(seconds)
+        return True, half
+
+    def hand_over(self, queue, payloads):
+        """Deliver messages taken from queue to its consumer: at once, or through the event loop when
+        the Fetcher took them."""
+        loop = self._loop
+        if threading.current_thread() is not self._fetcher:
+            self._deliver_all(queue, payloads)
+        elif loop is not None:  # else the transport is closing: the channel releases what it holds
+            loop.call_soon(self._deliver_all, queue, payloads)
+
+    def _deliver_all(self, queue, payloads):
+        for payload in payloads:
+            self._deliver(payload, queue)
+
+    # Celery's event loop ------------------------------------------------------------------
+
+    def register_with_event_loop(self, connection, loop):
+        """Serve Celery's event loop (a worker's hub) from a Fetcher, started at the loop's first turn
+        (Celery's start-up steps drain_events in this thread before). With drain_events instead,
+        Celery's worker runs its blocking loop, in which its prefork pool takes a task only once a
+        process is free, so every process waits for each task's hand-over."""
+        self._loop = loop
+        loop.call_soon(self._start_fetcher)
+
+    def _start_fetcher(self):
+        if self._loop is not None and self._fetcher is None:
+            self._fetcher = Fetcher(self)
+            self._fetcher.start()
+
+    def raise_in_loop(self, error):
+        """Raise error in the event loop's thread, where Celery handles it (reconnects after a
+        connection error) as it would from drain_events."""
+        def throw():
+            raise error
+
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon(throw)
 
     def _fallback_s(self):
         from django.conf import settings
@@ -524,9 +663,13 @@ class Transport(virtual.Transport):
             self.channels.clear()
             self._avail_channels.clear()
             return
-        for thread in (self._renewer, self._mover):
+        for thread in (self._renewer, self._mover, self._fetcher):
             if thread is not None:
                 thread.stop()
+        if self._fetcher is not None:
+            self.acked.set()  # ends a wait for acknowledgements; a sleep on LISTEN ends by POLL_FALLBACK_MS
+            self._fetcher.join(self._fallback_s() + 5)
+        self._loop = None
         try:
             super().close_connection(connection)
         except self.connection_errors as error:

@@ -1,5 +1,5 @@
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from queueing import exceptions, models, producer, share, types
 
@@ -240,3 +240,34 @@ def test_acceptances_ride_with_their_partitions_next_acquisition_or_go_when_over
     assert {r.partition for r in third} == {1}
     assert calls == [(1, 0), (0, 4)]  # overdue: partition 0's acceptances went on their own
     assert not models.ShareDelivery.objects.filter(partition=0).exists()
+
+
+def test_polls_not_durable_commit_without_waiting_for_the_wal_outside_a_transaction(transactional_db, make,
+                                                                                    monkeypatch):
+    """Guards durable_polls=False (the kombu transport's acquisitions): its polls, and only its own,
+    commit with synchronous_commit off, and a poll inside a caller's transaction keeps its level."""
+    from queueing import topics
+    from queueing.storage import share as share_storage
+
+    topics.create_topic("jobs", partitions=1)
+    producer.send_batch("jobs", [b"a", b"b", b"c"])
+    levels = []
+    run = share_storage.run
+
+    def spy(cur, name, params, **kwargs):  # the real statement runs: only its commit level is noted
+        if name == "share_poll":
+            levels.append(params["commit_level"])
+        return run(cur, name, params, **kwargs)
+
+    monkeypatch.setattr(share_storage, "run", spy)
+    quick = make("workers", ["jobs"], max_records=1, durable_polls=False)
+    durable = make("workers", ["jobs"], max_records=1)
+    first = quick.poll(timeout=0)
+    quick.accept(first[0])
+    second = quick.poll(timeout=0)
+    durable.poll(timeout=0)
+    with transaction.atomic():
+        quick.poll(timeout=0)
+    assert levels == ["off", "off", None, None]
+    assert first[0].offset != second[0].offset
+    assert not models.ShareDelivery.objects.filter(offset=first[0].offset).exists()  # accepted with the second poll

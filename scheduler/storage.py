@@ -107,9 +107,11 @@ def announce_finished(task_id):
 
 def start_tasks(*, ids, generations, names, max_lost, worker):
     """Start the tasks of ids (with their records' generations) that may start at once (start_tasks
-    in tasks.sql); return (id, task name, args, kwargs, attempt number) of each started."""
+    in tasks.sql); return (id, task name, args, kwargs, attempt number) of each started. In its own
+    transaction it commits without waiting for the WAL flush (a lost start runs the task again)."""
     rows = _run(queries["start_tasks"], {"ids": ids, "generations": generations, "names": names,
-                                         "max_lost": max_lost, "worker": worker}, "all")
+                                         "max_lost": max_lost, "worker": worker,
+                                         "commit_level": None if connection.in_atomic_block else "off"}, "all")
     # Django's connection reads jsonb as text (for JSONField): decode the arguments here.
     return [(task_id, name, json.loads(args), json.loads(kwargs), attempt) for task_id, name, args, kwargs, attempt in rows]
 

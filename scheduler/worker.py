@@ -175,8 +175,12 @@ class TaskWorker(loops.Loop):
         # limit must stay out of its way, or it would dead-letter a record whose task is retrying.
         share.configure_group(self.group, delivery_limit=tasks.MAX_ATTEMPTS_LIMIT)
         # One member over every priority band of the queue, polled highest band first.
+        # Polls commit without waiting for the WAL flush: the worker accepts records in the
+        # transaction that records their outcomes, so a poll carries acquisitions only, and one
+        # lost in a server crash means the task is delivered again.
         self.consumer = share.ShareConsumer(self.group, tasks.bands(self.queue), auto_offset_reset="earliest",
-                                            max_records=self.concurrency, client_id="task-worker", ordered=True)
+                                            max_records=self.concurrency, client_id="task-worker", ordered=True,
+                                            durable_polls=False)
         modules = sorted({t.module for t in tasks.registered().values()})
         database = connection.settings_dict["NAME"]
         self._slot_args = (self._context, database, modules)

@@ -128,7 +128,14 @@ WITH locked AS (
                                        traceback)
     SELECT id, attempts, %(worker)s, now(), 'running', '', '', '' FROM started
 )
-SELECT id, task_name, args, kwargs, attempts FROM started
+SELECT id, task_name, args, kwargs, attempts
+  FROM started,
+       -- In its own transaction (commit_level 'off') the commit does not wait for the WAL flush, as
+       -- the worker's polls do not: lost in a server crash, a start only means the task is delivered
+       -- and run again, as when its worker dies; the outcome's commit, durable, flushes the start
+       -- with it. In a caller's transaction (commit_level NULL) the caller's level stands.
+       (SELECT set_config('synchronous_commit', coalesce(%(commit_level)s, current_setting('synchronous_commit')),
+                          true)) AS level
 
 -- name: succeed_tasks --
 -- Record the results of tasks that succeeded together (the worker's batch, whose acknowledgements

@@ -3,7 +3,7 @@ successes recorded in one, and children running batches of jobs (real PostgreSQL
 import time
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from queueing import models as engine_models, share
@@ -169,3 +169,30 @@ def test_ending_a_batch_of_attempts_reads_the_indexes_under_statistics_from_a_sm
                        {"ids": ids, "numbers": [1] * len(ids), "outcome": "succeeded"})
         plan = json_module.dumps(cursor.fetchone()[0])
     assert '"Seq Scan"' not in plan, plan
+
+
+def _show_commit_level():
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_start_skips_the_wal_flush_only_in_a_transaction_of_its_own():
+    """start_tasks sets synchronous_commit off for its own transaction alone: neither the session
+    nor a caller's transaction around it is left without the flush."""
+    from scheduler import storage
+
+    results = sample.add.enqueue_many([((n,), {"b": n}) for n in range(3)])
+    session = _show_commit_level()
+
+    def start(result):
+        return storage.start_tasks(ids=[str(result.id)], generations=[1], names=[sample.add.name], max_lost=3,
+                                   worker="w")
+
+    assert len(start(results[0])) == 1  # in autocommit: its own transaction
+    assert _show_commit_level() == session
+    with transaction.atomic():
+        assert len(start(results[1])) == 1
+        assert _show_commit_level() == session  # the caller's transaction keeps its level
+    assert models.TaskResult.objects.filter(state="running").count() == 2

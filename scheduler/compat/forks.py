@@ -16,7 +16,9 @@ def _forget_inherited():
         return
     try:
         for item in gc.get_objects():
-            if isinstance(item, psycopg.Connection) and not item.closed:
+            # type(), not isinstance(): isinstance reads __class__, which sets up a lazy object
+            # (Django's unconfigured settings in a program outside a project raise from it).
+            if issubclass(type(item), psycopg.Connection) and not item.closed:
                 try:
                     os.dup2(devnull, item.pgconn.socket)
                 except (OSError, psycopg.Error):

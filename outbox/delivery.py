@@ -85,17 +85,17 @@ def _describe(error):
 
 
 def _to_sluice(pairs, result, blocked, backoff):
-    """Append per (topic, partition) in one statement, all in one savepoint; if that fails, partition
+    """Append to every (topic, partition) in one statement, in one savepoint; if that fails, partition
     by partition and then event by event, so only the events that fail (and their aggregates' later
     events) stay behind."""
     groups = {}
     for event, destination in pairs:
         groups.setdefault(destination.topic, []).append(event)
-    sender = producer.Producer()
     plan = []  # (TopicInfo, partition, events)
-    # Topics and partitions in sorted order: an append holds its partition's lock until commit, so
-    # relays appending to several partitions take the locks in one order and never deadlock.
-    for topic, events in sorted(groups.items()):
+    # Partitions in (topic id, partition) order, the order in which one statement locks them: an
+    # append holds its partition's lock until commit, so the appends one by one below (after a
+    # failure) take the locks in the same order as other relays and never deadlock with them.
+    for topic, events in groups.items():
         try:
             info = topics.cached_topic(topic)
         except CONNECTION_ERRORS:
@@ -109,17 +109,18 @@ def _to_sluice(pairs, result, blocked, backoff):
         for event in events:
             key = (event.key or event.aggregate_id).encode()
             by_partition.setdefault(partitioner.partition_for_key(key, info.partition_count), []).append(event)
-        plan.extend((info, partition, batch) for partition, batch in sorted(by_partition.items()))
+        plan.extend((info, partition, batch) for partition, batch in by_partition.items())
+    plan.sort(key=lambda item: (item[0].id, item[1]))
     # One savepoint for the whole plan, the usual case (a savepoint costs two round trips).
-    if len(plan) > 1 and _append(sender, plan):
+    if len(plan) > 1 and _append(plan):
         result.delivered.extend(event.seq for _, _, batch in plan for event in batch)
         return
     for info, partition, batch in plan:
-        if not _append(sender, [(info, partition, batch)]):
+        if not _append([(info, partition, batch)]):
             for event in batch:
                 if event.aggregate not in blocked:
                     try:
-                        _append(sender, [(info, partition, [event])], raise_error=True)
+                        _append([(info, partition, [event])], raise_error=True)
                     except CONNECTION_ERRORS:
                         raise
                     except Exception as error:  # noqa: BLE001 - recorded on the event, retried later
@@ -130,13 +131,13 @@ def _to_sluice(pairs, result, blocked, backoff):
         result.delivered.extend(event.seq for event in batch)
 
 
-def _append(sender, plan, *, raise_error=False):
-    """Append the events of each (TopicInfo, partition, events) of plan, all in one savepoint; False
-    (or the error) if one failed, and then none is appended."""
+def _append(plan, *, raise_error=False):
+    """Append the events of each (TopicInfo, partition, events) of plan in one statement, in one
+    savepoint; False (or the error) if one failed, and then none is appended."""
     try:
         with transaction.atomic():
-            for info, partition, events in plan:
-                sender.append(info, partition, [_record(event) for event in events])
+            producer.append_partitions(
+                [(info, partition, [_record(event) for event in events]) for info, partition, events in plan])
     except CONNECTION_ERRORS:
         raise
     except Exception:

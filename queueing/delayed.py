@@ -102,8 +102,7 @@ def move_due(limit=500):
             batches.setdefault((topic_id, partition), []).append(
                 types.OutgoingRecord(key, value, value_format, headers)
             )
-        for (topic_id, partition), records in batches.items():
-            storage.append_records(topic_id=topic_id, partition=partition, records=records)
+        storage.append_partitions(batches)
         return len(rows)
 
 

@@ -197,13 +197,7 @@ class Producer:
         For copies (replay, dead letters) that must keep a value's format and carry per-record
         headers; idempotence works as for send_batch. Returns the base offset.
         """
-        info = topic if isinstance(topic, types.TopicInfo) else topics.cached_topic(topic)
-        if not isinstance(partition, int) or not 0 <= partition < info.partition_count:
-            raise exceptions.PartitionNotFound(topic=info.name, partition=partition)
-        for record in records:
-            size = len(record.value or b"") + len(record.key or b"")
-            if size > info.max_message_bytes:
-                raise exceptions.MessageTooLarge(topic=info.name, size=size, limit=info.max_message_bytes)
+        info = _checked(topic, partition, records)
         base, _ = self._append(info, partition, list(records), acks)
         return base
 
@@ -263,6 +257,31 @@ class Producer:
             base_sequence=base_sequence,
             acks=acks,
         )
+
+
+def _checked(topic, partition, records):
+    """Return the TopicInfo of topic (a name or a TopicInfo), once partition and records fit it."""
+    info = topic if isinstance(topic, types.TopicInfo) else topics.cached_topic(topic)
+    if not isinstance(partition, int) or not 0 <= partition < info.partition_count:
+        raise exceptions.PartitionNotFound(topic=info.name, partition=partition)
+    for record in records:
+        size = len(record.value or b"") + len(record.key or b"")
+        if size > info.max_message_bytes:
+            raise exceptions.MessageTooLarge(topic=info.name, size=size, limit=info.max_message_bytes)
+    return info
+
+
+def append_partitions(batches):
+    """Append already-encoded OutgoingRecords to several partitions in one statement, as
+    Producer.append does to one: batches is [(topic, partition, records)], each partition once.
+
+    Call it in a transaction: it is all or nothing with it, and commits as acks=all does. Raises
+    PartitionNotFound and MessageTooLarge before anything is written.
+    """
+    plan = {}
+    for topic, partition, records in batches:
+        plan[(_checked(topic, partition, records).id, partition)] = list(records)
+    storage.append_partitions(plan)
 
 
 _default = Producer()

@@ -1,6 +1,7 @@
 """The only package of the engine that runs raw SQL, one module per concept; the log's functions
 are re-exported here because every layer uses them."""
 from queueing.storage.log import (  # noqa: F401
+    append_partitions,
     append_record_after,
     append_records,
     commit_and_fetch,

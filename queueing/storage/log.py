@@ -152,6 +152,43 @@ def _append_one(cur, topic_id, partition, record, producer_id, base_sequence):
     return row[0]
 
 
+def append_partitions(batches):
+    """Append records to several partitions in one statement: batches {(topic_id, partition): records}.
+
+    Runs in the caller's transaction (call it in one: it is all or nothing only with it) and
+    commits as acks=all does. Returns {(topic_id, partition): base offset}; raises
+    PartitionNotFound if a partition is missing (the others are then appended: the caller rolls
+    back).
+    """
+    slots = list(batches)
+    params = {"topic_ids": [], "partitions": [], "counts": [], "bytes": [], "batches": [], "positions": [],
+              "keys": [], "values": [], "value_formats": [], "headers": []}
+    for batch, (topic_id, partition) in enumerate(slots, 1):
+        records = batches[(topic_id, partition)]
+        params["topic_ids"].append(topic_id)
+        params["partitions"].append(partition)
+        params["counts"].append(len(records))
+        params["bytes"].append(sum(len(r.value or b"") + len(r.key or b"") for r in records))
+        for position, record in enumerate(records):
+            params["batches"].append(batch)
+            params["positions"].append(position)
+            params["keys"].append(record.key)
+            params["values"].append(record.value)
+            params["value_formats"].append(record.value_format)
+            params["headers"].append(Jsonb(record.headers) if record.headers else None)
+    cur = cursor()
+    level = _needs_commit_level(cur, types.Acks.ALL)
+    if level is not None:
+        with cur.connection._sluice_errors:
+            cur.execute(f"SET LOCAL synchronous_commit = {level}")
+    rows = run(cur, "append_partitions", params).fetchall()
+    if len(rows) < len(slots):
+        found = {row[0] for row in rows}
+        topic_id, partition = next(slot for batch, slot in enumerate(slots, 1) if batch not in found)
+        raise exceptions.PartitionNotFound(topic=topic_id, partition=partition)
+    return {slots[batch - 1]: base_offset for batch, base_offset in rows}
+
+
 _GATED = {}  # the caller's gate query -> the statement that runs it with the append
 
 

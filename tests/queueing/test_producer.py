@@ -188,3 +188,31 @@ def test_an_idempotent_large_batch_is_stored_once(db, topic):
                                    producer_id=sender.producer_id, base_sequence=0)
     assert (first, again) == ((0, False), (0, True))
     assert len(stored(topic.id, 0)) == storage.log.COPY_FROM
+
+
+def test_an_append_to_several_partitions_is_one_dense_run_each(db, topic):
+    other = topics.create_topic("t.other", partitions=1)
+    producer.send(topic.name, b"before", partition=2)
+
+    def records(*values):
+        return [types.OutgoingRecord(b"k", value, types.ValueFormat.BYTES, {"h": value.decode()}) for value in values]
+
+    with transaction.atomic():
+        producer.append_partitions([(topic.name, 2, records(b"a", b"b")), (other.name, 0, records(b"c")),
+                                    (topic.name, 0, records(b"d", b"e", b"f"))])
+    assert [(o, bytes(v)) for o, v, _ in stored(topic.id, 2)] == [(0, b"before"), (1, b"a"), (2, b"b")]
+    assert [(o, bytes(v)) for o, v, _ in stored(topic.id, 0)] == [(0, b"d"), (1, b"e"), (2, b"f")]
+    assert [(o, bytes(v)) for o, v, _ in stored(other.id, 0)] == [(0, b"c")]
+    assert storage.fetch_records(positions={(other.id, 0): 0}, per_partition=5)[0][3:7] == (
+        b"k", b"c", types.ValueFormat.BYTES, {"h": "c"})
+
+
+def test_an_append_to_several_partitions_refuses_a_bad_one_before_writing(db, topic):
+    fine = [types.OutgoingRecord(None, b"x", types.ValueFormat.BYTES, None)]
+    with pytest.raises(exceptions.PartitionNotFound):
+        producer.append_partitions([(topic.name, 0, fine), (topic.name, 3, fine)])
+    with pytest.raises(exceptions.PartitionNotFound):  # the topic says 3, the table lost one
+        with transaction.atomic():
+            models.Partition.objects.filter(topic_id=topic.id, number=1).delete()
+            storage.append_partitions({(topic.id, 0): fine, (topic.id, 1): fine})
+    assert stored(topic.id, 0) == []

@@ -7,6 +7,7 @@ from queueing.storage.log import (  # noqa: F401
     commit_and_fetch,
     commit_offsets,
     cursor,
+    execute,
     fetch_records,
     offset_for_timestamp,
     run,

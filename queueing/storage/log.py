@@ -50,6 +50,14 @@ def run(cur, name, params, *, binary=False):
         return cur.execute(queries[name], params, binary=binary)
 
 
+def execute(query, params):
+    """Execute another app's hot-path query as run() does a named one: on cursor(), so that it is
+    bound on the server and prepared after a few runs, with driver errors turned into Django's."""
+    cur = cursor()
+    with cur.connection._sluice_errors:
+        return cur.execute(query, params)
+
+
 def _commit_level(cur):
     """Return this connection's synchronous_commit, read once per connection."""
     raw = cur.connection

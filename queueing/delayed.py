@@ -88,10 +88,16 @@ def move_due(limit=500):
     The records leave the waiting table in the transaction that appends them, so each enters the
     log exactly once, in deliver_at order per partition.
     """
+    return _move(limit)[0]
+
+
+def _move(limit):
+    """move_due, returning (how many moved, seconds until the earliest record left is due, its
+    deliver_at), the last two None if none is left."""
     with transaction.atomic():
-        rows = delayed_storage.claim_due(limit=limit)
+        rows, seconds, earliest = delayed_storage.claim_due(limit=limit)
         if not rows:
-            return 0
+            return 0, seconds, earliest
         batches = {}
         for delayed_id, topic_id, partition, key, value, value_format, headers, deliver_at, count in rows:
             if partition is None or partition >= count:
@@ -103,7 +109,7 @@ def move_due(limit=500):
                 types.OutgoingRecord(key, value, value_format, headers)
             )
         storage.append_partitions(batches)
-        return len(rows)
+        return len(rows), seconds, earliest
 
 
 FALLBACK_SLACK_S = 0.1  # a record due this close after the fallback is not a late wake-up
@@ -134,21 +140,26 @@ class Mover(loops.Loop):
         self.moved = 0
         self.late_wakeups = 0  # sleeps the fallback ended while a record scheduled meanwhile was due
         self._slept_out = False
+        self._next = (None, None)  # (time.monotonic() when the earliest record left is due, its deliver_at)
 
     def run_once(self):
         """Move what is due; return True if more is due at once."""
-        moved = move_due(self.batch)
+        moved, seconds, earliest = _move(self.batch)
+        self._next = (None if seconds is None else time.monotonic() + seconds, earliest)
         self.moved += moved
         if moved and self._slept_out:
             self.late_wakeups += 1
             logger.debug("late wake-up: %d delayed record(s) came due with no NOTIFY to say so", moved,
                          extra={"late_wakeups": self.late_wakeups})
         self._slept_out = False
-        return moved == self.batch
+        # The next record already due: move it now rather than after a wait that would not sleep.
+        return moved == self.batch or (seconds is not None and seconds <= 0)
 
     def wait(self):
-        """Sleep until the next record is due, a sooner one is scheduled, or the fallback passes."""
-        seconds, earliest = delayed_storage.next_due()
+        """Sleep until the next record is due (as the last move saw it), a sooner one is scheduled,
+        or the fallback passes."""
+        due, earliest = self._next
+        seconds = None if due is None else due - time.monotonic()
         timeout = self.fallback if seconds is None else max(0.0, min(seconds, self.fallback))
         if timeout <= 0:
             return
@@ -159,6 +170,7 @@ class Mover(loops.Loop):
                 logger.warning("LISTEN failed (%s); polling every %.2fs", error, self.fallback)
                 self.stop_event.wait(timeout)
                 return
+            return  # a record scheduled since the last move sent its NOTIFY before we listened: look again
         try:
             woken = self._sooner_scheduled(earliest, time.monotonic() + timeout)
         except psycopg.Error:

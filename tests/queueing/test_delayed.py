@@ -173,17 +173,27 @@ def test_thousands_of_random_delays_are_never_early_and_arrive_promptly(settings
 def test_the_mover_is_woken_by_a_sooner_record_and_not_by_a_later_one():
     # Every delayed send NOTIFYs; a mover woken by each would look at the table once a send.
     from queueing import wakeups
-    from queueing.storage import delayed as delayed_storage
-
     topics.create_topic("wake-up", partitions=1)
     mover = delayed.Mover(fallback=60)
     mover.listener = wakeups.listen_connection([delayed.CHANNEL])
     try:
-        producer.send("wake-up", b"first", delay=30)
-        _, earliest = delayed_storage.next_due()
+        earliest = producer.send("wake-up", b"first", delay=30).deliver_at
         producer.send("wake-up", b"later", delay=60)
         assert mover._sooner_scheduled(earliest, time.monotonic() + 0.3) is False  # both notices seen
         producer.send("wake-up", b"sooner", delay=10)
         assert mover._sooner_scheduled(earliest, time.monotonic() + 30) is True
     finally:
         mover.listener.close()
+
+
+def test_a_move_says_when_the_next_record_is_due(db, topic):
+    """The mover sleeps on what its last move said, without asking again: the claim's snapshot
+    still holds the records it took, and they must not count as the next one."""
+    first = producer.send(topic.name, b"first", delay=30)
+    later = producer.send(topic.name, b"later", delay=60).deliver_at
+    make_due([first.id])
+    moved, seconds, earliest = delayed._move(500)
+    assert moved == 1 and earliest == later and 55 < seconds <= 60
+    assert delayed._move(500)[:1] == (0,) and delayed._move(500)[2] == later
+    make_due()
+    assert delayed._move(500) == (1, None, None)

@@ -271,17 +271,19 @@ def _checked(topic, partition, records):
     return info
 
 
-def append_partitions(batches):
+def append_partitions(batches, *, also=None):
     """Append already-encoded OutgoingRecords to several partitions in one statement, as
-    Producer.append does to one: batches is [(topic, partition, records)], each partition once.
+    Producer.append does to one: batches is [(topic, partition, records)], each partition once;
+    also, a query of the caller's to run in the same statement (see storage.append_partitions).
 
     Call it in a transaction: it is all or nothing with it, and commits as acks=all does. Raises
-    PartitionNotFound and MessageTooLarge before anything is written.
+    MessageTooLarge, and PartitionNotFound for a partition past the topic's count, before anything
+    is written (for a partition row that is missing, see storage.append_partitions).
     """
     plan = {}
     for topic, partition, records in batches:
         plan[(_checked(topic, partition, records).id, partition)] = list(records)
-    storage.append_partitions(plan)
+    storage.append_partitions(plan, also=also)
 
 
 _default = Producer()

@@ -81,6 +81,11 @@ def mark_delivered(*, seqs):
         _run("mark_delivered", {"seqs": list(seqs)})
 
 
+def mark_delivered_along(*, seqs):
+    """mark_delivered as (query, params), for the statement that appends the events to their topics."""
+    return queries["mark_delivered"], {"seqs": list(seqs)}
+
+
 def mark_failed(*, seq, error, delay_ms):
     _run("mark_failed", {"seq": seq, "error": error[:2000], "delay_ms": delay_ms})
 

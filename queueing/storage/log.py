@@ -160,13 +160,15 @@ def _append_one(cur, topic_id, partition, record, producer_id, base_sequence):
     return row[0]
 
 
-def append_partitions(batches):
+def append_partitions(batches, *, also=None):
     """Append records to several partitions in one statement: batches {(topic_id, partition): records}.
 
-    Runs in the caller's transaction (call it in one: it is all or nothing only with it) and
-    commits as acks=all does. Returns {(topic_id, partition): base offset}; raises
-    PartitionNotFound if a partition is missing (the others are then appended: the caller rolls
-    back).
+    also: (query, params), a data-modifying query of the caller's with %(name)s parameters of its
+    own (e.g. marking what the records carry as sent), run in the same statement, so that it and
+    the appends take effect together or not at all, for one round trip. Runs in the caller's
+    transaction (call it in one: it is all or nothing only with it) and commits as acks=all does.
+    Returns {(topic_id, partition): base offset}; raises PartitionNotFound if a partition is
+    missing (the others, and also, have then taken effect: the caller rolls back).
     """
     slots = list(batches)
     params = {"topic_ids": [], "partitions": [], "counts": [], "bytes": [], "batches": [], "positions": [],
@@ -189,12 +191,31 @@ def append_partitions(batches):
     if level is not None:
         with cur.connection._sluice_errors:
             cur.execute(f"SET LOCAL synchronous_commit = {level}")
-    rows = run(cur, "append_partitions", params).fetchall()
+    if also is None:
+        rows = run(cur, "append_partitions", params).fetchall()
+    else:
+        with cur.connection._sluice_errors:
+            rows = cur.execute(_along(also[0]), {**also[1], **params}).fetchall()
     if len(rows) < len(slots):
         found = {row[0] for row in rows}
         topic_id, partition = next(slot for batch, slot in enumerate(slots, 1) if batch not in found)
         raise exceptions.PartitionNotFound(topic=topic_id, partition=partition)
     return {slots[batch - 1]: base_offset for batch, base_offset in rows}
+
+
+_ALONG = {}  # a caller's query -> append_partitions with it as a first CTE
+
+
+def _along(query):
+    """append_partitions with the caller's data-modifying query as a CTE of its own: PostgreSQL
+    runs such a CTE once whether or not the rest reads it. Built once per query."""
+    statement = _ALONG.get(query)
+    if statement is None:
+        base = queries["append_partitions"]
+        if not base.startswith("WITH wanted AS ("):
+            raise RuntimeError("append_partitions no longer has the shape append_partitions(also=) expects")
+        statement = _ALONG[query] = base.replace("WITH wanted AS (", f"WITH also AS (\n{query}\n), wanted AS (", 1)
+    return statement
 
 
 _GATED = {}  # the caller's gate query -> the statement that runs it with the append

@@ -54,16 +54,12 @@ def deliver_at_for(*, delay=None, deliver_at=None, delay_level=None, now=None):
 def schedule(info, record, *, partition, deliver_at):
     """Store an encoded record to enter topic `info` at deliver_at; return DelayedMetadata.
 
-    Runs in the caller's transaction when there is one (rolled back with it). The NOTIFY, sent at
-    commit, wakes a mover that is sleeping until a later record.
+    One statement, in the caller's transaction when there is one (rolled back with it). Its NOTIFY,
+    sent at commit while a mover waits, wakes a mover that is sleeping until a later record.
     """
-    row = models.DelayedRecord.objects.create(
-        topic_id=info.id, partition=partition, key=record.key, value=record.value,
-        value_format=record.value_format, headers=record.headers, deliver_at=deliver_at,
-    )
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, deliver_at.isoformat()])
-    return types.DelayedMetadata(topic=info.name, id=row.id, deliver_at=deliver_at)
+    delayed_id = delayed_storage.schedule_record(topic_id=info.id, partition=partition, record=record,
+                                                 deliver_at=deliver_at)
+    return types.DelayedMetadata(topic=info.name, id=delayed_id, deliver_at=deliver_at)
 
 
 def cancel(delayed_id):
@@ -123,11 +119,16 @@ def _deliver_at(payload):
         return datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 
+STRIPES = frozenset(range(64))  # the senders' wake-up keys (schedule_record in sql/delayed.sql)
+
+
 class Mover(loops.Loop):
     """The loop that moves delayed records into the log when due; several may run.
 
     It sleeps until the earliest record is due, woken early by a NOTIFY when a sooner one is
     scheduled, and never longer than the fallback interval, so a lost notification only delays.
+    Senders notify only while it sleeps (wakeups.Waiter): busy, with records due one after the
+    other, it withdraws its ask, and they commit without a NOTIFY.
     """
 
     name = "delayed-record mover"
@@ -141,6 +142,7 @@ class Mover(loops.Loop):
         self.late_wakeups = 0  # sleeps the fallback ended while a record scheduled meanwhile was due
         self._slept_out = False
         self._next = (None, None)  # (time.monotonic() when the earliest record left is due, its deliver_at)
+        self._waiter = wakeups.Waiter(wakeups.DELAYS, self.name)
 
     def run_once(self):
         """Move what is due; return True if more is due at once."""
@@ -153,7 +155,10 @@ class Mover(loops.Loop):
                          extra={"late_wakeups": self.late_wakeups})
         self._slept_out = False
         # The next record already due: move it now rather than after a wait that would not sleep.
-        return moved == self.batch or (seconds is not None and seconds <= 0)
+        busy = moved == self.batch or (seconds is not None and seconds <= 0)
+        if busy:
+            self._waiter.stop(self.listener)
+        return busy
 
     def wait(self):
         """Sleep until the next record is due (as the last move saw it), a sooner one is scheduled,
@@ -171,14 +176,11 @@ class Mover(loops.Loop):
                 self.stop_event.wait(timeout)
                 return
             return  # a record scheduled since the last move sent its NOTIFY before we listened: look again
-        try:
-            woken = self._sooner_scheduled(earliest, time.monotonic() + timeout)
-        except psycopg.Error:
-            self.listener.close()
-            return
+        ran_out = self._waiter.sleep(self.listener, STRIPES, timeout,
+                                     lambda wait_s: self._sooner_scheduled(earliest, time.monotonic() + wait_s))
         # Slept the whole fallback with nothing due before it that it knew of: whatever it moves
         # now was scheduled sooner without the NOTIFY that should have woken it.
-        self._slept_out = not woken and (seconds is None or seconds > self.fallback + FALLBACK_SLACK_S)
+        self._slept_out = ran_out and (seconds is None or seconds > self.fallback + FALLBACK_SLACK_S)
 
     def _sooner_scheduled(self, earliest, deadline):
         """Wait until a NOTIFY says a record was scheduled before earliest (the waiting records'

@@ -1,6 +1,27 @@
 -- Delayed records: they wait in their own table and enter the log when due, so offset order stays
 -- visibility order. Each section is run by the storage function of the same name in storage/delayed.py.
 
+-- name: schedule_record --
+-- Store a record to enter the log at deliver_at, in the caller's transaction if there is one. The
+-- NOTIFY (its payload the time, so that a mover sleeping until a sooner record stays asleep) is
+-- delivered at commit and sent only while a mover waits, as the outbox's publishers do (the
+-- protocol is at the top of wakeups.sql): a mover about to sleep takes a shared session advisory
+-- lock on each of 64 stripes (lock space 1397511939); a scheduling transaction tries its stripe
+-- (its backend's pid mod 64) exclusively and notifies only if that fails. NOTIFY serialises the
+-- commits of the transactions that send one, so at 1,000 sends a second one each queued the
+-- senders, and the mover's own commit, behind each other.
+WITH stored AS (
+    INSERT INTO queueing_delayedrecord
+           (topic_id, partition, key, value, value_format, headers, deliver_at, created_at)
+    VALUES (%(topic_id)s, %(partition)s, %(key)s, %(value)s, %(value_format)s, %(headers)s::jsonb,
+            %(deliver_at)s, now())
+ RETURNING id
+)
+SELECT id,
+       CASE WHEN pg_try_advisory_xact_lock(1397511939, pg_backend_pid() & 63) THEN NULL
+            ELSE pg_notify('sluice_delayed', %(payload)s) END
+  FROM stored
+
 -- name: claim_due --
 -- Take up to `limit` due records out of the waiting table, earliest first; the caller appends them
 -- to the log in the same transaction, so a record moves exactly once. SKIP LOCKED lets several

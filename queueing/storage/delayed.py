@@ -1,5 +1,18 @@
-"""Raw SQL of delayed records: claiming due ones for the mover, with the time of the next one."""
+"""Raw SQL of delayed records: storing them, and claiming due ones for the mover with the time of
+the next one."""
+from psycopg.types.json import Jsonb
+
 from queueing.storage.log import cursor, run
+
+
+def schedule_record(*, topic_id, partition, record, deliver_at):
+    """Store an encoded record to enter the log at deliver_at (caller's transaction, if any), waking
+    a waiting mover at commit; return its id."""
+    return run(cursor(), "schedule_record", {
+        "topic_id": topic_id, "partition": partition, "key": record.key, "value": record.value,
+        "value_format": record.value_format, "headers": Jsonb(record.headers) if record.headers else None,
+        "deliver_at": deliver_at, "payload": deliver_at.isoformat(),
+    }).fetchone()[0]
 
 
 def claim_due(*, limit):

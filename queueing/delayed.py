@@ -109,6 +109,10 @@ def _move(limit):
 
 
 FALLBACK_SLACK_S = 0.1  # a record due this close after the fallback is not a late wake-up
+# A busy mover sleeps this long or less without asking senders to notify: the ask (a round trip, then
+# a look at the table) costs more than such a sleep, and a record scheduled meanwhile to be due
+# sooner than the next one known is late by this much at most.
+UNASKED_SLEEP_S = 0.005
 
 
 def _deliver_at(payload):
@@ -167,6 +171,9 @@ class Mover(loops.Loop):
         seconds = None if due is None else due - time.monotonic()
         timeout = self.fallback if seconds is None else max(0.0, min(seconds, self.fallback))
         if timeout <= 0:
+            return
+        if timeout <= UNASKED_SLEEP_S and not self._waiter.asking:
+            self.stop_event.wait(timeout)
             return
         if self.listener is None or self.listener.closed:
             try:

@@ -136,6 +136,11 @@ class Waiter:
         if count:
             self.stop(listener)
 
+    @property
+    def asking(self):
+        """Whether writers are asked to notify (the reader sleeps, or did and has found nothing since)."""
+        return bool(self._held or self._pending)
+
     def stop(self, listener):
         """Withdraw the asks: the reader is busy again, or what it reads changed."""
         if (self._held or self._pending) and listener is self._listener and not listener.closed:

@@ -88,12 +88,14 @@ def move_due(limit=500):
 
 
 def _move(limit):
-    """move_due, returning (how many moved, seconds until the earliest record left is due, its
-    deliver_at), the last two None if none is left."""
+    """move_due, returning (how many moved, the time.monotonic() at which the earliest record left
+    is due, its deliver_at), the last two None if none is left."""
     with transaction.atomic():
         rows, seconds, earliest = delayed_storage.claim_due(limit=limit)
+        # Read now, not after the append and the commit: the mover would wake that much late.
+        due = None if seconds is None else time.monotonic() + seconds
         if not rows:
-            return 0, seconds, earliest
+            return 0, due, earliest
         batches = {}
         for delayed_id, topic_id, partition, key, value, value_format, headers, deliver_at, count in rows:
             if partition is None or partition >= count:
@@ -105,7 +107,7 @@ def _move(limit):
                 types.OutgoingRecord(key, value, value_format, headers)
             )
         storage.append_partitions(batches)
-        return len(rows), seconds, earliest
+        return len(rows), due, earliest
 
 
 FALLBACK_SLACK_S = 0.1  # a record due this close after the fallback is not a late wake-up
@@ -150,8 +152,8 @@ class Mover(loops.Loop):
 
     def run_once(self):
         """Move what is due; return True if more is due at once."""
-        moved, seconds, earliest = _move(self.batch)
-        self._next = (None if seconds is None else time.monotonic() + seconds, earliest)
+        moved, due, earliest = _move(self.batch)
+        self._next = (due, earliest)
         self.moved += moved
         if moved and self._slept_out:
             self.late_wakeups += 1
@@ -159,7 +161,7 @@ class Mover(loops.Loop):
                          extra={"late_wakeups": self.late_wakeups})
         self._slept_out = False
         # The next record already due: move it now rather than after a wait that would not sleep.
-        busy = moved == self.batch or (seconds is not None and seconds <= 0)
+        busy = moved == self.batch or (due is not None and due <= time.monotonic())
         if busy:
             self._waiter.stop(self.listener)
         return busy

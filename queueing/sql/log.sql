@@ -54,9 +54,10 @@ SELECT base_offset FROM slot
 -- Append to several partitions in one statement, for a transaction that writes to many (the
 -- outbox relay, the delayed-record mover): batch i goes to (topic_ids[i], partitions[i]), each
 -- partition named once; each record names its batch and its position in it. Returns (batch, base
--- offset) for each batch whose partition exists. The partitions' rows are locked first, in (topic,
--- partition) order, so that two such appends cannot deadlock on them; each lock is then held until
--- the transaction ends, as append_records' is, with the same wake-ups.
+-- offset, the records' timestamp) for each batch whose partition exists. The partitions' rows are
+-- locked first, in (topic, partition) order, so that two such appends cannot deadlock on them; each
+-- lock is then held until the transaction ends, as append_records' is, with the same wake-ups. A
+-- batch named with no records of its own only gets its offsets: the caller COPYs it in next.
 WITH wanted AS (
     SELECT * FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[], %(counts)s::int[], %(bytes)s::bigint[])
                   WITH ORDINALITY AS w(topic_id, number, count, bytes, batch)
@@ -83,7 +84,7 @@ WITH wanted AS (
                   %(value_formats)s::smallint[], %(headers)s::jsonb[])
            AS r(batch, position, key, value, value_format, headers) ON r.batch = slot.batch
 )
-SELECT batch, base_offset FROM slot
+SELECT batch, base_offset, now() FROM slot
 
 -- name: reserve_offsets --
 -- Take the partition's append lock and count offsets for a batch that COPY then writes in the same

@@ -168,9 +168,12 @@ def append_partitions(batches, *, also=None):
     the appends take effect together or not at all, for one round trip. Runs in the caller's
     transaction (call it in one: it is all or nothing only with it) and commits as acks=all does.
     Returns {(topic_id, partition): base offset}; raises PartitionNotFound if a partition is
-    missing (the others, and also, have then taken effect: the caller rolls back).
+    missing (the others, and also, have then taken effect: the caller rolls back). A batch of
+    COPY_FROM records or more gets its offsets from the statement and goes in by COPY after it,
+    as append_records' do, under the locks the statement took.
     """
     slots = list(batches)
+    copied = {}  # batch number -> records written by COPY after the statement
     params = {"topic_ids": [], "partitions": [], "counts": [], "bytes": [], "batches": [], "positions": [],
               "keys": [], "values": [], "value_formats": [], "headers": []}
     for batch, (topic_id, partition) in enumerate(slots, 1):
@@ -179,6 +182,9 @@ def append_partitions(batches, *, also=None):
         params["partitions"].append(partition)
         params["counts"].append(len(records))
         params["bytes"].append(sum(len(r.value or b"") + len(r.key or b"") for r in records))
+        if len(records) >= COPY_FROM:
+            copied[batch] = records
+            continue
         for position, record in enumerate(records):
             params["batches"].append(batch)
             params["positions"].append(position)
@@ -200,7 +206,10 @@ def append_partitions(batches, *, also=None):
         found = {row[0] for row in rows}
         topic_id, partition = next(slot for batch, slot in enumerate(slots, 1) if batch not in found)
         raise exceptions.PartitionNotFound(topic=topic_id, partition=partition)
-    return {slots[batch - 1]: base_offset for batch, base_offset in rows}
+    for batch, base_offset, timestamp in rows:
+        if batch in copied:
+            _copy_rows(cur, *slots[batch - 1], base_offset, timestamp, copied[batch], None, None)
+    return {slots[batch - 1]: base_offset for batch, base_offset, _ in rows}
 
 
 _ALONG = {}  # a caller's query -> append_partitions with it as a first CTE
@@ -273,8 +282,13 @@ def _copy(cur, params, records):
     if row is None:
         raise exceptions.PartitionNotFound(topic=params["topic_id"], partition=params["partition"])
     base_offset, timestamp, _ = row
-    topic_id, partition = params["topic_id"], params["partition"]
-    producer_id, sequence = params["producer_id"], params["base_sequence"]
+    _copy_rows(cur, params["topic_id"], params["partition"], base_offset, timestamp, records,
+               params["producer_id"], params["base_sequence"])
+    return base_offset
+
+
+def _copy_rows(cur, topic_id, partition, base_offset, timestamp, records, producer_id, sequence):
+    """COPY records in at offsets from base_offset, which the caller reserved under the append lock."""
     with connection.wrap_database_errors, cur.copy(_COPY) as copy:
         copy.set_types(_COPY_TYPES)
         for index, record in enumerate(records):
@@ -282,7 +296,6 @@ def _copy(cur, params, records):
                 topic_id, partition, base_offset + index, record.key, record.value, record.value_format,
                 record.headers or None, timestamp, producer_id, None if sequence is None else sequence + index,
             ))
-    return base_offset
 
 
 def _check_sequence(cur, params):

@@ -207,6 +207,23 @@ def test_an_append_to_several_partitions_is_one_dense_run_each(db, topic):
         b"k", b"c", types.ValueFormat.BYTES, {"h": "c"})
 
 
+def test_a_large_batch_among_several_partitions_goes_in_by_copy(db, topic):
+    large = [str(i).encode() for i in range(storage.log.COPY_FROM)]
+
+    def records(values):
+        return [types.OutgoingRecord(b"k", value, types.ValueFormat.BYTES, {"h": "1"}) for value in values]
+
+    with transaction.atomic():
+        bases = storage.append_partitions({(topic.id, 0): records([b"x"]), (topic.id, 1): records(large)})
+        assert bases == {(topic.id, 0): 0, (topic.id, 1): 0}
+        producer.append_partitions([(topic.name, 1, records([b"after"])), (topic.name, 0, records(large))])
+    assert [bytes(v) for _, v, _ in stored(topic.id, 1)] == [*large, b"after"]
+    assert [bytes(v) for _, v, _ in stored(topic.id, 0)] == [b"x", *large]
+    rows = storage.fetch_records(positions={(topic.id, 1): 0}, per_partition=1000)
+    assert [r[2] for r in rows] == list(range(len(large) + 1)) and rows[0][6] == {"h": "1"}
+    assert len({r[7] for r in rows}) == 1  # one transaction, one timestamp
+
+
 def test_an_append_to_several_partitions_refuses_a_bad_one_before_writing(db, topic):
     fine = [types.OutgoingRecord(None, b"x", types.ValueFormat.BYTES, None)]
     with pytest.raises(exceptions.PartitionNotFound):

@@ -13,6 +13,7 @@ import random
 from django.db import InterfaceError, OperationalError, transaction
 
 from outbox import destinations, exceptions, outbox
+from outbox.storage import events as storage
 from queueing import partitioner, producer, topics, types
 
 logger = logging.getLogger("sluice.relay")
@@ -35,20 +36,31 @@ def backoff_ms(attempts, base_ms, max_ms):
     return int(delay * random.uniform(0.8, 1.2))
 
 
-def deliver(events, publisher, *, backoff=(500, 60_000)):
-    """Deliver claimed events (caller's transaction) and return a Result; mark nothing.
+def deliver(events, publisher, *, backoff=(500, 60_000), careful=False):
+    """Deliver claimed events (caller's transaction), mark those delivered, and return a Result;
+    failures are the caller's to record.
 
     Each aggregate's events are tried in seq order and its run stops at the first that fails, so
     nothing is delivered while an earlier event of its aggregate is not. A failure never stops
-    other aggregates.
+    other aggregates. The events to Sluice topics go in with their mark in one statement, without
+    a savepoint (each costs two round trips): if that fails, BatchAppendFailed says the transaction
+    must be rolled back and the batch delivered again with careful=True, which appends partition
+    by partition, then event by event, each in a savepoint, so that only what fails stays behind.
     """
     result = Result()
     blocked = set()  # aggregates whose run stopped in this batch
     sluice, external = [], []
     for event, destination in _runs(events, result, blocked, backoff):
         (sluice if destination.kind == destinations.SLUICE else external).append((event, destination))
-    _to_sluice(sluice, result, blocked, backoff)
+    plan = _plan(sluice, result, blocked, backoff)
+    if careful:
+        _to_sluice(plan, result, blocked, backoff)
+        marked = 0
+    else:
+        _to_sluice_at_once(plan, result)  # marks them too
+        marked = len(result.delivered)
     _to_brokers(external, publisher, result, blocked, backoff)
+    storage.mark_delivered(seqs=result.delivered[marked:])
     return result
 
 
@@ -84,18 +96,17 @@ def _describe(error):
     return f"{type(error).__name__}: {error}"
 
 
-def _to_sluice(pairs, result, blocked, backoff):
-    """Append per (topic, partition) in one statement, all in one savepoint; if that fails, partition
-    by partition and then event by event, so only the events that fail (and their aggregates' later
-    events) stay behind."""
+def _plan(pairs, result, blocked, backoff):
+    """[(TopicInfo, partition, events)] for the (event, Destination) pairs to Sluice topics, in
+    (topic id, partition) order; the events of a topic that cannot be found fail."""
     groups = {}
     for event, destination in pairs:
         groups.setdefault(destination.topic, []).append(event)
-    sender = producer.Producer()
     plan = []  # (TopicInfo, partition, events)
-    # Topics and partitions in sorted order: an append holds its partition's lock until commit, so
-    # relays appending to several partitions take the locks in one order and never deadlock.
-    for topic, events in sorted(groups.items()):
+    # Partitions in (topic id, partition) order, the order in which one statement locks them: an
+    # append holds its partition's lock until commit, so the careful appends one by one (after a
+    # failure) take the locks in the same order as other relays and never deadlock with them.
+    for topic, events in groups.items():
         try:
             info = topics.cached_topic(topic)
         except CONNECTION_ERRORS:
@@ -109,17 +120,40 @@ def _to_sluice(pairs, result, blocked, backoff):
         for event in events:
             key = (event.key or event.aggregate_id).encode()
             by_partition.setdefault(partitioner.partition_for_key(key, info.partition_count), []).append(event)
-        plan.extend((info, partition, batch) for partition, batch in sorted(by_partition.items()))
-    # One savepoint for the whole plan, the usual case (a savepoint costs two round trips).
-    if len(plan) > 1 and _append(sender, plan):
+        plan.extend((info, partition, batch) for partition, batch in by_partition.items())
+    plan.sort(key=lambda item: (item[0].id, item[1]))
+    return plan
+
+
+def _to_sluice_at_once(plan, result):
+    """Append the plan's events and mark them delivered, in one statement."""
+    seqs = [event.seq for _, _, events in plan for event in events]
+    if not seqs:
+        return
+    try:
+        producer.append_partitions([(info, partition, [_record(event) for event in events])
+                                    for info, partition, events in plan],
+                                   also=storage.mark_delivered_along(seqs=seqs))
+    except CONNECTION_ERRORS:
+        raise
+    except Exception as error:  # noqa: BLE001 - the batch is delivered again, carefully
+        raise exceptions.BatchAppendFailed(reason=_describe(error)) from error
+    result.delivered.extend(seqs)
+
+
+def _to_sluice(plan, result, blocked, backoff):
+    """Append the plan's events in one statement, in one savepoint; if that fails, partition by
+    partition and then event by event, so only the events that fail (and their aggregates' later
+    events) stay behind."""
+    if len(plan) > 1 and _append(plan):
         result.delivered.extend(event.seq for _, _, batch in plan for event in batch)
         return
     for info, partition, batch in plan:
-        if not _append(sender, [(info, partition, batch)]):
+        if not _append([(info, partition, batch)]):
             for event in batch:
                 if event.aggregate not in blocked:
                     try:
-                        _append(sender, [(info, partition, [event])], raise_error=True)
+                        _append([(info, partition, [event])], raise_error=True)
                     except CONNECTION_ERRORS:
                         raise
                     except Exception as error:  # noqa: BLE001 - recorded on the event, retried later
@@ -130,13 +164,13 @@ def _to_sluice(pairs, result, blocked, backoff):
         result.delivered.extend(event.seq for event in batch)
 
 
-def _append(sender, plan, *, raise_error=False):
-    """Append the events of each (TopicInfo, partition, events) of plan, all in one savepoint; False
-    (or the error) if one failed, and then none is appended."""
+def _append(plan, *, raise_error=False):
+    """Append the events of each (TopicInfo, partition, events) of plan in one statement, in one
+    savepoint; False (or the error) if one failed, and then none is appended."""
     try:
         with transaction.atomic():
-            for info, partition, events in plan:
-                sender.append(info, partition, [_record(event) for event in events])
+            producer.append_partitions(
+                [(info, partition, [_record(event) for event in events]) for info, partition, events in plan])
     except CONNECTION_ERRORS:
         raise
     except Exception:

@@ -18,6 +18,11 @@ class BrokerUnavailable(OutboxError):
     """Broker {broker} is unavailable: {reason}"""
 
 
+class BatchAppendFailed(OutboxError):
+    """Appending the batch's events to their topics in one statement failed ({reason}); the batch
+    must be rolled back and delivered again partition by partition."""
+
+
 class MessageNacked(OutboxError):
     """Broker {broker} refused the message (Basic.Nack)."""
 

@@ -9,7 +9,7 @@ from django.db import OperationalError, transaction
 from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
-from outbox import brokers, delivery, models, outbox, retention
+from outbox import brokers, delivery, exceptions, models, outbox, retention
 from outbox.storage import events as storage
 from queueing import loops, wakeups
 
@@ -24,7 +24,8 @@ class Relay(loops.Loop):
     """Moves committed outbox events to their destinations; run as many as you like.
 
     Each batch is one transaction: claim (see claim_events in outbox/sql/events.sql for how several
-    relays keep each aggregate's order), deliver, mark delivered, record failures with a back-off.
+    relays keep each aggregate's order), deliver and mark delivered (see delivery.deliver), record
+    failures with a back-off.
     To a Sluice topic the append commits with the mark: exactly once. To a broker the mark follows
     its confirm: at least once. A relay killed at any point leaves its claimed events undelivered
     (their locks go with its connection), and another relay takes them. run() comes from
@@ -47,6 +48,7 @@ class Relay(loops.Loop):
         self._waiter = wakeups.Waiter(wakeups.PUBLISHES, "outbox relay")
         self.delivered = self.failed = self.deferred = 0
         self._next_prune = 0.0
+        self._careful = False  # the next batch appends in savepoints, after a batch whose append failed
 
     def run_once(self):
         """Deliver one batch; return True if more events are likely waiting."""
@@ -60,6 +62,11 @@ class Relay(loops.Loop):
             # marked, and the events are claimed again at once.
             logger.info("outbox batch rolled back (%s); claiming again", error)
             return True
+        except exceptions.BatchAppendFailed as error:
+            # Rolled back too; the next batch finds the events that fail, one by one.
+            logger.info("%s", error)
+            self._careful = True
+            return True
 
     def _deliver_batch(self):
         with transaction.atomic():
@@ -67,12 +74,12 @@ class Relay(loops.Loop):
             if not events:
                 result = None
             else:
-                result = delivery.deliver(events, self.publisher, backoff=self.backoff_ms)
-                storage.mark_delivered(seqs=result.delivered)
+                result = delivery.deliver(events, self.publisher, backoff=self.backoff_ms, careful=self._careful)
                 for event, error, delay in result.failed:
                     storage.mark_failed(seq=event.seq, error=error, delay_ms=delay)
                 for event, error, delay in result.deferred:
                     storage.defer_events(seqs=[event.seq], error=error, delay_ms=delay)
+        self._careful = False
         if result is not None:
             self._count(result)
         # Busy: publishers need not notify. Events coming due after a failure are not wake-ups.

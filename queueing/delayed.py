@@ -54,16 +54,12 @@ def deliver_at_for(*, delay=None, deliver_at=None, delay_level=None, now=None):
 def schedule(info, record, *, partition, deliver_at):
     """Store an encoded record to enter topic `info` at deliver_at; return DelayedMetadata.
 
-    Runs in the caller's transaction when there is one (rolled back with it). The NOTIFY, sent at
-    commit, wakes a mover that is sleeping until a later record.
+    One statement, in the caller's transaction when there is one (rolled back with it). Its NOTIFY,
+    sent at commit while a mover waits, wakes a mover that is sleeping until a later record.
     """
-    row = models.DelayedRecord.objects.create(
-        topic_id=info.id, partition=partition, key=record.key, value=record.value,
-        value_format=record.value_format, headers=record.headers, deliver_at=deliver_at,
-    )
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, deliver_at.isoformat()])
-    return types.DelayedMetadata(topic=info.name, id=row.id, deliver_at=deliver_at)
+    delayed_id = delayed_storage.schedule_record(topic_id=info.id, partition=partition, record=record,
+                                                 deliver_at=deliver_at)
+    return types.DelayedMetadata(topic=info.name, id=delayed_id, deliver_at=deliver_at)
 
 
 def cancel(delayed_id):
@@ -88,10 +84,18 @@ def move_due(limit=500):
     The records leave the waiting table in the transaction that appends them, so each enters the
     log exactly once, in deliver_at order per partition.
     """
+    return _move(limit)[0]
+
+
+def _move(limit):
+    """move_due, returning (how many moved, the time.monotonic() at which the earliest record left
+    is due, its deliver_at), the last two None if none is left."""
     with transaction.atomic():
-        rows = delayed_storage.claim_due(limit=limit)
+        rows, seconds, earliest = delayed_storage.claim_due(limit=limit)
+        # Read now, not after the append and the commit: the mover would wake that much late.
+        due = None if seconds is None else time.monotonic() + seconds
         if not rows:
-            return 0
+            return 0, due, earliest
         batches = {}
         for delayed_id, topic_id, partition, key, value, value_format, headers, deliver_at, count in rows:
             if partition is None or partition >= count:
@@ -102,12 +106,15 @@ def move_due(limit=500):
             batches.setdefault((topic_id, partition), []).append(
                 types.OutgoingRecord(key, value, value_format, headers)
             )
-        for (topic_id, partition), records in batches.items():
-            storage.append_records(topic_id=topic_id, partition=partition, records=records)
-        return len(rows)
+        storage.append_partitions(batches)
+        return len(rows), due, earliest
 
 
 FALLBACK_SLACK_S = 0.1  # a record due this close after the fallback is not a late wake-up
+# A busy mover sleeps this long or less without asking senders to notify: the ask (a round trip, then
+# a look at the table) costs more than such a sleep, and a record scheduled meanwhile to be due
+# sooner than the next one known is late by this much at most.
+UNASKED_SLEEP_S = 0.005
 
 
 def _deliver_at(payload):
@@ -118,11 +125,16 @@ def _deliver_at(payload):
         return datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 
+STRIPES = frozenset(range(64))  # the senders' wake-up keys (schedule_record in sql/delayed.sql)
+
+
 class Mover(loops.Loop):
     """The loop that moves delayed records into the log when due; several may run.
 
     It sleeps until the earliest record is due, woken early by a NOTIFY when a sooner one is
     scheduled, and never longer than the fallback interval, so a lost notification only delays.
+    Senders notify only while it sleeps (wakeups.Waiter): busy, with records due one after the
+    other, it withdraws its ask, and they commit without a NOTIFY.
     """
 
     name = "delayed-record mover"
@@ -135,23 +147,35 @@ class Mover(loops.Loop):
         self.moved = 0
         self.late_wakeups = 0  # sleeps the fallback ended while a record scheduled meanwhile was due
         self._slept_out = False
+        self._next = (None, None)  # (time.monotonic() when the earliest record left is due, its deliver_at)
+        self._waiter = wakeups.Waiter(wakeups.DELAYS, self.name)
 
     def run_once(self):
         """Move what is due; return True if more is due at once."""
-        moved = move_due(self.batch)
+        moved, due, earliest = _move(self.batch)
+        self._next = (due, earliest)
         self.moved += moved
         if moved and self._slept_out:
             self.late_wakeups += 1
             logger.debug("late wake-up: %d delayed record(s) came due with no NOTIFY to say so", moved,
                          extra={"late_wakeups": self.late_wakeups})
         self._slept_out = False
-        return moved == self.batch
+        # The next record already due: move it now rather than after a wait that would not sleep.
+        busy = moved == self.batch or (due is not None and due <= time.monotonic())
+        if busy:
+            self._waiter.stop(self.listener)
+        return busy
 
     def wait(self):
-        """Sleep until the next record is due, a sooner one is scheduled, or the fallback passes."""
-        seconds, earliest = delayed_storage.next_due()
+        """Sleep until the next record is due (as the last move saw it), a sooner one is scheduled,
+        or the fallback passes."""
+        due, earliest = self._next
+        seconds = None if due is None else due - time.monotonic()
         timeout = self.fallback if seconds is None else max(0.0, min(seconds, self.fallback))
         if timeout <= 0:
+            return
+        if timeout <= UNASKED_SLEEP_S and not self._waiter.asking:
+            self.stop_event.wait(timeout)
             return
         if self.listener is None or self.listener.closed:
             try:
@@ -160,14 +184,12 @@ class Mover(loops.Loop):
                 logger.warning("LISTEN failed (%s); polling every %.2fs", error, self.fallback)
                 self.stop_event.wait(timeout)
                 return
-        try:
-            woken = self._sooner_scheduled(earliest, time.monotonic() + timeout)
-        except psycopg.Error:
-            self.listener.close()
-            return
+            return  # a record scheduled since the last move sent its NOTIFY before we listened: look again
+        ran_out = self._waiter.sleep(self.listener, STRIPES, timeout,
+                                     lambda wait_s: self._sooner_scheduled(earliest, time.monotonic() + wait_s))
         # Slept the whole fallback with nothing due before it that it knew of: whatever it moves
         # now was scheduled sooner without the NOTIFY that should have woken it.
-        self._slept_out = not woken and (seconds is None or seconds > self.fallback + FALLBACK_SLACK_S)
+        self._slept_out = ran_out and (seconds is None or seconds > self.fallback + FALLBACK_SLACK_S)
 
     def _sooner_scheduled(self, earliest, deadline):
         """Wait until a NOTIFY says a record was scheduled before earliest (the waiting records'

@@ -1,4 +1,5 @@
 """Producers: encode records, pick partitions, and append them to the log."""
+import contextlib
 import json
 import logging
 import threading
@@ -159,7 +160,8 @@ class Producer:
         from queueing import delayed
 
         results = [None] * count
-        with transaction.atomic():
+        # One record is one statement, atomic without a transaction of its own (two round trips).
+        with transaction.atomic() if count > 1 else contextlib.nullcontext():
             for target, batch in by_partition.items():
                 for index, record in batch:
                     keep = target if partition is not None or record.key is None else None
@@ -213,13 +215,7 @@ class Producer:
         For copies (replay, dead letters) that must keep a value's format and carry per-record
         headers; idempotence works as for send_batch. Returns the base offset.
         """
-        info = topic if isinstance(topic, types.TopicInfo) else topics.cached_topic(topic)
-        if not isinstance(partition, int) or not 0 <= partition < info.partition_count:
-            raise exceptions.PartitionNotFound(topic=info.name, partition=partition)
-        for record in records:
-            size = len(record.value or b"") + len(record.key or b"")
-            if size > info.max_message_bytes:
-                raise exceptions.MessageTooLarge(topic=info.name, size=size, limit=info.max_message_bytes)
+        info = _checked(topic, partition, records)
         base, _ = self._append(info, partition, list(records), acks)
         return base
 
@@ -279,6 +275,33 @@ class Producer:
             base_sequence=base_sequence,
             acks=acks,
         )
+
+
+def _checked(topic, partition, records):
+    """Return the TopicInfo of topic (a name or a TopicInfo), once partition and records fit it."""
+    info = topic if isinstance(topic, types.TopicInfo) else topics.cached_topic(topic)
+    if not isinstance(partition, int) or not 0 <= partition < info.partition_count:
+        raise exceptions.PartitionNotFound(topic=info.name, partition=partition)
+    for record in records:
+        size = len(record.value or b"") + len(record.key or b"")
+        if size > info.max_message_bytes:
+            raise exceptions.MessageTooLarge(topic=info.name, size=size, limit=info.max_message_bytes)
+    return info
+
+
+def append_partitions(batches, *, also=None):
+    """Append already-encoded OutgoingRecords to several partitions in one statement, as
+    Producer.append does to one: batches is [(topic, partition, records)], each partition once;
+    also, a query of the caller's to run in the same statement (see storage.append_partitions).
+
+    Call it in a transaction: it is all or nothing with it, and commits as acks=all does. Raises
+    MessageTooLarge, and PartitionNotFound for a partition past the topic's count, before anything
+    is written (for a partition row that is missing, see storage.append_partitions).
+    """
+    plan = {}
+    for topic, partition, records in batches:
+        plan[(_checked(topic, partition, records).id, partition)] = list(records)
+    storage.append_partitions(plan, also=also)
 
 
 _default = Producer()

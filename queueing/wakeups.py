@@ -13,6 +13,7 @@ logger = logging.getLogger("sluice.wakeups")
 APPENDS = 1397511936  # the lock space of the log's appends, a key per partition (mod 64)
 PUBLISHES = 1397511937  # the outbox's publishers, a key per stripe
 FINISHES = 1397511938  # the task layer's finished tasks, a key per task (its id mod 2^31)
+DELAYS = 1397511939  # delayed sends, a key per stripe
 # How long a reader queues for a key that a writer in flight holds before it looks at its other
 # NOTIFYs: an append commits in well under this, a long transaction is waited out slice by slice.
 PATIENCE_S = 0.005
@@ -74,15 +75,22 @@ class Waiter:
         self._slept_out = False
 
     def sleep(self, listener, keys, seconds, listen):
-        """Return once a writer of keys may have committed since the last read, or after seconds.
+        """Return once a writer of keys may have committed since the last read, or after seconds;
+        return whether the sleep ran out (no NOTIFY, no writer seen to end).
 
         listen(seconds) waits on listener for a NOTIFY, up to seconds (0: takes what is there), and
         returns whether one came; without a usable listener it is all there is. A listener that
         fails is closed (its asks go with it) and logged.
         """
+        ran_out = self._sleep(listener, keys, seconds, listen)
+        if ran_out is not None:
+            self._slept_out = ran_out
+        return bool(ran_out)
+
+    def _sleep(self, listener, keys, seconds, listen):
+        """sleep(), returning whether it ran out, or None when it returned for a read at once."""
         if listener is None or listener.closed:
-            self._slept_out = not listen(seconds)  # polling: what the next read finds came unannounced
-            return
+            return not listen(seconds)  # polling: what the next read finds came unannounced
         if listener is not self._listener:
             self._listener, self._held, self._pending = listener, set(), set()
         deadline = time.monotonic() + seconds
@@ -93,24 +101,24 @@ class Waiter:
                 granted = unasked - self._pending
                 self._held |= granted
                 if granted:
-                    return  # what was written before these asks did not notify: read once more
+                    return None  # what was written before these asks did not notify: read once more
             while self._pending:
                 # Writers that missed the ask are in flight: wait for their commits, then read once
                 # more. In short slices, so that NOTIFYs on the keys already held are not held up
                 # behind a long transaction.
                 if time.monotonic() >= deadline:
-                    self._slept_out = True
-                    return
+                    return True
                 if storage.wait_for_writers(listener, space=self.space, keys=self._pending, timeout=PATIENCE_S):
                     self._held |= self._pending
                     self._pending = set()
-                    return
+                    return None
                 if listen(0):
-                    return
-            self._slept_out = not listen(max(0.0, deadline - time.monotonic()))
+                    return None
+            return not listen(max(0.0, deadline - time.monotonic()))
         except psycopg.Error as error:
             logger.warning("%s: LISTEN connection lost (%s)", self.reader, error)
             listener.close()
+            return None
 
     def drain(self, listen):
         """Take the NOTIFYs that came since the last sleep (listen as for sleep()), before a read;
@@ -130,6 +138,11 @@ class Waiter:
         self._slept_out = False
         if count:
             self.stop(listener)
+
+    @property
+    def asking(self):
+        """Whether writers are asked to notify (the reader sleeps, or did and has found nothing since)."""
+        return bool(self._held or self._pending)
 
     def stop(self, listener):
         """Withdraw the asks: the reader is busy again, or what it reads changed."""

@@ -7,6 +7,7 @@ import uuid
 from django.db import connection
 
 from outbox.sql import queries
+from queueing import storage as engine_storage
 
 
 class ClaimedEvent(typing.NamedTuple):
@@ -67,15 +68,22 @@ def claim_events(*, limit):
     Heads are looked for among the oldest limit * CLAIM_WINDOW undelivered events first, and among
     all of them only if those hold none to take (see claim_events in events.sql).
     """
-    rows = _run("claim_events", {"limit": limit, "window": limit * CLAIM_WINDOW}, fetch="all")
+    # On the engine's cursor, which prepares it: planning this query took longer than running it
+    # (1.4 ms against 0.4 on the CI machine), and the relay runs it for every batch.
+    rows = engine_storage.execute(queries["claim_events"], {"limit": limit, "window": limit * CLAIM_WINDOW}).fetchall()
     if not rows:
-        rows = _run("claim_events", {"limit": limit, "window": None}, fetch="all")
+        rows = engine_storage.execute(queries["claim_events"], {"limit": limit, "window": None}).fetchall()
     return [ClaimedEvent(*row[:5], _json(row[5]), _json(row[6]) or {}, *row[7:]) for row in rows]
 
 
 def mark_delivered(*, seqs):
     if seqs:
         _run("mark_delivered", {"seqs": list(seqs)})
+
+
+def mark_delivered_along(*, seqs):
+    """mark_delivered as (query, params), for the statement that appends the events to their topics."""
+    return queries["mark_delivered"], {"seqs": list(seqs)}
 
 
 def mark_failed(*, seq, error, delay_ms):

@@ -83,6 +83,42 @@ counted AS (
 )
 SELECT (SELECT base_offset FROM slot), now(), (SELECT records FROM counted), EXISTS (SELECT FROM target)
 
+-- name: append_partitions --
+-- Append to several partitions in one statement, for a transaction that writes to many (the
+-- outbox relay, the delayed-record mover): batch i goes to (topic_ids[i], partitions[i]), each
+-- partition named once; each record names its batch and its position in it. Returns (batch, base
+-- offset, the records' timestamp) for each batch whose partition exists. The partitions' rows are
+-- locked first, in (topic, partition) order, so that two such appends cannot deadlock on them; each
+-- lock is then held until the transaction ends, as append_records' is, with the same wake-ups. A
+-- batch named with no records of its own only gets its offsets: the caller COPYs it in next.
+WITH wanted AS (
+    SELECT * FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[], %(counts)s::int[], %(bytes)s::bigint[])
+                  WITH ORDINALITY AS w(topic_id, number, count, bytes, batch)
+), locked AS (
+    SELECT p.topic_id, p.number
+      FROM queueing_partition p JOIN wanted w ON p.topic_id = w.topic_id AND p.number = w.number
+     ORDER BY p.topic_id, p.number
+       FOR UPDATE OF p
+), slot AS (
+    UPDATE queueing_partition p
+       SET next_offset = p.next_offset + w.count, size_bytes = p.size_bytes + w.bytes
+      FROM wanted w JOIN locked l ON l.topic_id = w.topic_id AND l.number = w.number
+     WHERE p.topic_id = w.topic_id AND p.number = w.number
+ RETURNING w.batch, p.topic_id, p.number, p.next_offset - w.count AS base_offset,
+           CASE WHEN pg_try_advisory_xact_lock(1397511936, ((p.topic_id %% 33554432) * 64 + p.number %% 64)::int)
+                THEN NULL ELSE pg_notify('sluice_t' || p.topic_id::text, p.number::text) END
+), stored AS (
+    INSERT INTO queueing_record
+           (topic_id, partition, "offset", key, value, value_format, headers, timestamp, producer_id, sequence)
+    SELECT slot.topic_id, slot.number, slot.base_offset + r.position, r.key, r.value, r.value_format, r.headers,
+           now(), NULL, NULL
+      FROM slot
+      JOIN unnest(%(batches)s::bigint[], %(positions)s::int[], %(keys)s::bytea[], %(values)s::bytea[],
+                  %(value_formats)s::smallint[], %(headers)s::jsonb[])
+           AS r(batch, position, key, value, value_format, headers) ON r.batch = slot.batch
+)
+SELECT batch, base_offset, now() FROM slot
+
 -- name: reserve_offsets --
 -- Take the partition's append lock and count offsets for a batch that COPY then writes in the same
 -- transaction; returns the base offset and the transaction's time for the records' timestamps.

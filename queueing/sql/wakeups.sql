@@ -16,7 +16,8 @@
 -- advisory locks take room in the server's lock table, sized by max_locks_per_transaction;
 -- partitions that share a key only cost an unneeded NOTIFY when their appends overlap);
 -- 1397511937 for the outbox's publishers, keyed by stripe (the backend's pid mod 64);
--- 1397511938 for the task layer's finished tasks, keyed by task (its id mod 2^31: a Result.wait()).
+-- 1397511938 for the task layer's finished tasks, keyed by task (its id mod 2^31: a Result.wait());
+-- 1397511939 for delayed sends, keyed by stripe (the backend's pid mod 64), for the mover.
 
 -- name: ask_for_wakeups --
 -- Ask the writers of these keys to NOTIFY; returns the keys refused: a writer that did not see the

@@ -52,6 +52,14 @@ def run(cur, name, params, *, binary=False):
         return cur.execute(queries[name], params, binary=binary)
 
 
+def execute(query, params):
+    """Execute another app's hot-path query as run() does a named one: on cursor(), so that it is
+    bound on the server and prepared after a few runs, with driver errors turned into Django's."""
+    cur = cursor()
+    with cur.connection._sluice_errors:
+        return cur.execute(query, params)
+
+
 def _commit_level(cur):
     """Return this connection's synchronous_commit, read once per connection."""
     raw = cur.connection
@@ -154,6 +162,73 @@ def _append_one(cur, topic_id, partition, record, producer_id, base_sequence):
     return row[0]
 
 
+def append_partitions(batches, *, also=None):
+    """Append records to several partitions in one statement: batches {(topic_id, partition): records}.
+
+    also: (query, params), a data-modifying query of the caller's with %(name)s parameters of its
+    own (e.g. marking what the records carry as sent), run in the same statement, so that it and
+    the appends take effect together or not at all, for one round trip. Runs in the caller's
+    transaction (call it in one: it is all or nothing only with it) and commits as acks=all does.
+    Returns {(topic_id, partition): base offset}; raises PartitionNotFound if a partition is
+    missing (the others, and also, have then taken effect: the caller rolls back). A batch of
+    COPY_FROM records or more gets its offsets from the statement and goes in by COPY after it,
+    as append_records' do, under the locks the statement took.
+    """
+    slots = list(batches)
+    copied = {}  # batch number -> records written by COPY after the statement
+    params = {"topic_ids": [], "partitions": [], "counts": [], "bytes": [], "batches": [], "positions": [],
+              "keys": [], "values": [], "value_formats": [], "headers": []}
+    for batch, (topic_id, partition) in enumerate(slots, 1):
+        records = batches[(topic_id, partition)]
+        params["topic_ids"].append(topic_id)
+        params["partitions"].append(partition)
+        params["counts"].append(len(records))
+        params["bytes"].append(sum(len(r.value or b"") + len(r.key or b"") for r in records))
+        if len(records) >= COPY_FROM:
+            copied[batch] = records
+            continue
+        for position, record in enumerate(records):
+            params["batches"].append(batch)
+            params["positions"].append(position)
+            params["keys"].append(record.key)
+            params["values"].append(record.value)
+            params["value_formats"].append(record.value_format)
+            params["headers"].append(Jsonb(record.headers) if record.headers else None)
+    cur = cursor()
+    level = _needs_commit_level(cur, types.Acks.ALL)
+    if level is not None:
+        with cur.connection._sluice_errors:
+            cur.execute(f"SET LOCAL synchronous_commit = {level}")
+    if also is None:
+        rows = run(cur, "append_partitions", params).fetchall()
+    else:
+        with cur.connection._sluice_errors:
+            rows = cur.execute(_along(also[0]), {**also[1], **params}).fetchall()
+    if len(rows) < len(slots):
+        found = {row[0] for row in rows}
+        topic_id, partition = next(slot for batch, slot in enumerate(slots, 1) if batch not in found)
+        raise exceptions.PartitionNotFound(topic=topic_id, partition=partition)
+    for batch, base_offset, timestamp in rows:
+        if batch in copied:
+            _copy_rows(cur, *slots[batch - 1], base_offset, timestamp, copied[batch], None, None)
+    return {slots[batch - 1]: base_offset for batch, base_offset, _ in rows}
+
+
+_ALONG = {}  # a caller's query -> append_partitions with it as a first CTE
+
+
+def _along(query):
+    """append_partitions with the caller's data-modifying query as a CTE of its own: PostgreSQL
+    runs such a CTE once whether or not the rest reads it. Built once per query."""
+    statement = _ALONG.get(query)
+    if statement is None:
+        base = queries["append_partitions"]
+        if not base.startswith("WITH wanted AS ("):
+            raise RuntimeError("append_partitions no longer has the shape append_partitions(also=) expects")
+        statement = _ALONG[query] = base.replace("WITH wanted AS (", f"WITH also AS (\n{query}\n), wanted AS (", 1)
+    return statement
+
+
 def append_selected(ctes, batches, *, topic_id, partition):
     """Run the caller's CTEs (SQL to follow WITH, with %(name)s parameters) and append the records
     their CTE named source selects to the partition, in one statement per batch of parameters
@@ -198,8 +273,13 @@ def _copy(cur, params, records):
     if row is None:
         raise exceptions.PartitionNotFound(topic=params["topic_id"], partition=params["partition"])
     base_offset, timestamp, _ = row
-    topic_id, partition = params["topic_id"], params["partition"]
-    producer_id, sequence = params["producer_id"], params["base_sequence"]
+    _copy_rows(cur, params["topic_id"], params["partition"], base_offset, timestamp, records,
+               params["producer_id"], params["base_sequence"])
+    return base_offset
+
+
+def _copy_rows(cur, topic_id, partition, base_offset, timestamp, records, producer_id, sequence):
+    """COPY records in at offsets from base_offset, which the caller reserved under the append lock."""
     with connection.wrap_database_errors, cur.copy(_COPY) as copy:
         copy.set_types(_COPY_TYPES)
         for index, record in enumerate(records):
@@ -207,7 +287,6 @@ def _copy(cur, params, records):
                 topic_id, partition, base_offset + index, record.key, record.value, record.value_format,
                 record.headers or None, timestamp, producer_id, None if sequence is None else sequence + index,
             ))
-    return base_offset
 
 
 def _check_sequence(cur, params):

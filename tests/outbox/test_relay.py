@@ -166,10 +166,31 @@ def test_an_event_too_large_for_its_topic_fails_alone(db):
     outbox.publish(aggregate_type="order", aggregate_id="big", event_type="t", payload={"blob": "x" * 5000},
                    destination="sluice:events")
     publish("c", 1)
-    relay.Relay().run_once()
+    loop = relay.Relay()
+    assert loop.run_once() is True and by_aggregate("events") == {}  # the one-statement append failed
+    loop.run_once()  # the careful batch
     assert sorted(by_aggregate("events")) == ["a", "c"]
     poison = models.OutboxEvent.objects.get(aggregate_id="big")
     assert poison.delivered_at is None and "MessageTooLarge" in poison.last_error
+
+
+def test_a_batch_whose_append_fails_in_the_database_is_rolled_back_with_its_marks(db):
+    """Regression: the append and the mark "delivered" are one statement without a savepoint; when
+    it fails after writing (a partition row gone), the batch must leave nothing marked, and the
+    careful batch after it deliver what it can."""
+    topics.create_topic("events", partitions=2)
+    info = topics.get_topic("events")
+    key_of = {partitioner.partition_for_key(key.encode(), 2): key for key in ("k1", "k2", "k3", "k4", "k5")}
+    queueing_models.Partition.objects.filter(topic_id=info.id, number=1).delete()
+    publish(key_of[0], 1)
+    publish(key_of[1], 1)
+    loop = relay.Relay()
+    assert loop.run_once() is True
+    assert undelivered().count() == 2 and records("events") == []
+    loop.run_once()
+    assert by_aggregate("events") == {key_of[0]: [1]}
+    [failed] = undelivered()
+    assert failed.aggregate_id == key_of[1] and "PartitionNotFound" in failed.last_error
 
 
 def test_an_aggregate_changing_destination_keeps_its_order(db):

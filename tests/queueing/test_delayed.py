@@ -171,19 +171,53 @@ def test_thousands_of_random_delays_are_never_early_and_arrive_promptly(settings
 
 @pytest.mark.django_db(transaction=True)
 def test_the_mover_is_woken_by_a_sooner_record_and_not_by_a_later_one():
-    # Every delayed send NOTIFYs; a mover woken by each would look at the table once a send.
-    from queueing import wakeups
-    from queueing.storage import delayed as delayed_storage
+    # While the mover waits every delayed send NOTIFYs; a mover woken by each would look at the
+    # table once a send.
+    from queueing import storage, wakeups
 
     topics.create_topic("wake-up", partitions=1)
     mover = delayed.Mover(fallback=60)
     mover.listener = wakeups.listen_connection([delayed.CHANNEL])
     try:
-        producer.send("wake-up", b"first", delay=30)
-        _, earliest = delayed_storage.next_due()
+        assert storage.ask_for_wakeups(mover.listener, space=wakeups.DELAYS, keys=delayed.STRIPES) == set()
+        earliest = producer.send("wake-up", b"first", delay=30).deliver_at
         producer.send("wake-up", b"later", delay=60)
         assert mover._sooner_scheduled(earliest, time.monotonic() + 0.3) is False  # both notices seen
         producer.send("wake-up", b"sooner", delay=10)
         assert mover._sooner_scheduled(earliest, time.monotonic() + 30) is True
     finally:
         mover.listener.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delayed_send_notifies_only_while_a_mover_waits():
+    """A NOTIFY makes committing transactions queue behind each other: with the mover busy (it
+    asks for none), delayed sends commit without one; once it waits, they wake it."""
+    from queueing import wakeups
+
+    topics.create_topic("quiet", partitions=1)
+    listener = wakeups.listen_connection([delayed.CHANNEL])
+    mover = delayed.Mover(fallback=60)
+    mover.listener = listener
+    try:
+        producer.send("quiet", b"unheard", delay=30)
+        assert not wakeups.heard(listener, 0.3)
+        mover.run_once()  # nothing due; it knows the record due in 30 s
+        assert mover._waiter.sleep(listener, delayed.STRIPES, 5, lambda s: False) is False  # asked: look again
+        producer.send("quiet", b"sooner", delay=10)
+        assert wakeups.heard(listener, 5)
+    finally:
+        listener.close()
+
+
+def test_a_move_says_when_the_next_record_is_due(db, topic):
+    """The mover sleeps on what its last move said, without asking again: the claim's snapshot
+    still holds the records it took, and they must not count as the next one."""
+    first = producer.send(topic.name, b"first", delay=30)
+    later = producer.send(topic.name, b"later", delay=60).deliver_at
+    make_due([first.id])
+    moved, due, earliest = delayed._move(500)
+    assert moved == 1 and earliest == later and 55 < due - time.monotonic() <= 60
+    assert delayed._move(500)[:1] == (0,) and delayed._move(500)[2] == later
+    make_due()
+    assert delayed._move(500) == (1, None, None)

@@ -273,3 +273,48 @@ def test_send_selected_batches_commit_or_roll_back_together(db, topic):
         producer.send_selected(SELECTED, batches(), topic.name, max_bytes=2)
     assert not models.Producer.objects.filter(client_id="doomed").exists()
     assert all(stored(topic.id, p) == [] for p in range(3))
+
+
+def test_an_append_to_several_partitions_is_one_dense_run_each(db, topic):
+    other = topics.create_topic("t.other", partitions=1)
+    producer.send(topic.name, b"before", partition=2)
+
+    def records(*values):
+        return [types.OutgoingRecord(b"k", value, types.ValueFormat.BYTES, {"h": value.decode()}) for value in values]
+
+    with transaction.atomic():
+        producer.append_partitions([(topic.name, 2, records(b"a", b"b")), (other.name, 0, records(b"c")),
+                                    (topic.name, 0, records(b"d", b"e", b"f"))])
+    assert [(o, bytes(v)) for o, v, _ in stored(topic.id, 2)] == [(0, b"before"), (1, b"a"), (2, b"b")]
+    assert [(o, bytes(v)) for o, v, _ in stored(topic.id, 0)] == [(0, b"d"), (1, b"e"), (2, b"f")]
+    assert [(o, bytes(v)) for o, v, _ in stored(other.id, 0)] == [(0, b"c")]
+    assert storage.fetch_records(positions={(other.id, 0): 0}, per_partition=5)[0][3:7] == (
+        b"k", b"c", types.ValueFormat.BYTES, {"h": "c"})
+
+
+def test_a_large_batch_among_several_partitions_goes_in_by_copy(db, topic):
+    large = [str(i).encode() for i in range(storage.log.COPY_FROM)]
+
+    def records(values):
+        return [types.OutgoingRecord(b"k", value, types.ValueFormat.BYTES, {"h": "1"}) for value in values]
+
+    with transaction.atomic():
+        bases = storage.append_partitions({(topic.id, 0): records([b"x"]), (topic.id, 1): records(large)})
+        assert bases == {(topic.id, 0): 0, (topic.id, 1): 0}
+        producer.append_partitions([(topic.name, 1, records([b"after"])), (topic.name, 0, records(large))])
+    assert [bytes(v) for _, v, _ in stored(topic.id, 1)] == [*large, b"after"]
+    assert [bytes(v) for _, v, _ in stored(topic.id, 0)] == [b"x", *large]
+    rows = storage.fetch_records(positions={(topic.id, 1): 0}, per_partition=1000)
+    assert [r[2] for r in rows] == list(range(len(large) + 1)) and rows[0][6] == {"h": "1"}
+    assert len({r[7] for r in rows}) == 1  # one transaction, one timestamp
+
+
+def test_an_append_to_several_partitions_refuses_a_bad_one_before_writing(db, topic):
+    fine = [types.OutgoingRecord(None, b"x", types.ValueFormat.BYTES, None)]
+    with pytest.raises(exceptions.PartitionNotFound):
+        producer.append_partitions([(topic.name, 0, fine), (topic.name, 3, fine)])
+    with pytest.raises(exceptions.PartitionNotFound):  # the topic says 3, the table lost one
+        with transaction.atomic():
+            models.Partition.objects.filter(topic_id=topic.id, number=1).delete()
+            storage.append_partitions({(topic.id, 0): fine, (topic.id, 1): fine})
+    assert stored(topic.id, 0) == []

@@ -103,6 +103,20 @@ def cut_connection():
         other.close()
 
 
+def recreate_behind_the_cache(name, partitions=1):
+    """Delete and create topic name again while this process's cache still holds the old one (as
+    another process's would); return the new TopicInfo."""
+    import time
+
+    from queueing import topics
+
+    stale = topics.cached_topic(name)
+    topics.delete_topic(name)
+    fresh = topics.create_topic(name, partitions=partitions)
+    topics._cache[name] = (time.monotonic(), stale)
+    return fresh
+
+
 @pytest.fixture(autouse=True)
 def fresh_topic_cache():
     """Producers cache topics for a few seconds; a test's rolled-back topics must not leak into the next."""

@@ -47,11 +47,12 @@ def dead_lettered():
 
 
 def consume(group, topic, count):
-    """Read count records of topic as a member of group, and commit its offsets."""
+    """Read count records of topic as a member of group (all of them, or fail), and commit its offsets."""
     with consumer.Consumer(group, [topic], auto_offset_reset="earliest") as member:
         seen = 0
-        for _ in range(20):
+        for _ in range(100):
             seen += len(member.poll(timeout=0.2, max_records=count - seen))
             if seen >= count:
                 break
         member.commit()
+    assert seen == count

@@ -11,9 +11,9 @@ from django.db import connection
 from console import lag
 from outbox import half
 from outbox import models as outbox_models
-from queueing import consumer, producer, topics
+from queueing import producer, topics
 from tests.conftest import ROOT
-from tests.console.conftest import dead_lettered, run_worker
+from tests.console.conftest import consume, dead_lettered, run_worker
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (make install)")
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
@@ -86,7 +86,7 @@ def screenshot(browser, name):
 def test_staff_logs_in_and_lands_on_the_overview(browser, live_server, operator):
     topics.create_topic("orders", partitions=2)
     producer.send_batch("orders", [b'{"order": 1}', b'{"order": 2}'], keys=[b"1", b"2"])
-    drain("billing", "orders", 2)
+    consume("billing", "orders", 2)
     log_in(browser, live_server)
     wait_for(browser, lambda: browser.current_url == live_server.url + "/console/", "not sent to the overview")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Overview"
@@ -144,7 +144,7 @@ def test_a_groups_lag_rises_while_a_producer_runs_and_falls_while_a_worker_consu
         browser, live_server, operator):
     topics.create_topic("orders", partitions=2)
     producer.send_batch("orders", [b"first", b"second"], keys=[b"1", b"2"])
-    drain("billing", "orders", 2)
+    consume("billing", "orders", 2)
     log_in(browser, live_server, path="/console/groups/billing/")
     wait_for(browser, lambda: text_of(browser, "[data-field=lag]") == "0", "lag did not start at 0")
 
@@ -171,7 +171,7 @@ def test_a_groups_lag_rises_while_a_producer_runs_and_falls_while_a_worker_consu
     produced = sum(p.next_offset for p in topics_partitions("orders"))
     wait_for(browser, lambda: int(text_of(browser, "[data-field=lag]")) == produced - 2, "lag not the backlog")
     screenshot(browser, "group")
-    drain("billing", "orders", produced - 2)
+    consume("billing", "orders", produced - 2)
     lag.sample()
     wait_for(browser, lambda: text_of(browser, "[data-field=lag]") == "0", "lag never fell back to 0")
     assert browser.find_elements(By.CSS_SELECTOR, "svg[data-chart] polyline")
@@ -181,21 +181,6 @@ def topics_partitions(name):
     from queueing import models
 
     return models.Partition.objects.filter(topic__name=name)
-
-
-def drain(group, topic, count):
-    """Consume count records as a group member would, and commit them."""
-    member = consumer.Consumer(group, [topic], auto_offset_reset="earliest")
-    try:
-        seen = 0
-        for _ in range(100):
-            seen += len(member.poll(timeout=0.2, max_records=count - seen))
-            if seen >= count:
-                break
-        member.commit()
-    finally:
-        member.close(commit=False)
-    assert seen == count
 
 
 def test_a_dead_letter_is_opened_redriven_and_consumed(browser, live_server, operator):

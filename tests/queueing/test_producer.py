@@ -1,11 +1,10 @@
 import threading
-import time
 
 import pytest
 from django.db import IntegrityError, connection, transaction
 
 from queueing import exceptions, models, partitioner, producer, storage, topics, types
-from tests.conftest import cut_connection
+from tests.conftest import cut_connection, recreate_behind_the_cache
 
 
 def stored(topic_id, partition):
@@ -228,10 +227,7 @@ def test_send_selected_refuses_records_larger_than_the_topics_limit_and_writes_n
 
 def test_send_selected_writes_once_when_its_topic_was_recreated_behind_the_cache(db):
     topics.create_topic("recreated", partitions=1)
-    stale = topics.cached_topic("recreated")
-    topics.delete_topic("recreated")
-    fresh = topics.create_topic("recreated", partitions=1)
-    topics._cache["recreated"] = (time.monotonic(), stale)  # as another process's cache would still hold it
+    fresh = recreate_behind_the_cache("recreated")
     with transaction.atomic():
         producer.send_selected(SELECTED, [{"client": "recreated", "values": ["x"]}, {"client": "recreated", "values": ["y"]}],
                                "recreated", max_bytes=1)

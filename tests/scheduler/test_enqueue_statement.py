@@ -1,6 +1,5 @@
 """A single enqueue is one statement in the caller's transaction: the task's row and its record."""
 import json
-import time
 
 import psycopg
 import pytest
@@ -10,6 +9,7 @@ from psycopg.types.json import JsonbBinaryLoader, JsonbLoader
 
 from queueing import models as engine_models, producer, storage as engine_storage, topics
 from scheduler import exceptions, models, tasks
+from tests.conftest import recreate_behind_the_cache
 from tests.sampleapp import tasks as sample
 
 
@@ -114,10 +114,7 @@ def test_a_single_enqueue_survives_its_topic_recreated_behind_the_cache(db):
     row without its record."""
     sample.add.enqueue(0, b=0)
     name = tasks.topic_for("sample")
-    stale = topics.cached_topic(name)
-    topics.delete_topic(name)
-    topics.create_topic(name, partitions=1)
-    topics._cache[name] = (time.monotonic(), stale)  # as another process's cache would still hold it
+    recreate_behind_the_cache(name)
     with transaction.atomic():
         result = sample.add.enqueue(1, b=1)
     [record] = records(name)
@@ -177,10 +174,7 @@ def test_enqueue_many_is_one_statement_and_writes_the_records_a_send_would():
 def test_enqueue_many_survives_its_topic_recreated_behind_the_cache(db):
     sample.add.enqueue(0, b=0)
     name = tasks.topic_for("sample")
-    stale = topics.cached_topic(name)
-    topics.delete_topic(name)
-    topics.create_topic(name, partitions=1)
-    topics._cache[name] = (time.monotonic(), stale)  # as another process's cache would still hold it
+    recreate_behind_the_cache(name)
     with transaction.atomic():
         results = sample.add.enqueue_many([((n,), {"b": n}) for n in range(1, 4)])
     assert sorted(json.loads(bytes(r.value))["id"] for r in records(name)) == sorted(str(r.id) for r in results)

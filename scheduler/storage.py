@@ -11,7 +11,6 @@ from queueing.types import ValueFormat
 from scheduler.sql import queries
 
 
-
 def prune_results(*, keep_s, limit):
     """Delete up to limit tasks finished more than keep_s seconds ago; return how many went."""
     with connection.cursor() as cursor:

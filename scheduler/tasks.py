@@ -168,9 +168,9 @@ class Task:
         return results.Result(row)
 
     def enqueue_many(self, calls, *, steps=None):
-        """Enqueue many runs at once: calls are (args, kwargs) pairs. The rows and their records in
-        one statement (to one partition), in one transaction (the caller's, if any). Returns their
-        Results.
+        """Enqueue many runs at once: calls are (args, kwargs) pairs, all checked before anything is
+        written. The rows and their records go ENQUEUE_CHUNK tasks a statement, pipelined, to one
+        partition, in one transaction (the caller's, if any). Returns their Results.
 
         steps, from scheduler.workflows only: each call's workflow step ({"workflow", "step"}),
         carried in its record so that the worker's outcome transaction advances the workflow.

@@ -405,10 +405,7 @@ class TaskWorker(loops.Loop):
             for running, _ in kept:
                 if running.limited:
                     limits.free_slot(running.job.task_id)
-            storage.succeed_tasks([(running.job.task_id, value) for running, value in kept])
-            storage.announce_finished_many([running.job.task_id for running, _ in kept])
-            storage.end_attempts([(running.job.task_id, running.job.attempt) for running, _ in kept],
-                                 outcome=models.TaskAttempt.Outcome.SUCCEEDED)
+            storage.succeed_tasks([(running.job.task_id, running.job.attempt, value) for running, value in kept])
             for running, _ in kept:
                 workflows.task_settled(running.record.data)  # its workflow moves on with this outcome
         self.recorded += len(kept)

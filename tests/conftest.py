@@ -6,8 +6,11 @@ import sys
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+import psycopg
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from psycopg.types.json import JsonbBinaryLoader, JsonbLoader
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,3 +163,33 @@ def topic(db):
     from queueing import topics
 
     return topics.create_topic("t.orders", partitions=3)
+
+
+class CountingCursor(psycopg.Cursor):
+    """The engine's cursor, noting each statement it runs."""
+
+    sent = None
+
+    def execute(self, query, *args, **kwargs):
+        self.sent.append(str(query))
+        return super().execute(query, *args, **kwargs)
+
+
+def statements(run):
+    """The statements run() sends through Django's connection and through the engine's cursor
+    (which binds on the server, past Django's query log)."""
+    from queueing import storage as engine_storage
+
+    raw = engine_storage.cursor().connection
+    own = raw._sluice_cursor
+    counting = CountingCursor(raw)
+    counting.adapters.register_loader("jsonb", JsonbLoader)
+    counting.adapters.register_loader("jsonb", JsonbBinaryLoader)
+    counting.sent = []
+    raw._sluice_cursor = counting
+    try:
+        with CaptureQueriesContext(connection) as django_queries:
+            run()
+    finally:
+        raw._sluice_cursor = own
+    return [q["sql"] for q in django_queries.captured_queries] + counting.sent

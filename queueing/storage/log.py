@@ -52,12 +52,16 @@ def run(cur, name, params, *, binary=False):
         return cur.execute(queries[name], params, binary=binary)
 
 
-def execute(query, params):
+def execute(query, params, *, prepare=None):
     """Execute another app's hot-path query as run() does a named one: on cursor(), so that it is
-    bound on the server and prepared after a few runs, with driver errors turned into Django's."""
+    bound on the server and prepared after a few runs, with driver errors turned into Django's.
+
+    prepare=False plans it at every run instead, with its parameters' values: for a statement whose
+    best plan depends on the tables' sizes at the time, which a plan prepared early (and kept by
+    the connection) does not follow as they grow."""
     cur = cursor()
     with cur.connection._sluice_errors:
-        return cur.execute(query, params)
+        return cur.execute(query, params, prepare=prepare)
 
 
 def _commit_level(cur):

@@ -138,33 +138,43 @@ SELECT id, task_name, args, kwargs, attempts
                           true)) AS level
 
 -- name: succeed_tasks --
--- Record the results of tasks that succeeded together (the worker's batch, whose acknowledgements
--- this transaction made): each its own return value, NULL for None as the ORM writes it. The rows
--- are found by `id = ANY` (an index condition whatever the statistics say), then matched to their
--- values: a drain grows the table faster than ANALYZE follows, and a join alone was planned as a
--- scan of the table under statistics from when it was small.
-UPDATE scheduler_taskresult t
-   SET state = 'succeeded', return_value = a.value, finished_at = now(),
-       error_class = '', error_message = '', traceback = ''
-  FROM unnest(%(ids)s::uuid[], %(values)s::jsonb[]) AS a(id, value)
- WHERE t.id = ANY(%(ids)s::uuid[]) AND t.id = a.id
-
--- name: end_attempts --
--- End the running attempts (task, number) of a batch with one outcome. Each is found on its own
--- through the task_id index (LIMIT 1 keeps the lateral lookup from being merged into a join), then
--- updated by primary key: written as a join, under statistics from when the table was small (a
--- drain grows it faster than ANALYZE follows), it was planned as a scan of every attempt, 5 to 25
--- ms a batch at 30,000 tasks, and growing.
-UPDATE scheduler_taskattempt t
-   SET outcome = %(outcome)s, ended_at = now()
- WHERE t.id = ANY(ARRAY(
-           SELECT found.id
-             FROM unnest(%(ids)s::uuid[], %(numbers)s::int[]) AS a(task_id, number)
-            CROSS JOIN LATERAL (
-                  SELECT r.id FROM scheduler_taskattempt r
-                   WHERE r.task_id = a.task_id AND r.number = a.number AND r.outcome = 'running'
-                   LIMIT 1) AS found))
-   AND t.outcome = 'running'
+-- Record a batch of succeeded tasks (the worker's, whose acknowledgements this transaction made) in
+-- one statement: each row's state and return value (NULL for None, as the ORM writes it), its
+-- attempt ended, and its finish announced (announce_finished's protocol, task by task). ids is a
+-- uuid[] literal, numbers the attempts' numbers (an int[] literal) and values a JSON array, all in
+-- one order: three parameters however long the batch, none dumped element by element.
+-- A drain grows both tables faster than ANALYZE follows, and joins were planned as scans of the
+-- table under statistics from when it was small (5 to 25 ms a batch at 30,000 tasks, and growing):
+-- the rows are found by `id = ANY` and each attempt on its own through the task_id index (LIMIT 1
+-- keeps the lateral lookup from being merged into a join), then updated by primary key.
+WITH done AS (
+    SELECT b.ids[e.n] AS id, b.numbers[e.n] AS number, nullif(e.value, 'null'::jsonb) AS value
+      FROM (SELECT %(ids)s::uuid[] AS ids, %(numbers)s::int[] AS numbers) AS b,
+           jsonb_array_elements(%(values)s::jsonb) WITH ORDINALITY AS e(value, n)
+), results AS (
+    UPDATE scheduler_taskresult t
+       SET state = 'succeeded', return_value = d.value, finished_at = now(),
+           error_class = '', error_message = '', traceback = ''
+      FROM done d
+     WHERE t.id = ANY(%(ids)s::uuid[]) AND t.id = d.id
+), attempts AS (
+    UPDATE scheduler_taskattempt t
+       SET outcome = 'succeeded', ended_at = now()
+     WHERE t.id = ANY(ARRAY(
+               SELECT found.id
+                 FROM done d
+                CROSS JOIN LATERAL (
+                      SELECT r.id FROM scheduler_taskattempt r
+                       WHERE r.task_id = d.id AND r.number = d.number AND r.outcome = 'running'
+                       LIMIT 1) AS found))
+       AND t.outcome = 'running'
+)
+-- The wake-up key and channel of storage.finish_key and finish_channel: the uuid's low 31 bits, and
+-- its hex digits.
+SELECT CASE WHEN pg_try_advisory_xact_lock(1397511938, k.key) THEN NULL ELSE pg_notify(k.channel, '') END
+  FROM done d,
+       LATERAL (SELECT ('x' || right(replace(d.id::text, '-', ''), 8))::bit(32)::int & 2147483647 AS key,
+                       'sluice_r' || replace(d.id::text, '-', '') AS channel) AS k
 
 -- name: announce_finished_many --
 -- announce_finished for each task of a batch in one statement (the same protocol, key by key).

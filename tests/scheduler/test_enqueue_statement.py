@@ -1,49 +1,18 @@
 """A single enqueue is one statement in the caller's transaction: the task's row and its record."""
 import json
 
-import psycopg
 import pytest
-from django.db import connection, transaction
-from django.test.utils import CaptureQueriesContext
-from psycopg.types.json import JsonbBinaryLoader, JsonbLoader
+from django.db import transaction
 
-from queueing import models as engine_models, producer, storage as engine_storage, topics
+from queueing import models as engine_models, producer, topics
 from scheduler import exceptions, models, tasks
-from tests.conftest import recreate_behind_the_cache
+from tests.conftest import recreate_behind_the_cache, statements
 from tests.sampleapp import tasks as sample
 
 
 def records(topic):
     info = topics.get_topic(topic)
     return list(engine_models.Record.objects.filter(topic_id=info.id).order_by("partition", "offset"))
-
-
-class CountingCursor(psycopg.Cursor):
-    """The engine's cursor, noting each statement it runs."""
-
-    sent = None
-
-    def execute(self, query, *args, **kwargs):
-        self.sent.append(str(query))
-        return super().execute(query, *args, **kwargs)
-
-
-def statements(run):
-    """The statements run() sends through Django's connection and through the engine's cursor
-    (which binds on the server, past Django's query log)."""
-    raw = engine_storage.cursor().connection
-    own = raw._sluice_cursor
-    counting = CountingCursor(raw)
-    counting.adapters.register_loader("jsonb", JsonbLoader)
-    counting.adapters.register_loader("jsonb", JsonbBinaryLoader)
-    counting.sent = []
-    raw._sluice_cursor = counting
-    try:
-        with CaptureQueriesContext(connection) as django_queries:
-            run()
-    finally:
-        raw._sluice_cursor = own
-    return [q["sql"] for q in django_queries.captured_queries] + counting.sent
 
 
 # transaction=True: the first enqueue's topic is committed (a topic created by the open

@@ -4,11 +4,12 @@ import time
 
 import pytest
 from django.db import connection, transaction
-from django.test.utils import CaptureQueriesContext
 
 from queueing import models as engine_models, share
 from queueing.storage import share as share_storage
 from scheduler import models, tasks, worker
+from scheduler.sql import queries as queries_of_tasks
+from tests.conftest import statements
 from tests.sampleapp import tasks as sample
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,9 +47,8 @@ def test_a_polls_first_deliveries_start_in_one_statement(bare):
     results = [sample.add.enqueue(n, n) for n in range(5)]
     records = bare.consumer.poll(timeout=0, max_records=10)
     assert len(records) == 5
-    with CaptureQueriesContext(connection) as queries:
-        started = bare._dispatch_many(records)
-    [statement] = [q["sql"] for q in queries.captured_queries]
+    started = []
+    [statement] = statements(lambda: started.extend(bare._dispatch_many(records)))
     assert statement.startswith("WITH locked AS") and "FOR UPDATE" in statement
     assert [r.job.task_id for r in started] == [str(r.id) for r in results]
     for result in results:
@@ -62,13 +62,13 @@ def test_a_batch_of_successes_is_recorded_in_one_transaction_and_a_lost_lock_dis
     results = [sample.add.enqueue(n, 1) for n in range(3)]
     started = bare._dispatch_many(bare.consumer.poll(timeout=0, max_records=10))
     take_away(bare, started[1].record)
-    with CaptureQueriesContext(connection) as queries:
-        bare._succeed_many([(running, n + 1) for n, running in enumerate(started)])
-    # One transaction, no savepoint: results, announcements, attempts, one statement each (the
-    # engine's split and fenced accept run in it on its server-binding cursor, which
-    # CaptureQueriesContext does not see).
-    statements = [q["sql"].split()[0] for q in queries.captured_queries]
-    assert statements == ["BEGIN", "UPDATE", "SELECT", "UPDATE", "COMMIT"]
+    sent = statements(lambda: bare._succeed_many([(running, n + 1) for n, running in enumerate(started)]))
+    # One transaction, no savepoint: the engine's fenced acceptance (and the split of the range the
+    # lost record broke), then one statement for the results, their attempts and announcements.
+    # (statements() lists Django's statements first, then the engine cursor's: the fenced accept of
+    # the range, the split of the range the lost record broke, the accept of what is left.)
+    assert [q.split()[0] for q in sent] == ["BEGIN", "COMMIT", "DELETE", "SELECT", "DELETE", "WITH"]
+    assert sent[-1] == queries_of_tasks["succeed_tasks"]
     kept, lost, other = (r.refresh() for r in results)
     assert (kept.state, kept.return_value, other.state, other.return_value) == ("succeeded", 1, "succeeded", 3)
     assert [a.outcome for a in kept.attempts()] == ["succeeded"]
@@ -144,8 +144,9 @@ def test_a_batch_whose_child_is_killed_midway_keeps_what_came_and_hands_back_the
 
 
 def test_ending_a_batch_of_attempts_reads_the_indexes_under_statistics_from_a_small_table(db):
-    """A drain grows the attempts table faster than ANALYZE follows: end_attempts must find its rows
-    by index even when the statistics say the table is nearly empty and every attempt is running."""
+    """A drain grows the attempts table faster than ANALYZE follows: succeed_tasks must find the
+    attempts it ends by index even when the statistics say the table is nearly empty and every
+    attempt is running."""
     import json as json_module
 
     from django.db import connection
@@ -165,10 +166,55 @@ def test_ending_a_batch_of_attempts_reads_the_indexes_under_statistics_from_a_sm
         cursor.execute("ANALYZE scheduler_taskattempt")
         # Then the drain goes on: thousands of attempts the statistics do not count.
         cursor.execute(insert, [30000])
-        cursor.execute("EXPLAIN (FORMAT JSON) " + queries["end_attempts"],
-                       {"ids": ids, "numbers": [1] * len(ids), "outcome": "succeeded"})
-        plan = json_module.dumps(cursor.fetchone()[0])
-    assert '"Seq Scan"' not in plan, plan
+        cursor.execute("EXPLAIN (FORMAT JSON) " + queries["succeed_tasks"],
+                       {"ids": "{" + ",".join(ids) + "}", "numbers": "{" + ",".join("1" * len(ids)) + "}",
+                        "values": json_module.dumps([None] * len(ids))})
+        plan = cursor.fetchone()[0]
+
+    def scans(node):
+        yield node["Node Type"], node.get("Relation Name")
+        for child in node.get("Plans", []):
+            yield from scans(child)
+
+    found = list(scans(plan[0]["Plan"]))
+    assert ("Index Scan", "scheduler_taskattempt") in found or ("Index Only Scan", "scheduler_taskattempt") in found
+    assert ("Seq Scan", "scheduler_taskattempt") not in found, json_module.dumps(plan)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_of_successes_stores_each_value_ends_each_attempt_and_wakes_each_waiter():
+    """succeed_tasks writes every task of a batch its own value (None as NULL, as the ORM does),
+    ends each one's running attempt, and notifies each task's channel on the key Result.wait holds:
+    the statement computes both from the id as storage.finish_key and finish_channel do."""
+    import psycopg
+
+    from scheduler import storage
+
+    results = sample.add.enqueue_many([((n,), {"b": n}) for n in range(3)])
+    ids = [str(r.id) for r in results]
+    rows = storage.start_tasks(ids=ids, generations=[1, 1, 1], names=[sample.add.name], max_lost=3, worker="w")
+    assert sorted(str(r[0]) for r in rows) == sorted(ids)
+    dsn = connection.get_connection_params()
+    waiter = psycopg.connect(dbname=dsn["dbname"], host=dsn.get("host"), port=dsn.get("port"), user=dsn.get("user"),
+                             autocommit=True)
+    try:
+        # Two waiters (the key held shared, the channel listened to); the third task has none.
+        for task_id in ids[:2]:
+            waiter.execute("SELECT pg_advisory_lock_shared(1397511938, %s)", [storage.finish_key(task_id)])
+            waiter.execute(f"LISTEN {storage.finish_channel(task_id)}")
+        with transaction.atomic():
+            storage.succeed_tasks([(ids[0], 1, {"sum": 3}), (ids[1], 1, None), (ids[2], 1, [1, "two"])])
+        heard = {n.channel for n in waiter.notifies(timeout=5, stop_after=2)}
+    finally:
+        waiter.close()
+    assert heard == {storage.finish_channel(i) for i in ids[:2]}
+    stored = {str(r.id): r for r in models.TaskResult.objects.filter(id__in=ids)}
+    assert [stored[i].state for i in ids] == ["succeeded"] * 3
+    assert [stored[i].return_value for i in ids] == [{"sum": 3}, None, [1, "two"]]
+    assert models.TaskResult.objects.filter(id=ids[1], return_value__isnull=True).exists()
+    attempts = models.TaskAttempt.objects.filter(task_id__in=ids)
+    assert sorted((str(a.task_id), a.outcome, a.ended_at is not None) for a in attempts) == sorted(
+        (i, "succeeded", True) for i in ids)
 
 
 def _show_commit_level():

@@ -25,7 +25,7 @@ PRUNE_EVERY_S = 600
 # run time), at most MAX_BATCH, at least one (a long task is sent alone, as it always was, and
 # never waits in a child behind another).
 BATCH_WINDOW_S = 0.05
-MAX_BATCH = 64
+MAX_BATCH = 256
 RECORDED = object()  # an outcome written (its slot's entry goes at the end of _record_outcomes)
 ABORTED = execution.error_class_path(exceptions.TaskAborted())
 

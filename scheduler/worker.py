@@ -74,7 +74,6 @@ class Slot:
         # What came of the first len(outcomes) of them, until recorded (kept across a lost database
         # connection); the child runs them in order, so the next one is the one it runs.
         self.outcomes = []
-        self.since = 0.0  # when the last outcome came (or the batch was sent)
 
     @property
     def free(self):
@@ -208,7 +207,6 @@ class TaskWorker(loops.Loop):
                 break
             # Behind the outcomes of the last batch still to record, if any (they keep their places).
             slot.batch.extend(batch)
-            slot.since = time.monotonic()
             try:
                 slot.conn.send([(r.job, r.definition.soft_time_limit, r.definition.hard_time_limit is not None)
                                 for r in batch])
@@ -361,12 +359,16 @@ class TaskWorker(loops.Loop):
             current = slot.current
             if current is not None and current.definition.hard_time_limit:
                 current.hard_deadline = time.monotonic() + current.definition.hard_time_limit
-        elif slot.current is not None:
-            now = time.monotonic()
-            took, slot.since = now - slot.since, now
-            self._run_s = took if self._run_s is None else 0.8 * self._run_s + 0.2 * took
-            slot.outcomes.append(message)
-
+        elif message[0] == "outcomes":
+            # The jobs that ended since the last message, and how long they ran in the child: their
+            # mean run time counts as one sample.
+            _, outcomes, ran = message
+            outcomes = outcomes[:len(slot.batch) - len(slot.outcomes)]
+            if outcomes:
+                took = ran / len(outcomes)
+                self._run_s = took if self._run_s is None else 0.8 * self._run_s + 0.2 * took
+                slot.outcomes.extend(outcomes)
+    
     def _record_outcomes(self):
         """Record the outcomes that came. A lost database connection raises out of here with the
         outcomes not written kept (and their locks renewed), to be recorded once the loop

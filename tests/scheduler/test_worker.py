@@ -129,6 +129,22 @@ def test_the_hard_time_limit_kills_a_task_that_ignores_the_soft_one(make_worker)
     assert after.return_value == 2
 
 
+def test_a_hard_time_limit_kill_midway_through_a_batch_keeps_the_outcomes_before_it(make_worker):
+    """A child sends quick jobs' outcomes together, but all of them before a job with a hard time
+    limit starts: the kill at that limit takes none of them (each would get the limit's error, and
+    its task would fail though it succeeded)."""
+    adds = [sample.add.enqueue(n, 1) for n in range(6)]
+    runaway = sample.runaway.enqueue()
+    adds += [sample.add.enqueue(n, 1) for n in range(6, 12)]
+    loop = make_worker()
+    loop._run_s = 1e-5  # quick tasks seen already: one batch takes all thirteen
+    run_until(loop, finished(runaway, *adds))
+    assert runaway.error[:1] == ("scheduler.exceptions.HardTimeLimitExceeded",)
+    assert [(a.state, a.return_value) for a in adds] == [("succeeded", n + 1) for n in range(12)]
+    # Those behind the runaway in the batch were handed back when it was killed, and ran again.
+    assert {tuple(a.outcome for a in r.attempts()) for r in adds} <= {("succeeded",), ("interrupted", "succeeded")}
+
+
 def test_concurrency_runs_that_many_tasks_at_once(make_worker, tmp_path):
     """Each rendezvous task waits until the other ran: they only finish if they ran together."""
     results = [sample.rendezvous.enqueue(str(tmp_path), name, 2) for name in ("a", "b")]

@@ -5,12 +5,12 @@ number of records ever appended to it, and a committed offset the number a group
 lag is their difference. Attempts are read from counters a trigger keeps (DeliveryAttemptCount).
 Backlogs (undelivered outbox events, prepared half messages, delayed records, unfinished tasks) are
 counted through their partial or leading indexes, so they cost what the backlog holds, not what the
-history holds. Finished tasks are read over the last RECENT_S seconds only, through their index.
+history holds. Finished tasks are summed from the counts triggers keep per 10 s (TaskFinishCount).
 """
 import datetime
 
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q, Sum
+from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.utils import floatToGoString
@@ -195,12 +195,13 @@ def _tasks(now):
                               f"{RECENT_S} s (from start to finish)", labels=["queue", "state"])
     longest = GaugeMetricFamily("sluice_task_run_seconds_recent_max", f"Longest run of the tasks finished in the "
                                 f"last {RECENT_S} s", labels=["queue", "state"])
-    run = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
-    rows = (task_models.TaskResult.objects.filter(finished_at__gte=now - datetime.timedelta(seconds=RECENT_S))
-            .values_list("queue", "state").annotate(n=Count("id"), total=Sum(run), most=Max(run))
+    # The counts of the periods that began in the window (TaskFinishCount: 10 s periods, so the
+    # window is the last RECENT_S seconds, give or take one period).
+    rows = (task_models.TaskFinishCount.objects.filter(period__gte=now - datetime.timedelta(seconds=RECENT_S))
+            .values_list("queue", "state").annotate(n=Sum("count"), total=Sum("run_seconds"), most=Max("run_max"))
             .order_by("queue", "state"))
     for queue, state, n, spent, most in rows:
         finished.add_metric([queue, state], n)
-        total.add_metric([queue, state], spent.total_seconds() if spent else 0)
-        longest.add_metric([queue, state], most.total_seconds() if most else 0)
+        total.add_metric([queue, state], spent or 0)
+        longest.add_metric([queue, state], most or 0)
     yield from (finished, total, longest)

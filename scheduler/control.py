@@ -1,5 +1,7 @@
 """Operators' actions on tasks: cancel one that has not started, abort a running one, purge a queue,
 run a failed one again, prune old results."""
+import datetime
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -8,6 +10,7 @@ from django.db.models.functions import Now
 from queueing import delayed, exceptions as engine_exceptions
 from scheduler import exceptions, models, results, storage, tasks, workflows
 
+FINISH_COUNTS_KEEP_S = 3600
 PRUNE_BATCH = 1000
 PURGE_BATCH = 1000
 NOT_STARTED = (models.State.QUEUED, models.State.SCHEDULED, models.State.RETRYING)  # a cancel stops these
@@ -38,7 +41,7 @@ def cancel_locked(row):
     row.state, row.delayed_id = models.State.CANCELLED, None
     row.save(update_fields=["state", "delayed_id"])
     models.TaskResult.objects.filter(id=row.id).update(finished_at=Now())
-    storage.announce_finished(row.id)
+    storage.finished([row.id])
 
 
 def abort(task_id):
@@ -76,7 +79,7 @@ def purge(queue, *, batch=PURGE_BATCH):
                 except engine_exceptions.DelayedRecordNotFound:
                     pass  # already in the log: the worker skips it
             ids = [task_id for task_id, _ in cancelled]
-            storage.announce_finished_many(ids)
+            storage.finished(ids)
             workflows.tasks_cancelled(ids)
         total += len(cancelled)
         if not cancelled:
@@ -111,6 +114,8 @@ def prune(*, keep_s=None, limit=PRUNE_BATCH):
     many tasks went."""
     keep_s = settings.SLUICE["TASK_RESULT_TTL_S"] if keep_s is None else keep_s
     _in_batches(storage.prune_workflows, keep_s=keep_s, limit=limit)
+    # The finish counts /metrics reads (its window is minutes), whatever keep_s says of results.
+    models.TaskFinishCount.objects.filter(period__lt=Now() - datetime.timedelta(seconds=FINISH_COUNTS_KEEP_S)).delete()
     return _in_batches(storage.prune_results, keep_s=keep_s, limit=limit)
 
 

@@ -97,11 +97,13 @@ def finish_key(task_id):
     return uuid.UUID(str(task_id)).int % 2147483648
 
 
-def announce_finished(task_id):
-    """NOTIFY the task's waiter, if one waits, at the commit of the caller's transaction, which
-    records the task's finish (succeeded, failed or cancelled)."""
-    with connection.cursor() as cursor:
-        cursor.execute(queries["announce_finished"], {"key": finish_key(task_id), "channel": finish_channel(task_id)})
+def finished(task_ids):
+    """Count the finishes of these tasks (succeeded, failed or cancelled), which the caller's
+    transaction recorded, for /metrics, and wake whoever waits for each (at its commit): one
+    statement, `finished` in tasks.sql. Every way a task finishes calls it, or (succeed_tasks) does
+    the same in its own statement."""
+    if task_ids:
+        engine_storage.execute(FINISHED, {"ids": _array(task_ids)}, prepare=False)
 
 
 def start_tasks(*, ids, generations, names, max_lost, worker):
@@ -118,26 +120,28 @@ def start_tasks(*, ids, generations, names, max_lost, worker):
 
 
 def succeed_tasks(results):
-    """Record [(task_id, attempt number, return value)] as succeeded, with their attempts, and
-    announce their finish, in the caller's transaction (one statement)."""
+    """Record [(task_id, attempt number, return value)] as succeeded, with their attempts, and do
+    what finished() does for them, in the caller's transaction (one statement)."""
     if results:
-        engine_storage.execute(queries["succeed_tasks"], {
+        engine_storage.execute(SUCCEED_TASKS, {
             "ids": _array([i for i, _, _ in results]), "numbers": _array([n for _, n, _ in results]),
             "values": json.dumps([v for _, _, v in results]),
         }, prepare=False)  # as start_tasks
 
 
+def _counting(query):
+    """query with the upsert of finish counts in its place."""
+    return query.replace("/* count_finishes */", queries["count_finishes"], 1)
+
+
+# The two statements that count finishes.
+FINISHED = _counting(queries["finished"])
+SUCCEED_TASKS = _counting(queries["succeed_tasks"])
+
+
 def _array(values):
     """values (uuids or integers) as one PostgreSQL array literal, for a parameter cast to an array."""
     return "{" + ",".join(map(str, values)) + "}"
-
-
-def announce_finished_many(task_ids):
-    """announce_finished for every task of task_ids, in one statement."""
-    if task_ids:
-        with connection.cursor() as cursor:
-            cursor.execute(queries["announce_finished_many"], {"keys": [finish_key(i) for i in task_ids],
-                                                               "channels": [finish_channel(i) for i in task_ids]})
 
 
 def claim_due_schedules(*, limit):

@@ -332,7 +332,7 @@ class TaskWorker(loops.Loop):
                 error_class=execution.error_class_path(error), error_message=str(error), traceback="",
             )
             workflows.task_settled(record.data)  # its workflow fails with it
-            storage.announce_finished(row.id)
+            storage.finished([row.id])
             logger.warning("task %s failed without running: %s", row.id, message)
 
     # Finishing a task --------------------------------------------------------------------
@@ -490,7 +490,7 @@ class TaskWorker(loops.Loop):
             state=models.State.SUCCEEDED, return_value=value, finished_at=Now(),
             error_class="", error_message="", traceback="",
         )
-        storage.announce_finished(running.job.task_id)
+        storage.finished([running.job.task_id])
         self._attempt(running).update(outcome=models.TaskAttempt.Outcome.SUCCEEDED, ended_at=Now())
 
     def _fail(self, running, error_class, message, tb, retryable, countdown):
@@ -501,7 +501,7 @@ class TaskWorker(loops.Loop):
             # The task saw the abort asked for and stopped: cancelled, its attempt aborted.
             self._settle(running, share.ACCEPT)
             row.update(state=models.State.CANCELLED, finished_at=Now(), **error)
-            storage.announce_finished(running.job.task_id)
+            storage.finished([running.job.task_id])
             self._attempt(running).update(outcome=models.TaskAttempt.Outcome.ABORTED, ended_at=Now(), **error)
             logger.info("task %s aborted on request", running.job.task_id)
             return
@@ -515,7 +515,7 @@ class TaskWorker(loops.Loop):
         else:
             self._settle(running, share.REJECT, error=f"{error_class}: {message}", traceback=tb)
             row.update(state=models.State.FAILED, failures=failures, finished_at=Now(), **error)
-            storage.announce_finished(running.job.task_id)
+            storage.finished([running.job.task_id])
             logger.warning("task %s failed: %s: %s", running.job.task_id, error_class, message)
         self._attempt(running).update(outcome=models.TaskAttempt.Outcome.FAILED, ended_at=Now(), **error)
 

@@ -49,14 +49,43 @@ input AS (
       FROM input
 )
 
--- name: announce_finished --
--- Wake the Result.wait() of a task whose finish this transaction records, if one waits: the
--- waiter holds the task's wake-up key shared (space 1397511938, the protocol at the top of
+-- name: finished --
+-- The finishes of tasks (succeeded, failed or cancelled) that earlier statements of this transaction
+-- recorded: counted for /metrics, per queue, state and 10-second period of the finish, with their
+-- run time (TaskFinishCount; shard, the session's pid modulo 8, keeps two workers' outcome
+-- transactions off one counter row most of the time; sorted, so two statements upserting the same
+-- rows lock them in one order), and announced to each task's Result.wait(): the waiter holds the
+-- task's wake-up key shared (space 1397511938, the protocol at the top of
 -- queueing/sql/wakeups.sql), so taking it here fails and we NOTIFY the task's channel; with nobody
 -- waiting we take it and stay silent (a NOTIFY serialises commits database-wide). Either way the
 -- key is held to our commit, so a waiter that asks meanwhile waits for it, then reads the finish.
-SELECT CASE WHEN pg_try_advisory_xact_lock(1397511938, %(key)s) THEN NULL
-            ELSE pg_notify(%(channel)s, '') END
+-- The key and channel are storage.finish_key's and finish_channel's: the uuid's low 31 bits, and
+-- its hex digits. ids is a uuid[] literal.
+WITH rows AS (
+    SELECT t.queue, t.state, t.started_at, t.finished_at
+      FROM scheduler_taskresult t
+     WHERE t.id = ANY(%(ids)s::uuid[]) AND t.finished_at IS NOT NULL
+), counted AS (
+    /* count_finishes */
+)
+SELECT CASE WHEN pg_try_advisory_xact_lock(1397511938, k.key) THEN NULL ELSE pg_notify(k.channel, '') END
+  FROM unnest(%(ids)s::uuid[]) AS a(id),
+       LATERAL (SELECT ('x' || right(replace(a.id::text, '-', ''), 8))::bit(32)::int & 2147483647 AS key,
+                       'sluice_r' || replace(a.id::text, '-', '') AS channel) AS k
+
+-- name: count_finishes --
+-- What finished() and succeed_tasks put in place of /* count_finishes */: the upsert of the counts
+-- of the finished tasks in the CTE rows (queue, state, started_at, finished_at).
+INSERT INTO scheduler_taskfinishcount AS c (queue, state, period, shard, count, run_seconds, run_max)
+SELECT r.queue, r.state, date_bin('10 seconds', r.finished_at, timestamptz 'epoch'), pg_backend_pid() %% 8,
+       count(*), coalesce(sum(extract(epoch FROM r.finished_at - r.started_at)), 0),
+       max(extract(epoch FROM r.finished_at - r.started_at))
+  FROM rows r
+ GROUP BY 1, 2, 3, 4
+ ORDER BY 1, 2, 3, 4
+    ON CONFLICT (queue, state, period, shard) DO UPDATE
+   SET count = c.count + EXCLUDED.count, run_seconds = c.run_seconds + EXCLUDED.run_seconds,
+       run_max = greatest(c.run_max, EXCLUDED.run_max)
 
 -- name: purge_results --
 -- Cancel up to %(limit)s tasks of a queue that have not started, oldest first; return their ids and
@@ -140,7 +169,7 @@ SELECT id, task_name, args, kwargs, attempts
 -- name: succeed_tasks --
 -- Record a batch of succeeded tasks (the worker's, whose acknowledgements this transaction made) in
 -- one statement: each row's state and return value (NULL for None, as the ORM writes it), its
--- attempt ended, and its finish announced (announce_finished's protocol, task by task). ids is a
+-- attempt ended, and its finish counted and announced as finished does it. ids is a
 -- uuid[] literal, numbers the attempts' numbers (an int[] literal) and values a JSON array, all in
 -- one order: three parameters however long the batch, none dumped element by element.
 -- A drain grows both tables faster than ANALYZE follows, and joins were planned as scans of the
@@ -151,12 +180,15 @@ WITH done AS (
     SELECT b.ids[e.n] AS id, b.numbers[e.n] AS number, nullif(e.value, 'null'::jsonb) AS value
       FROM (SELECT %(ids)s::uuid[] AS ids, %(numbers)s::int[] AS numbers) AS b,
            jsonb_array_elements(%(values)s::jsonb) WITH ORDINALITY AS e(value, n)
-), results AS (
+), rows AS (
     UPDATE scheduler_taskresult t
        SET state = 'succeeded', return_value = d.value, finished_at = now(),
            error_class = '', error_message = '', traceback = ''
       FROM done d
      WHERE t.id = ANY(%(ids)s::uuid[]) AND t.id = d.id
+    RETURNING t.queue, t.state, t.started_at, t.finished_at
+), counted AS (
+    /* count_finishes */
 ), attempts AS (
     UPDATE scheduler_taskattempt t
        SET outcome = 'succeeded', ended_at = now()
@@ -169,14 +201,7 @@ WITH done AS (
                        LIMIT 1) AS found))
        AND t.outcome = 'running'
 )
--- The wake-up key and channel of storage.finish_key and finish_channel: the uuid's low 31 bits, and
--- its hex digits.
 SELECT CASE WHEN pg_try_advisory_xact_lock(1397511938, k.key) THEN NULL ELSE pg_notify(k.channel, '') END
   FROM done d,
        LATERAL (SELECT ('x' || right(replace(d.id::text, '-', ''), 8))::bit(32)::int & 2147483647 AS key,
                        'sluice_r' || replace(d.id::text, '-', '') AS channel) AS k
-
--- name: announce_finished_many --
--- announce_finished for each task of a batch in one statement (the same protocol, key by key).
-SELECT CASE WHEN pg_try_advisory_xact_lock(1397511938, a.key) THEN NULL ELSE pg_notify(a.channel, '') END
-  FROM unnest(%(keys)s::int[], %(channels)s::text[]) AS a(key, channel)

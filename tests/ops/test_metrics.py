@@ -1,5 +1,6 @@
 """/healthz, /readyz and /metrics: what monitoring reads, parsed as Prometheus parses it."""
 import datetime
+import time
 
 import pytest
 from django.db import connection
@@ -109,14 +110,17 @@ def test_attempt_counters_match_the_attempts_recorded(db, client):
 
 
 def test_finished_tasks_and_ages_come_from_the_recent_window(db, client):
+    from scheduler import storage
+
     now = timezone.now()
-    for seconds, state in [(2, "succeeded"), (4, "succeeded"), (1, "failed")]:
-        task_models.TaskResult.objects.create(
-            task_name="x", queue="q", state=state, started_at=now - datetime.timedelta(seconds=seconds + 5),
-            finished_at=now - datetime.timedelta(seconds=5))
-    task_models.TaskResult.objects.create(task_name="x", queue="q", state="succeeded",
-                                          started_at=now - datetime.timedelta(days=2),
-                                          finished_at=now - datetime.timedelta(days=1))  # outside the window
+    done = [task_models.TaskResult.objects.create(
+        task_name="x", queue="q", state=state, started_at=now - datetime.timedelta(seconds=seconds + 5),
+        finished_at=now - datetime.timedelta(seconds=5)) for seconds, state in [(2, "succeeded"), (4, "succeeded"),
+                                                                               (1, "failed")]]
+    done.append(task_models.TaskResult.objects.create(task_name="x", queue="q", state="succeeded",
+                                                      started_at=now - datetime.timedelta(days=2),
+                                                      finished_at=now - datetime.timedelta(days=1)))  # too old
+    storage.finished([r.id for r in done])  # as the transactions that finish tasks do
     outbox.publish(aggregate_type="a", aggregate_id="1", event_type="e", payload={}, destination="sluice:x")
     outbox_models.OutboxEvent.objects.update(created_at=now - datetime.timedelta(minutes=10))
     samples = scrape(client)
@@ -125,6 +129,55 @@ def test_finished_tasks_and_ages_come_from_the_recent_window(db, client):
     assert value(samples, "sluice_task_run_seconds_recent_max", queue="q", state="succeeded") == pytest.approx(4)
     assert value(samples, "sluice_tasks_finished_recent", queue="q", state="failed") == 1
     assert 600 <= value(samples, "sluice_outbox_oldest_age_seconds") < 3600
+
+
+@pytest.mark.django_db(transaction=True)
+def test_finish_counts_follow_every_way_a_task_finishes_and_agree_with_the_tasks(client, tmp_path):
+    """The finish counts follow a worker's batch of successes, a failure, a cancel, a task run again
+    by hand (it finishes twice); the scrape's sums equal the tasks' own figures; a finished task
+    updated again is not counted again."""
+    from scheduler import control, worker as task_worker
+
+    adds = [sample.add.enqueue(n, 1) for n in range(5)]
+    broken = sample.broken.enqueue("no")  # a ValueError: not retried
+    cancelled = sample.add.using(countdown=3600).enqueue(1, 1)
+    control.cancel(cancelled.id)
+    loop = task_worker.TaskWorker("sample", concurrency=1, poll_timeout=0.1)
+    try:
+        deadline = time.monotonic() + 60
+        while not all(r.refresh().finished for r in [*adds, broken]):
+            assert time.monotonic() < deadline, "the tasks did not finish"
+            loop.run_once()
+        control.retry(broken.id)
+        while broken.refresh().state != "failed":
+            assert time.monotonic() < deadline, "the task run again did not fail"
+            loop.run_once()
+    finally:
+        loop.stop()
+        loop.close()
+    task_models.TaskResult.objects.filter(id=adds[0].id).update(progress_message="touched after")  # not a finish
+    samples = scrape(client)
+    assert value(samples, "sluice_tasks_finished_recent", queue="sample", state="succeeded") == 5
+    assert value(samples, "sluice_tasks_finished_recent", queue="sample", state="failed") == 2  # twice
+    assert value(samples, "sluice_tasks_finished_recent", queue="sample", state="cancelled") == 1
+    succeeded = task_models.TaskResult.objects.filter(state="succeeded")
+    runs = [(r.finished_at - r.started_at).total_seconds() for r in succeeded]
+    assert value(samples, "sluice_task_run_seconds_recent_sum", queue="sample", state="succeeded") == pytest.approx(
+        sum(runs))
+    assert value(samples, "sluice_task_run_seconds_recent_max", queue="sample", state="succeeded") == pytest.approx(
+        max(runs))
+
+
+def test_finish_counts_older_than_an_hour_are_pruned(db):
+    from scheduler import control
+
+    now = timezone.now()
+    for minutes in (5, 59, 61, 600):
+        task_models.TaskFinishCount.objects.create(queue="q", state="succeeded", shard=0, count=1, run_seconds=0,
+                                                   period=now - datetime.timedelta(minutes=minutes))
+    control.prune()
+    left = sorted(round((now - c.period).total_seconds() / 60) for c in task_models.TaskFinishCount.objects.all())
+    assert left == [5, 59]
 
 
 def test_a_scrape_runs_the_same_queries_whatever_the_state(db, client):

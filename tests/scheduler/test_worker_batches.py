@@ -7,8 +7,7 @@ from django.db import connection, transaction
 
 from queueing import models as engine_models, share
 from queueing.storage import share as share_storage
-from scheduler import models, tasks, worker
-from scheduler.sql import queries as queries_of_tasks
+from scheduler import models, storage, tasks, worker
 from tests.conftest import statements
 from tests.sampleapp import tasks as sample
 
@@ -66,9 +65,10 @@ def test_a_batch_of_successes_is_recorded_in_one_transaction_and_a_lost_lock_dis
     # One transaction, no savepoint: the engine's fenced acceptance (and the split of the range the
     # lost record broke), then one statement for the results, their attempts and announcements.
     # (statements() lists Django's statements first, then the engine cursor's: the fenced accept of
-    # the range, the split of the range the lost record broke, the accept of what is left.)
+    # the range, the split of the range the lost record broke, the accept of what is left, then the
+    # results with their attempts, their finishes counted and announced.)
     assert [q.split()[0] for q in sent] == ["BEGIN", "COMMIT", "DELETE", "SELECT", "DELETE", "WITH"]
-    assert sent[-1] == queries_of_tasks["succeed_tasks"]
+    assert sent[-1] == storage.SUCCEED_TASKS
     kept, lost, other = (r.refresh() for r in results)
     assert (kept.state, kept.return_value, other.state, other.return_value) == ("succeeded", 1, "succeeded", 3)
     assert [a.outcome for a in kept.attempts()] == ["succeeded"]
@@ -152,8 +152,6 @@ def test_ending_a_batch_of_attempts_reads_the_indexes_under_statistics_from_a_sm
     from django.db import connection
 
     from scheduler import models as task_models
-    from scheduler.sql import queries
-
     ids = [str(r.id) for r in sample.add.enqueue_many([((n,), {"b": n}) for n in range(64)])]
     insert = """INSERT INTO scheduler_taskattempt (task_id, number, worker, started_at, outcome, error_class,
                                                    error_message, traceback)
@@ -166,7 +164,7 @@ def test_ending_a_batch_of_attempts_reads_the_indexes_under_statistics_from_a_sm
         cursor.execute("ANALYZE scheduler_taskattempt")
         # Then the drain goes on: thousands of attempts the statistics do not count.
         cursor.execute(insert, [30000])
-        cursor.execute("EXPLAIN (FORMAT JSON) " + queries["succeed_tasks"],
+        cursor.execute("EXPLAIN (FORMAT JSON) " + storage.SUCCEED_TASKS,
                        {"ids": "{" + ",".join(ids) + "}", "numbers": "{" + ",".join("1" * len(ids)) + "}",
                         "values": json_module.dumps([None] * len(ids))})
         plan = cursor.fetchone()[0]
@@ -184,11 +182,9 @@ def test_ending_a_batch_of_attempts_reads_the_indexes_under_statistics_from_a_sm
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_of_successes_stores_each_value_ends_each_attempt_and_wakes_each_waiter():
     """succeed_tasks writes every task of a batch its own value (None as NULL, as the ORM does),
-    ends each one's running attempt, and notifies each task's channel on the key Result.wait holds:
-    the statement computes both from the id as storage.finish_key and finish_channel do."""
+    ends each one's running attempt, and notifies each task's channel on the key Result.wait holds
+    (computed from the id as storage.finish_key and finish_channel do), and counts them."""
     import psycopg
-
-    from scheduler import storage
 
     results = sample.add.enqueue_many([((n,), {"b": n}) for n in range(3)])
     ids = [str(r.id) for r in results]
@@ -212,6 +208,7 @@ def test_a_batch_of_successes_stores_each_value_ends_each_attempt_and_wakes_each
     assert [stored[i].state for i in ids] == ["succeeded"] * 3
     assert [stored[i].return_value for i in ids] == [{"sum": 3}, None, [1, "two"]]
     assert models.TaskResult.objects.filter(id=ids[1], return_value__isnull=True).exists()
+    assert sum(c.count for c in models.TaskFinishCount.objects.filter(queue="sample", state="succeeded")) == 3
     attempts = models.TaskAttempt.objects.filter(task_id__in=ids)
     assert sorted((str(a.task_id), a.outcome, a.ended_at is not None) for a in attempts) == sorted(
         (i, "succeeded", True) for i in ids)

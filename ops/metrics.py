@@ -5,7 +5,7 @@ number of records ever appended to it, and a committed offset the number a group
 lag is their difference. Attempts are read from counters a trigger keeps (DeliveryAttemptCount).
 Backlogs (undelivered outbox events, prepared half messages, delayed records, unfinished tasks) are
 counted through their partial or leading indexes, so they cost what the backlog holds, not what the
-history holds. Finished tasks are summed from the counts triggers keep per 10 s (TaskFinishCount).
+history holds. Finished tasks are summed from the counts each finish adds to, per 10 s (TaskFinishCount).
 """
 import datetime
 

@@ -120,7 +120,8 @@ class TaskAttempt(models.Model):
 class TaskFinishCount(models.Model):
     """Tasks that finished, per queue, state and 10-second period of their finish, with their run
     time (start to finish): added to in the transaction that records a finish (storage.finished,
-    which every way a task finishes calls), so /metrics sums a few of these rows instead of reading
+    which every way a task finishes calls, or the worker's batch statement, succeed_tasks, with the
+    same SQL), so /metrics sums a few of these rows instead of reading
     the recent tasks (a read that grew with the task rate). shard spreads concurrent writers over
     rows (the writing session's pid modulo 8), so two workers' outcome transactions rarely wait for
     each other on one counter. Rows older than an hour are pruned with the results."""

@@ -129,14 +129,15 @@ def succeed_tasks(results):
         }, prepare=False)  # as start_tasks
 
 
-def _counting(query):
-    """query with the upsert of finish counts in its place."""
-    return query.replace("/* count_finishes */", queries["count_finishes"], 1)
+def _finishing(query):
+    """query with the upsert of finish counts and the wake-ups in their places."""
+    return (query.replace("/* count_finishes */", queries["count_finishes"], 1)
+            .replace("/* announce_finishes */", queries["announce_finishes"], 1))
 
 
-# The two statements that count finishes.
-FINISHED = _counting(queries["finished"])
-SUCCEED_TASKS = _counting(queries["succeed_tasks"])
+# The two statements that record finishes: counted and announced by the same SQL.
+FINISHED = _finishing(queries["finished"])
+SUCCEED_TASKS = _finishing(queries["succeed_tasks"])
 
 
 def _array(values):

@@ -368,7 +368,7 @@ class TaskWorker(loops.Loop):
                 took = ran / len(outcomes)
                 self._run_s = took if self._run_s is None else 0.8 * self._run_s + 0.2 * took
                 slot.outcomes.extend(outcomes)
-    
+
     def _record_outcomes(self):
         """Record the outcomes that came. A lost database connection raises out of here with the
         outcomes not written kept (and their locks renewed), to be recorded once the loop

@@ -59,19 +59,17 @@ input AS (
 -- queueing/sql/wakeups.sql), so taking it here fails and we NOTIFY the task's channel; with nobody
 -- waiting we take it and stay silent (a NOTIFY serialises commits database-wide). Either way the
 -- key is held to our commit, so a waiter that asks meanwhile waits for it, then reads the finish.
--- The key and channel are storage.finish_key's and finish_channel's: the uuid's low 31 bits, and
--- its hex digits. ids is a uuid[] literal.
-WITH rows AS (
+-- ids is a uuid[] literal.
+WITH finishing AS (
+    SELECT unnest(%(ids)s::uuid[]) AS id
+), rows AS (
     SELECT t.queue, t.state, t.started_at, t.finished_at
       FROM scheduler_taskresult t
      WHERE t.id = ANY(%(ids)s::uuid[]) AND t.finished_at IS NOT NULL
 ), counted AS (
     /* count_finishes */
 )
-SELECT CASE WHEN pg_try_advisory_xact_lock(1397511938, k.key) THEN NULL ELSE pg_notify(k.channel, '') END
-  FROM unnest(%(ids)s::uuid[]) AS a(id),
-       LATERAL (SELECT ('x' || right(replace(a.id::text, '-', ''), 8))::bit(32)::int & 2147483647 AS key,
-                       'sluice_r' || replace(a.id::text, '-', '') AS channel) AS k
+/* announce_finishes */
 
 -- name: count_finishes --
 -- What finished() and succeed_tasks put in place of /* count_finishes */: the upsert of the counts
@@ -86,6 +84,15 @@ SELECT r.queue, r.state, date_bin('10 seconds', r.finished_at, timestamptz 'epoc
     ON CONFLICT (queue, state, period, shard) DO UPDATE
    SET count = c.count + EXCLUDED.count, run_seconds = c.run_seconds + EXCLUDED.run_seconds,
        run_max = greatest(c.run_max, EXCLUDED.run_max)
+
+-- name: announce_finishes --
+-- What finished() and succeed_tasks put in place of /* announce_finishes */: the wake-up of each
+-- task of the CTE finishing (id), with the key and channel of storage.finish_key and
+-- finish_channel: the uuid's low 31 bits, and its hex digits.
+SELECT CASE WHEN pg_try_advisory_xact_lock(1397511938, k.key) THEN NULL ELSE pg_notify(k.channel, '') END
+  FROM finishing f,
+       LATERAL (SELECT ('x' || right(replace(f.id::text, '-', ''), 8))::bit(32)::int & 2147483647 AS key,
+                       'sluice_r' || replace(f.id::text, '-', '') AS channel) AS k
 
 -- name: purge_results --
 -- Cancel up to %(limit)s tasks of a queue that have not started, oldest first; return their ids and
@@ -200,8 +207,7 @@ WITH done AS (
                        WHERE r.task_id = d.id AND r.number = d.number AND r.outcome = 'running'
                        LIMIT 1) AS found))
        AND t.outcome = 'running'
+), finishing AS (
+    SELECT id FROM done
 )
-SELECT CASE WHEN pg_try_advisory_xact_lock(1397511938, k.key) THEN NULL ELSE pg_notify(k.channel, '') END
-  FROM done d,
-       LATERAL (SELECT ('x' || right(replace(d.id::text, '-', ''), 8))::bit(32)::int & 2147483647 AS key,
-                       'sluice_r' || replace(d.id::text, '-', '') AS channel) AS k
+/* announce_finishes */

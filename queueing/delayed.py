@@ -5,10 +5,10 @@ import time
 
 import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
-from queueing import exceptions, loops, models, partitioner, storage, types, wakeups
+from queueing import exceptions, loops, models, types, wakeups
 from queueing.storage import delayed as delayed_storage
 
 logger = logging.getLogger("sluice.delayed")
@@ -81,7 +81,7 @@ def reschedule(delayed_id, **when):
 def move_due(limit=500):
     """Append up to limit due records to the log in one transaction; return how many moved.
 
-    The records leave the waiting table in the transaction that appends them, so each enters the
+    The records leave the waiting table in the statement that appends them, so each enters the
     log exactly once, in deliver_at order per partition.
     """
     return _move(limit)[0]
@@ -90,24 +90,9 @@ def move_due(limit=500):
 def _move(limit):
     """move_due, returning (how many moved, the time.monotonic() at which the earliest record left
     is due, its deliver_at), the last two None if none is left."""
-    with transaction.atomic():
-        rows, seconds, earliest = delayed_storage.claim_due(limit=limit)
-        # Read now, not after the append and the commit: the mover would wake that much late.
-        due = None if seconds is None else time.monotonic() + seconds
-        if not rows:
-            return 0, due, earliest
-        batches = {}
-        for delayed_id, topic_id, partition, key, value, value_format, headers, deliver_at, count in rows:
-            if partition is None or partition >= count:
-                partition = 0 if key is None else partitioner.partition_for_key(key, count)
-            headers = dict(headers or {})
-            headers[types.DELAYED_ID] = str(delayed_id)
-            headers[types.DELAYED_DELIVER_AT] = deliver_at.isoformat()
-            batches.setdefault((topic_id, partition), []).append(
-                types.OutgoingRecord(key, value, value_format, headers)
-            )
-        storage.append_partitions(batches)
-        return len(rows), due, earliest
+    moved, seconds, earliest = delayed_storage.move_due(limit=limit)
+    # Read now, not later: the mover would wake that much late.
+    return moved, None if seconds is None else time.monotonic() + seconds, earliest
 
 
 FALLBACK_SLACK_S = 0.1  # a record due this close after the fallback is not a late wake-up

@@ -316,6 +316,7 @@ class DelayedRecord(models.Model):
     topic = models.ForeignKey(Topic, on_delete=models.CASCADE)
     partition = models.IntegerField(null=True, help_text="empty: chosen by key when due")
     key = models.BinaryField(null=True)
+    key_hash = models.IntegerField(null=True, help_text="Kafka's murmur2 of the key, when the key picks the partition")
     value = models.BinaryField(null=True)
     value_format = models.SmallIntegerField(default=0)
     headers = models.JSONField(null=True)

@@ -12,8 +12,8 @@
 -- senders, and the mover's own commit, behind each other.
 WITH stored AS (
     INSERT INTO queueing_delayedrecord
-           (topic_id, partition, key, value, value_format, headers, deliver_at, created_at)
-    VALUES (%(topic_id)s, %(partition)s, %(key)s, %(value)s, %(value_format)s, %(headers)s::jsonb,
+           (topic_id, partition, key, key_hash, value, value_format, headers, deliver_at, created_at)
+    VALUES (%(topic_id)s, %(partition)s, %(key)s, %(key_hash)s, %(value)s, %(value_format)s, %(headers)s::jsonb,
             %(deliver_at)s, now())
  RETURNING id
 )
@@ -22,17 +22,21 @@ SELECT id,
             ELSE pg_notify('sluice_delayed', %(payload)s) END
   FROM stored
 
--- name: claim_due --
--- Take up to `limit` due records out of the waiting table, earliest first; the caller appends them
--- to the log in the same transaction, so a record moves exactly once. SKIP LOCKED lets several
--- movers share the work. `deliver_at <= now()` uses the transaction's start: the log timestamp the
--- records get (now()) is then never before their time. Each row comes with its topic's partition
--- count, which places a keyed record (one round trip fewer than asking for it).
+-- name: move_due --
+-- Take up to `limit` due records out of the waiting table, earliest first, and append them to the
+-- log, all in this one statement: in autocommit, one round trip moves them and commits, and a
+-- record moves exactly once. SKIP LOCKED lets several movers share the work. `deliver_at <= now()`
+-- uses the statement's start: the log timestamp the records get (now()) is then never before
+-- their time. A record goes to the partition it was sent to, or by its key's hash (Kafka's murmur2,
+-- taken at the send) over the partitions the topic has now, or to partition 0; to each partition in
+-- deliver_at order, with the headers that name its delayed id and due time.
 --
--- The last two columns say when the earliest record left waiting is due, in seconds from now
--- (negative: overdue) and as a time, NULLs if none is left: the mover sleeps until then without
--- asking again (a round trip a move). The statement's snapshot still holds the claimed rows, hence
--- the NOT IN. The first row carries them alone when nothing was due.
+-- The result is one row: how many records moved, then when the earliest record left waiting is
+-- due, in seconds from now (negative: overdue) and as a time, NULLs if none is left: the mover
+-- sleeps until then without asking again. The statement's snapshot still holds the claimed rows,
+-- hence the NOT IN. A claimed record whose partition is missing fails the whole statement (the cast
+-- of the message to int, which is not a constant the planner would fold), so that nothing leaves
+-- the waiting table without entering the log.
 WITH claimed AS (
     DELETE FROM queueing_delayedrecord d
      WHERE id IN (SELECT id FROM queueing_delayedrecord
@@ -40,16 +44,35 @@ WITH claimed AS (
                    ORDER BY deliver_at, id
                    LIMIT %(limit)s
                      FOR UPDATE SKIP LOCKED)
-    RETURNING id, topic_id, partition, key, value, value_format, headers, deliver_at,
-              (SELECT t.partition_count FROM queueing_topic t WHERE t.id = d.topic_id) AS partition_count
-), following AS (
+    RETURNING d.id, d.topic_id, d.partition, d.key, d.key_hash, d.value, d.value_format, d.headers, d.deliver_at
+), placed AS (
+    SELECT c.*, CASE WHEN c.partition < t.partition_count THEN c.partition
+                     WHEN c.key_hash IS NOT NULL THEN (c.key_hash & 2147483647) %% t.partition_count
+                     ELSE 0 END AS number
+      FROM claimed c JOIN queueing_topic t ON t.id = c.topic_id
+), wanted AS (
+    SELECT row_number() OVER (ORDER BY topic_id, number) AS batch, topic_id, number, count(*) AS count,
+           sum(coalesce(octet_length(value), 0) + coalesce(octet_length(key), 0)) AS bytes
+      FROM placed
+     GROUP BY topic_id, number
+), source AS (
+    SELECT w.batch, row_number() OVER (PARTITION BY w.batch ORDER BY p.deliver_at, p.id) - 1 AS position,
+           p.key, p.value, p.value_format,
+           coalesce(p.headers, '{}'::jsonb) || jsonb_build_object(
+               'sluice.delayed.id', p.id::text,
+               'sluice.delayed.deliver_at',
+               to_char(p.deliver_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')) AS headers
+      FROM placed p JOIN wanted w ON w.topic_id = p.topic_id AND w.number = p.number
+), /* append_to_partitions */,
+following AS (
     SELECT deliver_at FROM queueing_delayedrecord
      WHERE id NOT IN (SELECT id FROM claimed)
      ORDER BY deliver_at, id
      LIMIT 1
 )
-SELECT claimed.*, extract(epoch FROM following.deliver_at - clock_timestamp())::float8, following.deliver_at
+SELECT CASE WHEN (SELECT count(*) FROM slot) = (SELECT count(*) FROM wanted) THEN (SELECT count(*) FROM placed)
+            ELSE concat('delayed records claimed for ', (SELECT count(*) FROM wanted) - (SELECT count(*) FROM slot),
+                        ' missing partition(s)')::int END,
+       extract(epoch FROM following.deliver_at - clock_timestamp())::float8, following.deliver_at
   FROM (SELECT) one
-  LEFT JOIN claimed ON true
   LEFT JOIN following ON true
- ORDER BY claimed.deliver_at, claimed.id

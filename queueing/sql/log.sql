@@ -85,16 +85,29 @@ SELECT (SELECT base_offset FROM slot), now(), (SELECT records FROM counted), EXI
 
 -- name: append_partitions --
 -- Append to several partitions in one statement, for a transaction that writes to many (the
--- outbox relay, the delayed-record mover): batch i goes to (topic_ids[i], partitions[i]), each
--- partition named once; each record names its batch and its position in it. Returns (batch, base
--- offset, the records' timestamp) for each batch whose partition exists. The partitions' rows are
--- locked first, in (topic, partition) order, so that two such appends cannot deadlock on them; each
--- lock is then held until the transaction ends, as append_records' is, with the same wake-ups. A
--- batch named with no records of its own only gets its offsets: the caller COPYs it in next.
+-- outbox relay): batch i goes to (topic_ids[i], partitions[i]), each partition named once; each
+-- record names its batch and its position in it. Returns (batch, base offset, the records'
+-- timestamp) for each batch whose partition exists. A batch named with no records of its own only
+-- gets its offsets: the caller COPYs it in next. storage/log.py puts append_to_partitions in place.
 WITH wanted AS (
     SELECT * FROM unnest(%(topic_ids)s::bigint[], %(partitions)s::int[], %(counts)s::int[], %(bytes)s::bigint[])
                   WITH ORDINALITY AS w(topic_id, number, count, bytes, batch)
-), locked AS (
+), source AS (
+    SELECT * FROM unnest(%(batches)s::bigint[], %(positions)s::int[], %(keys)s::bytea[], %(values)s::bytea[],
+                         %(value_formats)s::smallint[], %(headers)s::jsonb[])
+                  AS r(batch, position, key, value, value_format, headers)
+), /* append_to_partitions */
+SELECT batch, base_offset, now() FROM slot
+
+-- name: append_to_partitions --
+-- The CTEs that append a statement's records to several partitions, after the statement's own
+-- CTEs wanted (batch, topic_id, number, count, bytes: a row per partition, each named once) and
+-- source (batch, position, key, value, value_format, headers: a row per record, positions from 0
+-- in its batch); the statement reads slot (batch, topic_id, number, base_offset) for what was
+-- appended: a batch whose partition is missing has no row there. The partitions' rows are locked
+-- first, in (topic, partition) order, so that two such appends cannot deadlock on them; each lock
+-- is then held until the transaction ends, as append_records' is, with the same wake-ups.
+locked AS (
     SELECT p.topic_id, p.number
       FROM queueing_partition p JOIN wanted w ON p.topic_id = w.topic_id AND p.number = w.number
      ORDER BY p.topic_id, p.number
@@ -112,12 +125,8 @@ WITH wanted AS (
            (topic_id, partition, "offset", key, value, value_format, headers, timestamp, producer_id, sequence)
     SELECT slot.topic_id, slot.number, slot.base_offset + r.position, r.key, r.value, r.value_format, r.headers,
            now(), NULL, NULL
-      FROM slot
-      JOIN unnest(%(batches)s::bigint[], %(positions)s::int[], %(keys)s::bytea[], %(values)s::bytea[],
-                  %(value_formats)s::smallint[], %(headers)s::jsonb[])
-           AS r(batch, position, key, value, value_format, headers) ON r.batch = slot.batch
+      FROM slot JOIN source r ON r.batch = slot.batch
 )
-SELECT batch, base_offset, now() FROM slot
 
 -- name: reserve_offsets --
 -- Take the partition's append lock and count offsets for a batch that COPY then writes in the same

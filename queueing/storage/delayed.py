@@ -1,24 +1,37 @@
-"""Raw SQL of delayed records: storing them, and claiming due ones for the mover with the time of
-the next one."""
+"""Raw SQL of delayed records: storing them, and moving due ones into the log with the time of the
+next one."""
+from django.db import transaction
 from psycopg.types.json import Jsonb
 
-from queueing.storage.log import cursor, run
+from queueing import partitioner, types
+from queueing.sql import queries
+from queueing.storage.log import needs_commit_level, appending, cursor, run
+
+MOVE_DUE = appending(queries["move_due"])
 
 
 def schedule_record(*, topic_id, partition, record, deliver_at):
     """Store an encoded record to enter the log at deliver_at (caller's transaction, if any), waking
-    a waiting mover at commit; return its id."""
+    a waiting mover at commit; return its id. A keyed record with no partition keeps its key's
+    hash, which places it when due."""
+    key_hash = partitioner.murmur2(record.key) if partition is None and record.key is not None else None
     return run(cursor(), "schedule_record", {
-        "topic_id": topic_id, "partition": partition, "key": record.key, "value": record.value,
+        "topic_id": topic_id, "partition": partition, "key": record.key, "key_hash": key_hash, "value": record.value,
         "value_format": record.value_format, "headers": Jsonb(record.headers) if record.headers else None,
         "deliver_at": deliver_at, "payload": deliver_at.isoformat(),
     }).fetchone()[0]
 
 
-def claim_due(*, limit):
-    """Delete and return up to limit due records, earliest first (run inside the caller's
-    transaction), with the seconds until the earliest record left is due and its deliver_at
-    (None, None if none is left): (rows, seconds, deliver_at)."""
-    rows = run(cursor(), "claim_due", {"limit": limit}, binary=True).fetchall()
-    seconds, deliver_at = rows[0][-2:]
-    return [row[:-2] for row in rows if row[0] is not None], seconds, deliver_at
+def move_due(*, limit):
+    """Append up to limit due records to the log and take them out of the waiting table, in one
+    statement (its own transaction in autocommit, or the caller's); return (how many moved, the
+    seconds until the earliest record left is due, its deliver_at), the last two None if none is
+    left. Commits as acks=all does."""
+    cur = cursor()
+    level = needs_commit_level(cur, types.Acks.ALL)
+    with cur.connection._sluice_errors:
+        if level is None:
+            return cur.execute(MOVE_DUE, {"limit": limit}).fetchone()
+        with transaction.atomic(savepoint=False):
+            cur.execute(f"SET LOCAL synchronous_commit = {level}")
+            return cur.execute(MOVE_DUE, {"limit": limit}).fetchone()

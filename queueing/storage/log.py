@@ -75,7 +75,9 @@ def _commit_level(cur):
     return level
 
 
-def _needs_commit_level(cur, acks):
+def needs_commit_level(cur, acks):
+    """The synchronous_commit a transaction of cur's session must SET LOCAL to commit as acks asks,
+    or None when the session's own level already does."""
     wanted = types.SYNCHRONOUS_COMMIT[acks]
     current = _commit_level(cur)
     if wanted == "on":
@@ -101,7 +103,7 @@ def append_records(*, topic_id, partition, records, producer_id=None, base_seque
     DuplicateSequence.
     """
     cur = cursor()
-    level = _needs_commit_level(cur, acks)
+    level = needs_commit_level(cur, acks)
     copying = len(records) >= COPY_FROM
     if producer_id is None and level is None and not copying:
         # One statement: in autocommit it is its own transaction, one round trip per send (the
@@ -199,12 +201,13 @@ def append_partitions(batches, *, also=None):
             params["value_formats"].append(record.value_format)
             params["headers"].append(Jsonb(record.headers) if record.headers else None)
     cur = cursor()
-    level = _needs_commit_level(cur, types.Acks.ALL)
+    level = needs_commit_level(cur, types.Acks.ALL)
     if level is not None:
         with cur.connection._sluice_errors:
             cur.execute(f"SET LOCAL synchronous_commit = {level}")
     if also is None:
-        rows = run(cur, "append_partitions", params).fetchall()
+        with cur.connection._sluice_errors:
+            rows = cur.execute(APPEND_PARTITIONS, params).fetchall()
     else:
         with cur.connection._sluice_errors:
             rows = cur.execute(_along(also[0]), {**also[1], **params}).fetchall()
@@ -218,6 +221,13 @@ def append_partitions(batches, *, also=None):
     return {slots[batch - 1]: base_offset for batch, base_offset, _ in rows}
 
 
+def appending(query):
+    """query with the CTEs that append its wanted and source records (append_to_partitions in log.sql)
+    in their place."""
+    return query.replace("/* append_to_partitions */", queries["append_to_partitions"], 1)
+
+
+APPEND_PARTITIONS = appending(queries["append_partitions"])
 _ALONG = {}  # a caller's query -> append_partitions with it as a first CTE
 
 
@@ -226,7 +236,7 @@ def _along(query):
     runs such a CTE once whether or not the rest reads it. Built once per query."""
     statement = _ALONG.get(query)
     if statement is None:
-        base = queries["append_partitions"]
+        base = APPEND_PARTITIONS
         if not base.startswith("WITH wanted AS ("):
             raise RuntimeError("append_partitions no longer has the shape append_partitions(also=) expects")
         statement = _ALONG[query] = base.replace("WITH wanted AS (", f"WITH also AS (\n{query}\n), wanted AS (", 1)
@@ -249,7 +259,7 @@ def append_selected(ctes, batches, *, topic_id, partition):
     if query is None:
         query = _SELECTED[ctes] = queries["append_selected"].replace("/* the caller's CTEs */", ctes, 1)
     place = {"topic_id": topic_id, "partition": partition}
-    level = _needs_commit_level(cur, types.Acks.ALL)
+    level = needs_commit_level(cur, types.Acks.ALL)
     batches = iter(batches)
     first = next(batches)
     following = next(batches, None)

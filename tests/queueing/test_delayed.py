@@ -1,4 +1,5 @@
 import datetime
+import importlib
 import random
 import signal
 import statistics
@@ -37,6 +38,29 @@ def test_a_delayed_send_waits_and_enters_the_log_when_due(db, topic):
     assert record.value_format == types.ValueFormat.JSON and record.headers["h"] == "1"
     assert record.headers[types.DELAYED_ID] == str(sent.id)
     assert not models.DelayedRecord.objects.exists()
+
+
+def test_a_keyed_record_is_placed_over_the_partitions_its_topic_has_when_it_is_due(db, topic):
+    # Kafka places a record when it is produced; a delayed one is produced when due, so partitions
+    # added while it waits count, as they do for a record sent by hand at that moment.
+    keys = [f"key-{n}".encode() for n in range(40)]
+    sent = producer.send_batch(topic.name, [b"v"] * len(keys), keys=keys, delay=3600)
+    unkeyed = producer.send(topic.name, b"unkeyed", delay=3600)
+    pinned = producer.send(topic.name, b"pinned", key="k", partition=2, delay=3600)
+    topics.alter_topic(topic.name, partitions=7)
+    make_due()
+    due = {str(row.id): row.deliver_at for row in models.DelayedRecord.objects.all()}
+    assert delayed.move_due() == len(keys) + 2
+    records = log(topic.name)
+    placed = {bytes(r.key): r.partition for r in records if r.value_format == types.ValueFormat.BYTES
+              and bytes(r.value) == b"v"}
+    assert placed == {key: partitioner.partition_for_key(key, 7) for key in keys}
+    assert any(partitioner.partition_for_key(key, 7) != partitioner.partition_for_key(key, 3) for key in keys)
+    by_id = {r.headers[types.DELAYED_ID]: r for r in records}
+    assert by_id[str(unkeyed.id)].partition < 3 and by_id[str(pinned.id)].partition == 2
+    assert {r.headers[types.DELAYED_ID]: datetime.datetime.fromisoformat(r.headers[types.DELAYED_DELIVER_AT])
+            for r in records} == due
+    assert {str(s.id) for s in sent} <= set(due)
 
 
 def test_due_records_move_in_time_order_with_dense_offsets(db, topic):
@@ -221,3 +245,14 @@ def test_a_move_says_when_the_next_record_is_due(db, topic):
     assert delayed._move(500)[:1] == (0,) and delayed._move(500)[2] == later
     make_due()
     assert delayed._move(500) == (1, None, None)
+
+
+def test_the_migration_gives_records_waiting_from_before_their_keys_hash(db, topic):
+    from django.apps import apps
+    migration = importlib.import_module("queueing.migrations.0007_delayed_key_hash")
+    producer.send(topic.name, b"v", key="old", delay=3600)
+    producer.send(topic.name, b"v", key="pinned", partition=1, delay=3600)
+    models.DelayedRecord.objects.update(key_hash=None)  # as a process older than the column wrote them
+    migration.hash_waiting_keys(apps, None)
+    assert dict(models.DelayedRecord.objects.values_list("partition", "key_hash")) == {
+        None: partitioner.murmur2(b"old"), 1: None}

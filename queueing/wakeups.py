@@ -59,7 +59,11 @@ class Waiter:
 
     The reader drains its NOTIFYs with drain() before each read, reports each read with found(),
     and calls sleep() when a read found nothing. A busy reader withdraws its ask, so that writers
-    commit without a NOTIFY. late_wakeups counts the sleeps that ran out (no NOTIFY, no writer
+    commit without a NOTIFY: busy is a read that finds something when the read before it did too,
+    with no sleep between. A read after a sleep keeps the asks, as the reader will most likely
+    sleep again after it: a lone record then costs the reader the read that finds it and the one
+    that finds nothing more, not also a withdrawal, an ask and a read after the ask (each a round
+    trip); writers notify meanwhile, for that one turn. late_wakeups counts the sleeps that ran out (no NOTIFY, no writer
     seen to end) while the next read found something: a reader that slept past a commit, or
     polled for want of a LISTEN connection. The protocol keeps it at zero; each one is logged at
     debug level.
@@ -73,6 +77,7 @@ class Waiter:
         self._held = set()  # keys asked
         self._pending = set()  # keys a writer that missed the ask holds
         self._slept_out = False
+        self._slept = False  # sleep() was called since the last read that found something
 
     def sleep(self, listener, keys, seconds, listen):
         """Return once a writer of keys may have committed since the last read, or after seconds;
@@ -82,6 +87,7 @@ class Waiter:
         returns whether one came; without a usable listener it is all there is. A listener that
         fails is closed (its asks go with it) and logged.
         """
+        self._slept = True
         ran_out = self._sleep(listener, keys, seconds, listen)
         if ran_out is not None:
             self._slept_out = ran_out
@@ -137,7 +143,9 @@ class Waiter:
                          extra={"reader": self.reader, "late_wakeups": self.late_wakeups})
         self._slept_out = False
         if count:
-            self.stop(listener)
+            if not self._slept:
+                self.stop(listener)
+            self._slept = False
 
     @property
     def asking(self):

@@ -212,7 +212,7 @@ def test_without_notifications_it_falls_back_to_polling(settings, monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_waiting_consumer_stops_asking_once_records_come(settings):
+def test_a_waiting_consumer_stops_asking_once_it_is_busy(settings):
     settings.SLUICE = {**settings.SLUICE, "POLL_FALLBACK_MS": 60_000}
     info = topics.create_topic("busy", partitions=1)
     with consumer.Consumer("busy", ["busy"], auto_offset_reset="earliest") as member:
@@ -221,7 +221,14 @@ def test_a_waiting_consumer_stops_asking_once_records_come(settings):
             producer.send("busy", b"x", partition=0)  # the member asked: this append notifies
             assert _notified(listener, 5) == ["0"]
             assert [r.value for r in member.poll(timeout=5)] == [b"x"]
-            producer.send("busy", b"y", partition=0)  # busy members are not notified
+            # Woken, it keeps its ask for the read after: it will most likely sleep again.
+            assert member._waiter.asking
+            producer.send("busy", b"y", partition=0)
+            assert _notified(listener, 5) == ["0"]
+            assert [r.value for r in member.poll(timeout=5)] == [b"y"]
+            # Two reads in a row found records: busy, it no longer asks.
+            assert not member._waiter.asking
+            producer.send("busy", b"z", partition=0)
             assert _notified(listener) == []
 
 

@@ -59,8 +59,8 @@ WITH claimed AS (
     SELECT w.batch, row_number() OVER (PARTITION BY w.batch ORDER BY p.deliver_at, p.id) - 1 AS position,
            p.key, p.value, p.value_format,
            coalesce(p.headers, '{}'::jsonb) || jsonb_build_object(
-               'sluice.delayed.id', p.id::text,
-               'sluice.delayed.deliver_at',
+               %(id_header)s::text, p.id::text,
+               %(due_header)s::text,
                to_char(p.deliver_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')) AS headers
       FROM placed p JOIN wanted w ON w.topic_id = p.topic_id AND w.number = p.number
 ), /* append_to_partitions */,

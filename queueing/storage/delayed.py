@@ -5,7 +5,7 @@ from psycopg.types.json import Jsonb
 
 from queueing import partitioner, types
 from queueing.sql import queries
-from queueing.storage.log import needs_commit_level, appending, cursor, run
+from queueing.storage.log import appending, cursor, needs_commit_level, run
 
 MOVE_DUE = appending(queries["move_due"])
 
@@ -29,9 +29,10 @@ def move_due(*, limit):
     left. Commits as acks=all does."""
     cur = cursor()
     level = needs_commit_level(cur, types.Acks.ALL)
+    params = {"limit": limit, "id_header": types.DELAYED_ID, "due_header": types.DELAYED_DELIVER_AT}
     with cur.connection._sluice_errors:
         if level is None:
-            return cur.execute(MOVE_DUE, {"limit": limit}).fetchone()
+            return cur.execute(MOVE_DUE, params).fetchone()
         with transaction.atomic(savepoint=False):
             cur.execute(f"SET LOCAL synchronous_commit = {level}")
-            return cur.execute(MOVE_DUE, {"limit": limit}).fetchone()
+            return cur.execute(MOVE_DUE, params).fetchone()

@@ -63,10 +63,11 @@ class Waiter:
     with no sleep between. A read after a sleep keeps the asks, as the reader will most likely
     sleep again after it: a lone record then costs the reader the read that finds it and the one
     that finds nothing more, not also a withdrawal, an ask and a read after the ask (each a round
-    trip); writers notify meanwhile, for that one turn. late_wakeups counts the sleeps that ran out (no NOTIFY, no writer
-    seen to end) while the next read found something: a reader that slept past a commit, or
-    polled for want of a LISTEN connection. The protocol keeps it at zero; each one is logged at
-    debug level.
+    trip); writers notify meanwhile, for that one turn.
+
+    late_wakeups counts the sleeps that ran out (no NOTIFY, no writer seen to end) while the next
+    read found something: a reader that slept past a commit, or polled for want of a LISTEN
+    connection. The protocol keeps it at zero; each one is logged at debug level.
     """
 
     def __init__(self, space, reader):

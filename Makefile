@@ -38,7 +38,8 @@ run: install
 
 # The suite runs in TEST_PROCESSES pytest processes (pytest-xdist), each on a test database of its
 # own: most tests wait on servers and child processes, so two nearly halve the time on two cores.
-# The embedded server is started once, before them, and named to them in DATABASE_URL.
+# The embedded server is started once, before them, and named to them in DATABASE_URL. The run
+# ends with its slowest tests, so that a suite growing towards its 15 minutes shows where.
 TEST_PROCESSES ?= 2
 test: install services
 	@if [ -z "$${DATABASE_URL:-}" ] && timeout 2 bash -c '>/dev/tcp/127.0.0.1/5432' 2>/dev/null; then \
@@ -49,7 +50,7 @@ test: install services
 	else echo "tests: DATABASE_URL"; fi; \
 	$(PY) manage.py makemigrations --check --dry-run >/dev/null || { echo "models and migrations differ"; exit 1; }; \
 	$(VENV)/bin/lint-imports --no-cache >/dev/null || { $(VENV)/bin/lint-imports --no-cache; exit 1; }; \
-	$(PY) -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS) && $(MAKE) --no-print-directory test-django60
+	$(PY) -m pytest -n $(TEST_PROCESSES) --durations=15 $(PYTEST_ARGS) && $(MAKE) --no-print-directory test-django60
 
 # Django's tasks framework on the oldest supported Django (6.0.x) too: a second virtualenv whose
 # only package of its own is Django 6.0; everything else comes from $(VENV) through a .pth file

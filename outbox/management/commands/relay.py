@@ -7,6 +7,7 @@ from queueing.management.base import EngineCommand, positive
 
 class Command(EngineCommand):
     help = "Deliver committed outbox events to their destinations, in order per aggregate, until stopped."
+    requires_system_checks = "__all__"  # a long-running process: checked once at its start
 
     def add_arguments(self, parser):
         parser.add_argument("--batch", type=positive, default=200, help="events per transaction (default 200)")

@@ -9,6 +9,7 @@ from queueing.management.base import EngineCommand, positive
 
 class Command(EngineCommand):
     help = "Consume for a group, running its registered handlers in offset order per partition."
+    requires_system_checks = "__all__"  # a long-running process: checked once at its start
 
     def add_arguments(self, parser):
         # Not required by argparse: a command extending this one may offer an alternative to --group.

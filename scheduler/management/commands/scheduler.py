@@ -8,6 +8,7 @@ from scheduler import ticker
 class Command(EngineCommand):
     help = ("Sync the schedules declared in code, then fire due schedule ticks until SIGTERM; each tick fires "
             "once however many schedulers run.")
+    requires_system_checks = "__all__"  # a long-running process: checked once at its start
 
     def add_arguments(self, parser):
         parser.add_argument("--batch", type=positive, default=100, help="schedules claimed per transaction")

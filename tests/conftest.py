@@ -1,4 +1,5 @@
 """Shared fixtures: every test runs against a real PostgreSQL server (never a fake)."""
+import io
 import os
 import socket
 import subprocess
@@ -153,6 +154,41 @@ def manage(process_env):
             env={**process_env, **(env or {})},
             cwd=ROOT,
         )
+
+    return run
+
+
+# Commands that run a loop until stopped: `command` runs them as child processes all the same.
+LOOPS = {"worker", "relay", "scheduler", "serve", "runserver"}
+
+
+@pytest.fixture
+def command(manage):
+    """Run `manage.py ARGS` in this process, as manage.py runs it from argument parsing on (the
+    command's run_from_argv: one-line errors, exit codes, the database connections closed at the
+    end); return CompletedProcess with text output. For a test's many wrong-argument cases, where a
+    child process each costs its start-up (some 1.7 s); each test still runs its commands once as a
+    child process through `manage`. Needs a transactional test (django_db(transaction=True)):
+    the command's writes must be committed for it and the test to see each other's. The commands
+    of LOOPS go to a child process even so: one that a wrong argument no longer stopped would run
+    on in the test's process."""
+    from django.core.management import ManagementUtility
+
+    def run(*args, input=None):
+        if args[0] in LOOPS:
+            return manage(*args, input=input)
+        stdout, stderr = io.StringIO(), io.StringIO()
+        stdin = io.TextIOWrapper(io.BytesIO((input or "").encode()), encoding="utf-8")
+        saved = sys.stdin, sys.stdout, sys.stderr
+        sys.stdin, sys.stdout, sys.stderr = stdin, stdout, stderr
+        try:
+            ManagementUtility(["manage.py", *args]).fetch_command(args[0]).run_from_argv(["manage.py", *args])
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+        finally:
+            sys.stdin, sys.stdout, sys.stderr = saved
+        return subprocess.CompletedProcess(["manage.py", *args], code, stdout.getvalue(), stderr.getvalue())
 
     return run
 

@@ -57,9 +57,9 @@ def one_line(result):
     (("worker", "--max-poll-records", "x"), "is not a whole number"),
     (("worker", "--queue", "q", "--grace", "nan"), "must be a finite number"),
 ])
-def test_argument_errors_are_one_line_without_the_usage_block(manage, args, message):
+def test_argument_errors_are_one_line_without_the_usage_block(command, args, message):
     before = snapshot()
-    result = manage(*args)
+    result = command(*args)
     assert result.returncode == 2, (args, result.stderr)
     line = one_line(result)
     assert message in line and "--help" in line, line
@@ -189,16 +189,16 @@ def test_reset_offsets_positions_a_group_with_no_committed_offsets(manage):
     ("replay", "edge.when", "--to-topic", "edge.when", "--since", "2026-01-01"),
     ("delayed", "reschedule", "1", "--at", "2026-01-01T09:00"),
 ])
-def test_a_moment_without_a_time_zone_is_refused(manage, args):
+def test_a_moment_without_a_time_zone_is_refused(command, args):
     topics.create_topic("edge.when", partitions=1)
     before = snapshot()
-    result = manage(*args)
+    result = command(*args)
     assert result.returncode == 2
     assert "has no time zone: add Z for UTC or an offset" in one_line(result)
     assert snapshot() == before
 
 
-def test_numbers_past_what_dates_hold_are_refused(manage):
+def test_numbers_past_what_dates_hold_are_refused(command):
     topics.create_topic("edge.far", partitions=1)
     waiting = producer.send("edge.far", b"later", delay=60)
     due = models.DelayedRecord.objects.get().deliver_at
@@ -210,7 +210,7 @@ def test_numbers_past_what_dates_hold_are_refused(manage):
         (("worker", "--queue", ""), "a queue name is a non-empty string"),
     ]:
         before = snapshot()
-        result = manage(*args)
+        result = command(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert message in one_line(result), (args, result.stderr)
         assert snapshot() == before

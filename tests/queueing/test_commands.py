@@ -12,7 +12,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_topics_command(manage):
+def test_topics_command(manage, command):
     created = manage("topics", "create", "cmd.orders", "--partitions", "3", "--retention-ms", "60000")
     assert created.returncode == 0, created.stderr
     assert "Created topic cmd.orders with 3 partition(s)." in created.stdout
@@ -35,7 +35,7 @@ def test_topics_command(manage):
         (("topics", "frobnicate"), "invalid choice"),
         (("topics",), "required"),
     ]:
-        result = manage(*args)
+        result = command(*args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert message in result.stderr, (args, result.stderr)
     assert not models.Topic.objects.filter(name__in=["bad name", "x", "missing"]).exists()
@@ -49,7 +49,7 @@ def test_topics_command(manage):
     assert not models.Topic.objects.filter(name="cmd.orders").exists()
 
 
-def test_produce_and_consume_commands(manage):
+def test_produce_and_consume_commands(manage, command):
     topics.create_topic("cmd.lines", partitions=2)
     produced = manage("produce", "cmd.lines", "--key-separator", ":", input="k1:one\nk2:two\nk1:three\n")
     assert produced.returncode == 0, produced.stderr
@@ -79,13 +79,13 @@ def test_produce_and_consume_commands(manage):
         (("consume", "missing", "--group", "g", "--timeout-ms", "100"), None, "does not exist"),
         (("consume", "cmd.lines", "--max-messages", "0"), None, "must be at least 1"),
     ]:
-        result = manage(*args, input=stdin)
+        result = command(*args, input=stdin)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
     assert models.Record.objects.count() == before
 
 
-def test_groups_command(manage):
+def test_groups_command(manage, command):
     topics.create_topic("cmd.g", partitions=2)
     manage("produce", "cmd.g", "--partition", "0", input="a\nb\nc\n")
     manage("consume", "cmd.g", "--group", "lagging", "--from-beginning", "--max-messages", "1")
@@ -100,13 +100,13 @@ def test_groups_command(manage):
         (("groups", "delete", "nobody"), "does not exist"),
         (("groups", "explode"), "invalid choice"),
     ]:
-        result = manage(*args)
+        result = command(*args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
     assert manage("groups", "delete", "lagging").returncode == 0
     assert not models.ConsumerGroup.objects.filter(name="lagging").exists()
 
 
-def test_reset_offsets_command(manage, tmp_path):
+def test_reset_offsets_command(manage, command, tmp_path):
     topics.create_topic("cmd.r", partitions=2)
     manage("produce", "cmd.r", "--partition", "0", input="a\nb\nc\nd\n")
     manage("produce", "cmd.r", "--partition", "1", input="e\nf\n")
@@ -133,12 +133,12 @@ def test_reset_offsets_command(manage, tmp_path):
         (("--topic", "cmd.r", "--to-current"), {0: 0, 1: 0}),
     ]
     for args, expected in cases:
-        result = manage("reset_offsets", "--group", "rg", *args, "--execute")
+        result = command("reset_offsets", "--group", "rg", *args, "--execute")
         assert result.returncode == 0, (args, result.stderr)
         assert committed() == expected, args
     plan = tmp_path / "plan.csv"
     plan.write_text("cmd.r,0,3\ncmd.r,1,1\n")
-    assert manage("reset_offsets", "--group", "rg", "--from-file", str(plan), "--execute").returncode == 0
+    assert command("reset_offsets", "--group", "rg", "--from-file", str(plan), "--execute").returncode == 0
     assert committed() == {0: 3, 1: 1}
     audited = 1 + 2 * (len(cases) - 1) + 2  # the first case resets one partition, the rest two
     assert models.OffsetReset.objects.count() == audited
@@ -158,7 +158,7 @@ def test_reset_offsets_command(manage, tmp_path):
         (("--group", "rg", "--from-file", str(bad_file)), "must be numbers"),
         (("--group", "rg", "--from-file", str(tmp_path / "none.csv")), "no such file"),
     ]:
-        result = manage("reset_offsets", *args, "--execute")
+        result = command("reset_offsets", *args, "--execute")
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert message in result.stderr, (args, result.stderr)
     assert committed() == {0: 3, 1: 1}
@@ -195,7 +195,7 @@ def test_worker_command_runs_handlers_and_stops_on_sigterm(process_env, manage, 
     assert not models.GroupMember.objects.filter(group__name="sample").exists()  # it left the group
 
 
-def test_groups_configure_and_share_group_describe(manage):
+def test_groups_configure_and_share_group_describe(manage, command):
     from queueing import share
 
     topics.create_topic("cmd.jobs", partitions=1)
@@ -224,13 +224,13 @@ def test_groups_configure_and_share_group_describe(manage):
         (("groups", "configure", "pool", "--dead-letter-topic", "bad name"), "Invalid topic name"),
         (("groups", "configure", "ordered", "--lock-duration-ms", "100"), "for share groups"),
     ]:
-        result = manage(*args)
+        result = command(*args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
     assert models.ShareGroup.objects.get(name="pool").delivery_limit == 2
     assert not models.ConsumerGroup.objects.filter(name="ordered").exists()
 
 
-def test_delayed_command(manage):
+def test_delayed_command(manage, command):
     from queueing import producer
 
     topics.create_topic("cmd.later", partitions=1)
@@ -251,6 +251,6 @@ def test_delayed_command(manage):
         (("delayed", "reschedule", str(second.id), "--delay", "-3"), "positive"),
         (("delayed", "cancel", "x"), "is not a whole number"),
     ]:
-        result = manage(*args)
+        result = command(*args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
     assert list(models.DelayedRecord.objects.values_list("id", flat=True)) == [second.id]

@@ -324,7 +324,7 @@ def test_replay_command_as_a_new_user_runs_it(manage):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_replay_command_refuses_wrong_arguments_and_changes_nothing(manage):
+def test_replay_command_refuses_wrong_arguments_and_changes_nothing(manage, command):
     topics.create_topic("billing", partitions=3)
     topics.create_topic("billing.DLQ", partitions=1)
     dead_letter("billing.DLQ", "billing", 0, 0, {"n": 0}, key="cust-0")
@@ -343,7 +343,7 @@ def test_replay_command_refuses_wrong_arguments_and_changes_nothing(manage):
         (("billing.DLQ", "--to-original", "--partition", "7"), "has no partition 7"),
         (("billing.DLQ", "--to-original"), "billing.DLQ-0@1 (no sluice.dlq.topic header"),
     ]:
-        result = manage("replay", *args)
+        result = command("replay", *args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert message in result.stderr, (args, result.stderr)
     assert models.Record.objects.count() == before and models.Producer.objects.count() == 0

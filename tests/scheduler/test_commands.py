@@ -44,7 +44,7 @@ def test_tasks_cancel_retry_and_prune(transactional_db, manage):
     assert (pruned.returncode, pruned.stdout.strip()) == (0, "Pruned 1 finished task(s) older than 1d.")
 
 
-def test_wrong_arguments_get_a_clear_error_and_exit_code_2(transactional_db, manage):
+def test_wrong_arguments_get_a_clear_error_and_exit_code_2(transactional_db, command):
     for args, message in [
         (("tasks", "show", "nope"), "Task nope does not exist"),
         (("tasks", "list", "--state", "odd"), "invalid choice: 'odd'"),
@@ -54,5 +54,5 @@ def test_wrong_arguments_get_a_clear_error_and_exit_code_2(transactional_db, man
         (("worker", "--queue", "sample", "--concurrency", "0"), "must be at least 1"),
         (("worker",), "give --group G"),
     ]:
-        done = manage(*args, env=SAMPLE)
+        done = command(*args)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)

@@ -48,7 +48,7 @@ def test_enable_disable_run_now_delete(transactional_db, manage):
     assert not models.Schedule.objects.exists()
 
 
-def test_wrong_arguments_get_a_one_line_error_exit_code_2_and_change_nothing(transactional_db, manage):
+def test_wrong_arguments_get_a_one_line_error_exit_code_2_and_change_nothing(transactional_db, command):
     schedules.create(name="pulse", task=sched.beat, every=3600, args=["p"])
     before = list(models.Schedule.objects.values())
     for args, message in [
@@ -61,7 +61,7 @@ def test_wrong_arguments_get_a_one_line_error_exit_code_2_and_change_nothing(tra
         (("schedules",), "the following arguments are required"),
         (("scheduler", "--batch", "x"), "is not a whole number"),
     ]:
-        done = manage(*args, env=APP)
+        done = command(*args)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
         if "No schedule" in message:
             assert done.stderr.strip() == f"CommandError: {message}"
@@ -69,7 +69,7 @@ def test_wrong_arguments_get_a_one_line_error_exit_code_2_and_change_nothing(tra
     assert not models.ScheduleTick.objects.exists() and not models.TaskResult.objects.exists()
 
 
-def test_more_wrong_input_gets_one_line_errors_exit_code_2_and_changes_nothing(transactional_db, manage):
+def test_more_wrong_input_gets_one_line_errors_exit_code_2_and_changes_nothing(transactional_db, command):
     schedules.create(name="pulse", task=sched.beat, every=3600, args=["p"])
     schedules.create(name="orphan", task=sched.beat, every=3600, args=["o"])
     schedules.create(name="broken", task=sched.beat, cron="0 3 * * *")
@@ -90,7 +90,7 @@ def test_more_wrong_input_gets_one_line_errors_exit_code_2_and_changes_nothing(t
         (("schedules", "list", "--task"), "expected one argument"),
         (("schedules", "delete", "pulse", "orphan"), "unrecognized arguments: orphan"),
     ]:
-        done = manage(*args, env=APP)
+        done = command(*args)
         if message is None:
             assert done.returncode == 0 and "No next run (disabled)." in done.stdout, (args, done.stderr)
             continue

@@ -44,8 +44,10 @@ def setup_django(url):
     django.setup()
 
 
-def build(topics_n, partitions, groups_n):
-    """Topics, groups with committed offsets and live members, share groups, attempts, backlogs."""
+def build(topics_n, partitions, groups_n, history=100_000):
+    """Topics, groups with committed offsets and live members, share groups, and the history
+    tables: `history` delivery attempts, half as many outbox events (a tenth undelivered) and
+    finished tasks."""
     from django.utils import timezone
 
     from outbox import models as outbox_models
@@ -76,15 +78,15 @@ def build(topics_n, partitions, groups_n):
     models.DeliveryAttempt.objects.bulk_create(
         (models.DeliveryAttempt(group_name=f"bench.g{n % groups_n:03d}", topic_name=names[n % topics_n], partition=0,
                                 offset=n, attempt=1, outcome=("failed", "dead_lettered", "expired")[n % 3])
-         for n in range(100_000)), batch_size=5000)
+         for n in range(history)), batch_size=5000)
     outbox_models.OutboxEvent.objects.bulk_create(
         (outbox_models.OutboxEvent(aggregate_type="order", aggregate_id=str(n), event_type="paid", payload={},
                                    destination="sluice:bench.t000", delivered_at=None if n % 10 else now)
-         for n in range(50_000)), batch_size=5000)
+         for n in range(history // 2)), batch_size=5000)
     task_models.TaskResult.objects.bulk_create(
         (task_models.TaskResult(task_name="bench.task", queue=f"q{n % 4}", state="succeeded",
                                 started_at=now - datetime.timedelta(seconds=2), finished_at=now)
-         for n in range(50_000)), batch_size=5000)
+         for n in range(history // 2)), batch_size=5000)
     return names
 
 
@@ -183,7 +185,7 @@ def run(args, pages=PAGES, prepare=None, inspect=None):
 
         call_command("migrate", verbosity=0)
         started = time.monotonic()
-        names = build(args.topics, args.partitions, args.groups)
+        names = build(args.topics, args.partitions, args.groups, args.history)
         print(f"bench: {args.topics} topics x {args.partitions} partitions, {args.groups} groups built in "
               f"{time.monotonic() - started:.0f} s", file=sys.stderr)
         user = prepare(names) if prepare else None
@@ -219,6 +221,8 @@ def arguments(description, database):
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--groups", type=int, default=200)
     parser.add_argument("--records", type=int, default=10_000_000)
+    parser.add_argument("--history", type=int, default=100_000,
+                        help="delivery attempts; half as many outbox events and finished tasks (default 100,000)")
     parser.add_argument("--scrapes", type=int, default=15, help="answers timed per page and state")
     parser.add_argument("--database", default=database)
     parser.add_argument("--json", help="also write the results here")

@@ -21,7 +21,7 @@ def test_the_metrics_bench_times_every_page_and_drops_its_database(tmp_path, dja
     out = tmp_path / "rows.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "metrics.py"), "--topics", "3", "--partitions", "2", "--groups", "2",
-         "--records", "600", "--scrapes", "1", "--database", name, "--json", str(out)],
+         "--records", "600", "--history", "2000", "--scrapes", "1", "--database", name, "--json", str(out)],
         env={**os.environ, "DATABASE_URL": admin}, cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]

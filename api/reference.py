@@ -6,6 +6,10 @@ import drf_spectacular_sidecar
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
+# The API key's security scheme, registered by importing it; here rather than at start-up, so a
+# command does not import drf-spectacular (the schema's hooks in settings import it too).
+from api import schema  # noqa: F401
+
 ASSETS = Path(drf_spectacular_sidecar.__file__).parent / "static" / "drf_spectacular_sidecar"
 
 

@@ -171,24 +171,26 @@ def command(manage):
     child process through `manage`. Needs a transactional test (django_db(transaction=True)):
     the command's writes must be committed for it and the test to see each other's. The commands
     of LOOPS go to a child process even so: one that a wrong argument no longer stopped would run
-    on in the test's process."""
+    on in the test's process. env is that child's environment, as for `manage`; the commands run
+    here have the test process's settings."""
     from django.core.management import ManagementUtility
 
-    def run(*args, input=None):
+    def run(*args, input=None, env=None):
         if args[0] in LOOPS:
-            return manage(*args, input=input)
+            return manage(*args, input=input, env=env)
+        argv = ["manage.py", *args]
         stdout, stderr = io.StringIO(), io.StringIO()
         stdin = io.TextIOWrapper(io.BytesIO((input or "").encode()), encoding="utf-8")
         saved = sys.stdin, sys.stdout, sys.stderr
         sys.stdin, sys.stdout, sys.stderr = stdin, stdout, stderr
         try:
-            ManagementUtility(["manage.py", *args]).fetch_command(args[0]).run_from_argv(["manage.py", *args])
+            ManagementUtility(argv).fetch_command(args[0]).run_from_argv(argv)
             code = 0
         except SystemExit as exit:
             code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
         finally:
             sys.stdin, sys.stdout, sys.stderr = saved
-        return subprocess.CompletedProcess(["manage.py", *args], code, stdout.getvalue(), stderr.getvalue())
+        return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
 
     return run
 

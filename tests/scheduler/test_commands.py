@@ -54,5 +54,5 @@ def test_wrong_arguments_get_a_clear_error_and_exit_code_2(transactional_db, com
         (("worker", "--queue", "sample", "--concurrency", "0"), "must be at least 1"),
         (("worker",), "give --group G"),
     ]:
-        done = command(*args)
+        done = command(*args, env=SAMPLE)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)

@@ -61,7 +61,7 @@ def test_wrong_arguments_get_a_one_line_error_exit_code_2_and_change_nothing(tra
         (("schedules",), "the following arguments are required"),
         (("scheduler", "--batch", "x"), "is not a whole number"),
     ]:
-        done = command(*args)
+        done = command(*args, env=APP)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
         if "No schedule" in message:
             assert done.stderr.strip() == f"CommandError: {message}"
@@ -90,7 +90,7 @@ def test_more_wrong_input_gets_one_line_errors_exit_code_2_and_changes_nothing(t
         (("schedules", "list", "--task"), "expected one argument"),
         (("schedules", "delete", "pulse", "orphan"), "unrecognized arguments: orphan"),
     ]:
-        done = command(*args)
+        done = command(*args, env=APP)
         if message is None:
             assert done.returncode == 0 and "No next run (disabled)." in done.stdout, (args, done.stderr)
             continue

@@ -67,7 +67,10 @@ class Waiter:
 
     late_wakeups counts the sleeps that ran out (no NOTIFY, no writer seen to end) while the next
     read found something: a reader that slept past a commit, or polled for want of a LISTEN
-    connection. The protocol keeps it at zero; each one is logged at debug level.
+    connection. The protocol keeps it at zero; each one is logged at debug level. A NOTIFY that has
+    come by the end of that read was sent by a commit in the moment between the sleep's end and the
+    read, as when a poll's own timeout ends just as a writer commits: that commit did not come
+    before the sleep ended, so it is not counted (the NOTIFY still counts for the next drain()).
     """
 
     def __init__(self, space, reader):
@@ -79,6 +82,8 @@ class Waiter:
         self._pending = set()  # keys a writer that missed the ask holds
         self._slept_out = False
         self._slept = False  # sleep() was called since the last read that found something
+        self._listen = None  # the listen() of the last sleep
+        self._heard = False  # found() took a NOTIFY that the next drain() reports
 
     def sleep(self, listener, keys, seconds, listen):
         """Return once a writer of keys may have committed since the last read, or after seconds;
@@ -89,6 +94,7 @@ class Waiter:
         fails is closed (its asks go with it) and logged.
         """
         self._slept = True
+        self._listen = listen
         ran_out = self._sleep(listener, keys, seconds, listen)
         if ran_out is not None:
             self._slept_out = ran_out
@@ -130,7 +136,8 @@ class Waiter:
     def drain(self, listen):
         """Take the NOTIFYs that came since the last sleep (listen as for sleep()), before a read;
         return whether one came."""
-        if listen(0):
+        heard, self._heard = self._heard, False
+        if listen(0) or heard:
             self._slept_out = False  # what the read finds was notified
             return True
         return False
@@ -138,7 +145,7 @@ class Waiter:
     def found(self, listener, count, *, new=None):
         """A read found count items: a busy reader stops asking; count a late wake-up. new: how many
         of them were written for the first time (not retries coming due), when the reader knows."""
-        if self._slept_out and (count if new is None else new):
+        if self._slept_out and (count if new is None else new) and not self._notified_since():
             self.late_wakeups += 1
             logger.debug("%s: late wake-up, %d found after a sleep that no NOTIFY ended", self.reader, count,
                          extra={"reader": self.reader, "late_wakeups": self.late_wakeups})
@@ -147,6 +154,15 @@ class Waiter:
             if not self._slept:
                 self.stop(listener)
             self._slept = False
+
+    def _notified_since(self):
+        """Whether a NOTIFY has come since the drain() before the read (taken now, and reported by
+        the next drain()): the commit that sent it came after the sleep ran out."""
+        listener = self._listener
+        if self._listen is None or listener is None or listener.closed or not (self._held or self._pending):
+            return False  # polling, or not asking: nothing was to notify
+        self._heard = self._listen(0) or self._heard
+        return self._heard
 
     @property
     def asking(self):

@@ -200,6 +200,36 @@ def test_a_lost_notification_is_counted_as_a_late_wakeup(settings):
         member.close()
 
 
+def test_a_commit_just_after_a_sleep_ran_out_is_not_a_late_wakeup():
+    # A sleep that runs out (a poll's own timeout) as a writer commits: the read right after finds
+    # the record, whose NOTIFY comes only after the drain before that read. The commit did not come
+    # before the sleep's end, so it is no late wake-up; the NOTIFY still counts for the next drain.
+    info = topics.create_topic("boundary", partitions=1)
+    keys = wakeups.partition_keys({(info.id, 0)})
+    with wakeups.listen_connection([f"sluice_t{info.id}"]) as listener:
+        waiter = wakeups.Waiter(wakeups.APPENDS, "the test")
+
+        def listen(seconds):
+            return wakeups.heard(listener, seconds)
+
+        def sleep_out():
+            while not waiter.sleep(listener, keys, 0.05, listen):  # the first sleep asks, then reads again
+                waiter.found(listener, 0)
+            assert waiter.drain(listen) is False
+
+        sleep_out()
+        producer.send("boundary", b"just after", partition=0)  # the writer sees the ask: it notifies
+        time.sleep(0.2)  # its NOTIFY is here by now, as after the read that found the record
+        waiter.found(listener, 1)
+        assert waiter.late_wakeups == 0
+        assert waiter.drain(listen) is True  # taken by found(), still reported to the next read
+
+        sleep_out()
+        _silent_append(info.id, 0, b"never announced")  # committed before the read, no NOTIFY
+        waiter.found(listener, 1)
+        assert waiter.late_wakeups == 1
+
+
 def test_a_member_is_not_woken_by_appends_for_another_member():
     # Every member LISTENs on the topic's channel; an append's NOTIFY names its partition, and only
     # the member that owns it fetches.

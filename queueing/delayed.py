@@ -100,6 +100,7 @@ FALLBACK_SLACK_S = 0.1  # a record due this close after the fallback is not a la
 # a look at the table) costs more than such a sleep, and a record scheduled meanwhile to be due
 # sooner than the next one known is late by this much at most.
 UNASKED_SLEEP_S = 0.005
+STOP_SLICE_S = 0.25  # how long a sleep on LISTEN goes without looking whether stop() was called
 
 
 def _deliver_at(payload):
@@ -178,13 +179,17 @@ class Mover(loops.Loop):
 
     def _sooner_scheduled(self, earliest, deadline):
         """Wait until a NOTIFY says a record was scheduled before earliest (the waiting records'
-        first deliver_at, None if none waits), or until deadline; return whether one did. Records
-        scheduled later do not wake the mover: it would only find them not due yet."""
+        first deliver_at, None if none waits), or until deadline; return whether one did, or stop()
+        was called (the sleep ends for it too). Records scheduled later do not wake the mover: it
+        would only find them not due yet. In slices, so that stop() takes effect at once however
+        long the fallback (a transport closing waits for its mover thread)."""
         while (remaining := deadline - time.monotonic()) > 0:
+            if self.stop_event.is_set():
+                return True
             # Taken whole (list), so that the generator lets go of the connection's lock.
-            notices = list(self.listener.notifies(timeout=remaining, stop_after=1))
+            notices = list(self.listener.notifies(timeout=min(remaining, STOP_SLICE_S), stop_after=1))
             if not notices:
-                return False
+                continue
             if earliest is None or any(_deliver_at(n.payload) < earliest for n in notices):
                 for _ in self.listener.notifies(timeout=0):  # one look at the table answers them all
                     pass

@@ -234,6 +234,25 @@ def test_a_delayed_send_notifies_only_while_a_mover_waits():
         listener.close()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_stop_ends_a_movers_sleep_on_listen_at_once():
+    """A mover thread asleep on LISTEN with a long fallback ends soon after stop(): a kombu
+    transport closing waits for its mover thread, and a lingering one keeps its connections."""
+    topics.create_topic("stopping", partitions=1)
+    mover = delayed.Mover(fallback=60)
+    thread = threading.Thread(target=mover.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not mover._waiter.asking and time.monotonic() < deadline:  # asleep on LISTEN
+            time.sleep(0.02)
+        assert mover._waiter.asking
+    finally:
+        mover.stop()
+        thread.join(5)  # bounded: before, the sleep went on for the whole 60 s
+    assert not thread.is_alive()
+
+
 def test_a_move_says_when_the_next_record_is_due(db, topic):
     """The mover sleeps on what its last move said, without asking again: the claim's snapshot
     still holds the records it took, and they must not count as the next one."""

@@ -351,12 +351,15 @@ def test_no_connection_is_left_behind(connect):
 
     def others():
         with django_connection.cursor() as cursor:
-            cursor.execute("SELECT pid, query FROM pg_stat_activity "
+            cursor.execute("SELECT pid, application_name, backend_start, state, query FROM pg_stat_activity "
                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
             return cursor.fetchall()
 
     # A backend ends a moment after its client closed the connection: wait for it (bounded).
-    wait_for(lambda: others() == [], timeout=10)
+    deadline = time.monotonic() + 10
+    while (left := others()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left == []  # on failure, the sessions left behind and their last statements
 
 
 def test_a_forked_child_leaves_the_parents_sessions_and_messages_alone(connect):

@@ -1,6 +1,7 @@
 """Share groups (concurrent mode, KIP-932): many members per partition, per-record acknowledgement."""
 import datetime
 import logging
+import multiprocessing.connection
 import os
 import random
 import socket
@@ -182,8 +183,12 @@ class ShareConsumer:
 
     # Reading ------------------------------------------------------------------------------
 
-    def poll(self, timeout=1.0, max_records=None):
-        """Send pending acknowledgements, then acquire up to max_records records, waiting up to timeout."""
+    def poll(self, timeout=1.0, max_records=None, wake=()):
+        """Send pending acknowledgements, then acquire up to max_records records, waiting up to timeout.
+
+        wake: objects with a fileno() (a worker's pipes to its processes) whose becoming readable
+        ends the wait too, with nothing acquired: the caller has something else to see to.
+        """
         if self.closed:
             raise exceptions.InvalidArgument(reason="the consumer is closed")
         if self.group_row is None:
@@ -202,7 +207,14 @@ class ShareConsumer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return records
-            self._waiter.sleep(self._listener, self._keys, min(remaining, self.fallback_interval), self._wait)
+            if not wake:
+                self._waiter.sleep(self._listener, self._keys, min(remaining, self.fallback_interval), self._wait)
+                continue
+            woken = []
+            self._waiter.sleep(self._listener, self._keys, min(remaining, self.fallback_interval),
+                               lambda seconds: self._wait_or_wake(seconds, wake, woken))
+            if woken:
+                return records
 
     @property
     def late_wakeups(self):
@@ -277,6 +289,21 @@ class ShareConsumer:
         """Wait for a NOTIFY up to seconds (0: take those already here); return whether one came.
         A lost LISTEN connection means polling until the next join."""
         return wakeups.heard(self._listener, seconds, who=f"share member {self.member_id}")
+
+    def _wait_or_wake(self, seconds, wake, woken):
+        """_wait, ending also when one of wake is readable (then noted in woken, and True)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            listener = self._listener if self._listener is not None and not self._listener.closed else None
+            ready = multiprocessing.connection.wait([*wake, *([listener] if listener else [])],
+                                                    max(0.0, deadline - time.monotonic()))
+            if any(item is not listener for item in ready):
+                woken.append(True)
+                return True
+            if ready and self._wait(0):
+                return True
+            if time.monotonic() >= deadline:
+                return False
 
     # Acknowledging ------------------------------------------------------------------------
 

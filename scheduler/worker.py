@@ -20,6 +20,9 @@ from scheduler import control, exceptions, execution, limits, models, storage, t
 
 logger = logging.getLogger("sluice.tasks")
 PRUNE_EVERY_S = 600
+# The longest the loop waits on its processes (or a poll waits beside them) before it looks at the
+# time limits and the locks again.
+PROCESS_WAIT_S = 0.2
 # A child gets a batch of jobs at once, so the pipe and the database work of starting and recording
 # are paid once a batch: as many as it is expected to run in BATCH_WINDOW_S (by the tasks' recent
 # run time), at most MAX_BATCH, at least one (a long task is sent alone, as it always was, and
@@ -150,22 +153,25 @@ class TaskWorker(loops.Loop):
         self._renew()
         self._prune()
         self.consumer.heartbeat()
-        busy = any(s.running for s in self.slots)  # running, or outcomes to record
         free = [s for s in self.slots if s.free]
         if free and not self.stop_event.is_set():
             # Before each poll, so a band created before it is polled in it (one small read).
             self.consumer.subscribe(tasks.bands(self.queue))
-            # Idle: the poll itself waits for records (LISTEN). Busy: look and return at once, and
-            # wait on the processes below.
-            records = self.consumer.poll(timeout=0 if busy else self.poll_timeout,
-                                         max_records=len(free) * self._batch_size())
+            # Outcomes to record: look and return at once, to record them. Processes still running
+            # (or starting): the poll waits for records (LISTEN) and for them, whichever comes
+            # first, so neither a free process nor a finished one waits on the other. Else the poll
+            # waits for records only.
+            unrecorded = any(s.outcomes for s in self.slots)
+            awaited = [s.conn for s in self.slots if not s.free]
+            timeout = 0 if unrecorded else (PROCESS_WAIT_S if awaited else self.poll_timeout)
+            records = self.consumer.poll(timeout=timeout, max_records=len(free) * self._batch_size(), wake=awaited)
             self._send(free, self._dispatch_many(records))
-            busy = busy or bool(records)
         # The outcomes that came are recorded after the next batch was sent: its processes run it
         # meanwhile, so a task waits for neither the recording nor its transaction.
         self._record_outcomes()
-        if busy or not all(s.ready for s in self.slots):
-            self._collect(0.2, record=False)
+        if not any(s.free for s in self.slots):
+            # Every process runs (or starts): only one of them can take the next task.
+            self._collect(PROCESS_WAIT_S, record=False)
         return True
 
     def _start(self):

@@ -1,6 +1,7 @@
 """Wake-ups: appends and publishes notify only while a reader waits, and a waiting reader never
 sleeps past a commit: not one an append in flight made while it asked, not one a long transaction
 made, and a lost notification shows as a late wake-up."""
+import multiprocessing
 import threading
 import time
 
@@ -228,6 +229,30 @@ def test_a_commit_just_after_a_sleep_ran_out_is_not_a_late_wakeup():
         _silent_append(info.id, 0, b"never announced")  # committed before the read, no NOTIFY
         waiter.found(listener, 1)
         assert waiter.late_wakeups == 1
+
+
+def test_a_share_poll_given_pipes_ends_when_one_is_readable():
+    # The task worker's poll waits for the log and for its processes at once: a pipe that becomes
+    # readable ends the wait with nothing acquired; records still end it as before.
+    topics.create_topic("woken", partitions=1)
+    member = share.ShareConsumer("woken", ["woken"], auto_offset_reset="earliest")
+    ours, theirs = multiprocessing.Pipe()
+    later = threading.Timer(2.0, lambda: _send_and_close("woken", b"later", 0))
+    try:
+        assert member.poll(timeout=0) == []
+        threading.Timer(0.1, lambda: theirs.send("outcome")).start()
+        later.start()
+        assert member.poll(timeout=30, wake=[ours]) == []  # the pipe's, before the record of 2 s
+        assert ours.recv() == "outcome"
+        got = member.poll(timeout=30, wake=[ours])
+        assert [r.value for r in got] == [b"later"]
+        member.accept(got[0])
+        assert member.late_wakeups == 0
+    finally:
+        later.join(10)
+        member.close()
+        ours.close()
+        theirs.close()
 
 
 def test_a_member_is_not_woken_by_appends_for_another_member():

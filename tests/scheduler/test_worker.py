@@ -56,6 +56,31 @@ def test_a_task_runs_and_its_result_is_recorded_with_its_acknowledgement(make_wo
     assert not engine_models.ShareDelivery.objects.exists()  # the record was accepted
 
 
+def test_a_free_process_never_waits_on_the_busy_ones_and_takes_a_task_beside_a_long_one(make_worker):
+    # The worker waits on its processes alone only while none of them is free; otherwise its poll
+    # waits for the log and for them at once. (It once waited 0.2 s on idle processes after
+    # recording their outcomes, with tasks committed meanwhile: a start 200 ms late.)
+    loop = make_worker(concurrency=2)
+    waits = []
+    collect = loop._collect
+
+    def noting(timeout, **options):
+        if timeout:
+            waits.append([slot.free for slot in loop.slots])
+        return collect(timeout, **options)
+
+    loop._collect = noting
+    quick = [sample.add.enqueue(n, n) for n in range(4)]
+    run_until(loop, finished(*quick))
+    slow = sample.slow_add.enqueue(1, 1, seconds=3)
+    run_until(loop, lambda: slow.refresh().state == "running")
+    beside = sample.add.enqueue(5, 5)
+    run_until(loop, finished(beside))
+    assert not slow.refresh().finished  # the free process took it while the other ran the slow one
+    run_until(loop, finished(slow))
+    assert waits and not any(any(free) for free in waits)
+
+
 def test_a_failing_task_is_retried_after_its_back_off_until_it_succeeds(make_worker):
     result = sample.flaky.enqueue(3)
     run_until(make_worker(), finished(result))

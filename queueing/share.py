@@ -207,12 +207,9 @@ class ShareConsumer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return records
-            if not wake:
-                self._waiter.sleep(self._listener, self._keys, min(remaining, self.fallback_interval), self._wait)
-                continue
             woken = []
-            self._waiter.sleep(self._listener, self._keys, min(remaining, self.fallback_interval),
-                               lambda seconds: self._wait_or_wake(seconds, wake, woken))
+            listen = (lambda seconds: self._wait_or_wake(seconds, wake, woken)) if wake else self._wait
+            self._waiter.sleep(self._listener, self._keys, min(remaining, self.fallback_interval), listen)
             if woken:
                 return records
 

@@ -237,6 +237,16 @@ class Channel(virtual.Channel):
         with self._held_lock:
             return max(0, limit - len(self._held))
 
+    def _room_opens(self):
+        """Whether the acknowledgement just made (the held lock taken) changed what the fetching
+        thread waits for: the first room in a full prefetch, or half of it free. The others would
+        wake it only to find it must go on waiting."""
+        limit = self.qos.prefetch_count
+        if not limit:
+            return True
+        room = limit - len(self._held)
+        return room in (1, (limit + 1) // 2)
+
     def can_take(self, half=False):
         """Whether the consumers may take messages now; with half, only once half the prefetch is free."""
         if not self._consumers:
@@ -296,11 +306,12 @@ class Channel(virtual.Channel):
                 self._accepted.append(held)
                 held = None
                 accepted = True
+                wake = self._room_opens()
             else:
                 accepted = False
         if accepted:
             transport = self.connection
-            if transport is not None:
+            if transport is not None and wake:
                 transport.acked.set()
             return
         if held is None or os.getpid() != self._pid:

@@ -188,6 +188,27 @@ def test_prefetch_limits_what_a_consumer_holds(connect):
             message.ack()
 
 
+def test_an_acknowledgement_wakes_the_reader_only_when_room_opens(connect):
+    # The event loop's reader waits for the first room in a full prefetch, then for half of it: the
+    # acknowledgements in between would only wake it to wait again (in a Celery worker, one thread
+    # switch a task taken from the main loop).
+    conn = connect()
+    queue = declared(conn, "room")
+    publish(conn, queue, *[{"n": n} for n in range(8)])
+    received = []
+    with Consumer(conn.default_channel, [queue], callbacks=[lambda body, message: received.append(message)],
+                  prefetch_count=8):
+        while len(received) < 8:
+            conn.drain_events(timeout=5)
+        woken = []
+        for message in received:
+            conn.transport.acked.clear()
+            message.ack()
+            woken.append(conn.transport.acked.is_set())
+        assert woken == [True, False, False, True, False, False, False, False]  # room 1, then 4 of 8
+    assert queue.queue_declare(passive=True).message_count == 0
+
+
 def test_a_consumer_sleeping_on_listen_wakes_at_the_commit(connect, settings):
     # The polling fallback is longer than the wait: only a NOTIFY can end it with the message.
     settings.SLUICE = {**settings.SLUICE, "POLL_FALLBACK_MS": 60_000}

@@ -41,6 +41,11 @@ IDLE_READ_S = FULL_WAIT_S
 ROOM_WAIT_S = 0.005
 
 
+def _half(prefetch):
+    """The room the event loop's reads wait for: half the prefetch (see ROOM_WAIT_S)."""
+    return (prefetch + 1) // 2
+
+
 def register():
     """Make `sluice://` and `sluice+postgresql://...` broker URLs resolve to this transport."""
     TRANSPORT_ALIASES[ALIAS] = TRANSPORT_PATH
@@ -244,15 +249,14 @@ class Channel(virtual.Channel):
         limit = self.qos.prefetch_count
         if not limit:
             return True
-        room = limit - len(self._held)
-        return room in (1, (limit + 1) // 2)
+        return limit - len(self._held) in (1, _half(limit))
 
     def can_take(self, half=False):
         """Whether the consumers may take messages now; with half, only once half the prefetch is free."""
         if not self._consumers:
             return False
         room = self.room()
-        return room is None or room >= ((self.qos.prefetch_count + 1) // 2 if half else 1)
+        return room is None or room >= (_half(self.qos.prefetch_count) if half else 1)
 
     def deliver_ready(self, *, force, half=False):
         """Acquire what the consumed queues have ready, within the prefetch (half: see can_take), and

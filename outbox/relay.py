@@ -15,7 +15,6 @@ from queueing import loops, wakeups
 
 logger = logging.getLogger("sluice.relay")
 PRUNE_INTERVAL_S = 60.0
-_WAIT_SLICE_S = 0.25
 STRIPES = frozenset(range(64))  # the publishers' wake-up keys (wake_relays in outbox/sql/events.sql)
 _UNSET = object()
 
@@ -145,7 +144,7 @@ class Relay(loops.Loop):
             if self.stop_event.is_set():
                 return True
             try:
-                slice_s = max(0.0, min(deadline - time.monotonic(), _WAIT_SLICE_S))
+                slice_s = max(0.0, min(deadline - time.monotonic(), wakeups.STOP_SLICE_S))
                 if any(True for _ in self.listener.notifies(timeout=slice_s, stop_after=1)):
                     for _ in self.listener.notifies(timeout=0):
                         pass

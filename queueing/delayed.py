@@ -100,7 +100,6 @@ FALLBACK_SLACK_S = 0.1  # a record due this close after the fallback is not a la
 # a look at the table) costs more than such a sleep, and a record scheduled meanwhile to be due
 # sooner than the next one known is late by this much at most.
 UNASKED_SLEEP_S = 0.005
-STOP_SLICE_S = 0.25  # how long a sleep on LISTEN goes without looking whether stop() was called
 
 
 def _deliver_at(payload):
@@ -187,7 +186,7 @@ class Mover(loops.Loop):
             if self.stop_event.is_set():
                 return True
             # Taken whole (list), so that the generator lets go of the connection's lock.
-            notices = list(self.listener.notifies(timeout=min(remaining, STOP_SLICE_S), stop_after=1))
+            notices = list(self.listener.notifies(timeout=min(remaining, wakeups.STOP_SLICE_S), stop_after=1))
             if not notices:
                 continue
             if earliest is None or any(_deliver_at(n.payload) < earliest for n in notices):

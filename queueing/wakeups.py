@@ -17,6 +17,9 @@ DELAYS = 1397511939  # delayed sends, a key per stripe
 # How long a reader queues for a key that a writer in flight holds before it looks at its other
 # NOTIFYs: an append commits in well under this, a long transaction is waited out slice by slice.
 PATIENCE_S = 0.005
+# How long a loop's sleep on LISTEN goes without looking whether it was told to stop (the relay,
+# the delayed-record mover, the kombu transport's reader): a sleep may last the whole fallback.
+STOP_SLICE_S = 0.25
 
 _LISTEN_PARAMS = ("dbname", "user", "password", "host", "port", "sslmode", "application_name", "options")
 

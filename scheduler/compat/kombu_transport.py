@@ -665,10 +665,21 @@ class Transport(virtual.Transport):
 
     def _listen(self, seconds):
         """Wait for a NOTIFY up to seconds (0: take those already here); return whether one came. A
-        lost LISTEN connection is opened again."""
+        lost LISTEN connection is opened again. In slices, so that the Fetcher's stop ends the sleep
+        at once however long the fallback (closing the transport waits for the Fetcher)."""
         from queueing import wakeups
 
-        return wakeups.heard(self._listener, seconds, idle=self.acked.wait, who="kombu transport")
+        deadline = time.monotonic() + seconds
+        while True:
+            if self._listener is None or self._listener.closed:
+                # Polling: an acknowledgement ends the wait (acked), as does a close (it sets acked).
+                return wakeups.heard(self._listener, max(0.0, deadline - time.monotonic()), idle=self.acked.wait,
+                                     who="kombu transport")
+            came = wakeups.heard(self._listener, min(max(0.0, deadline - time.monotonic()), wakeups.STOP_SLICE_S),
+                                 who="kombu transport")
+            fetcher = self._fetcher
+            if came or time.monotonic() >= deadline or (fetcher is not None and fetcher.stop_event.is_set()):
+                return came
 
     # Closing ------------------------------------------------------------------------------
 
@@ -682,7 +693,7 @@ class Transport(virtual.Transport):
             if thread is not None:
                 thread.stop()
         if self._fetcher is not None:
-            self.acked.set()  # ends a wait for acknowledgements; a sleep on LISTEN ends by POLL_FALLBACK_MS
+            self.acked.set()  # ends a wait for acknowledgements; a sleep on LISTEN ends within a slice
             self._fetcher.join(self._fallback_s() + 5)
         self._loop = None
         try:

@@ -228,6 +228,29 @@ def test_a_consumer_sleeping_on_listen_wakes_at_the_commit(connect, settings):
     assert conn.transport._waiter.late_wakeups == 0
 
 
+def test_a_stopped_reader_ends_its_sleep_on_listen_at_once(connect, settings):
+    # The thread that reads for Celery's event loop sleeps on LISTEN up to the fallback; closing the
+    # transport stops it and waits for it, so its sleep must end at the stop, not at the fallback.
+    settings.SLUICE = {**settings.SLUICE, "POLL_FALLBACK_MS": 60_000}
+    conn = connect()
+    queue = declared(conn, "stopping")
+    transport = conn.transport
+    with Consumer(conn.default_channel, [queue], callbacks=[lambda body, message: message.ack()]):
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.2)  # consuming, and listening
+        reader = transport._fetcher = kombu_transport.Fetcher(transport)
+        reader.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not transport._waiter.asking and time.monotonic() < deadline:  # asleep on LISTEN
+                time.sleep(0.02)
+            assert transport._waiter.asking
+        finally:
+            reader.stop()
+            reader.join(5)  # bounded: before, the sleep went on for the whole 60 s
+        assert not reader.is_alive()
+
+
 def test_bindings_made_by_one_connection_route_anothers_messages(connect):
     consumer_side, publisher_side = connect(), connect()
     topic = Exchange("events", type="topic")

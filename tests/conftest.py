@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -211,6 +212,21 @@ class CountingCursor(psycopg.Cursor):
     def execute(self, query, *args, **kwargs):
         self.sent.append(str(query))
         return super().execute(query, *args, **kwargs)
+
+
+def ends_at_stop(thread, asleep, stop):
+    """Start thread, wait (bounded) until asleep() says it sleeps on LISTEN, call stop(); return
+    whether the thread ended within 5 s, where its sleep, left alone, would last its whole fallback."""
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not asleep() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert asleep()
+    finally:
+        stop()
+        thread.join(5)
+    return not thread.is_alive()
 
 
 def statements(run):

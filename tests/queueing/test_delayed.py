@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from queueing import consumer, delayed, exceptions, models, partitioner, producer, topics, types
-from tests.conftest import ROOT
+from tests.conftest import ROOT, ends_at_stop
 
 
 def make_due(ids=None):
@@ -240,17 +240,7 @@ def test_stop_ends_a_movers_sleep_on_listen_at_once():
     transport closing waits for its mover thread, and a lingering one keeps its connections."""
     topics.create_topic("stopping", partitions=1)
     mover = delayed.Mover(fallback=60)
-    thread = threading.Thread(target=mover.run)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not mover._waiter.asking and time.monotonic() < deadline:  # asleep on LISTEN
-            time.sleep(0.02)
-        assert mover._waiter.asking
-    finally:
-        mover.stop()
-        thread.join(5)  # bounded: before, the sleep went on for the whole 60 s
-    assert not thread.is_alive()
+    assert ends_at_stop(threading.Thread(target=mover.run), lambda: mover._waiter.asking, mover.stop)
 
 
 def test_a_move_says_when_the_next_record_is_due(db, topic):

@@ -18,7 +18,7 @@ from kombu.exceptions import ChannelError
 
 from queueing import models as engine_models, share
 from scheduler.compat import kombu_store, kombu_transport, models
-from tests.conftest import ROOT, database_url
+from tests.conftest import ROOT, database_url, ends_at_stop
 
 pytestmark = pytest.mark.django_db(transaction=True)
 AGENT = ROOT / "tests" / "scheduler" / "compat" / "kombu_agent.py"
@@ -239,16 +239,7 @@ def test_a_stopped_reader_ends_its_sleep_on_listen_at_once(connect, settings):
         with pytest.raises(TimeoutError):
             conn.drain_events(timeout=0.2)  # consuming, and listening
         reader = transport._fetcher = kombu_transport.Fetcher(transport)
-        reader.start()
-        try:
-            deadline = time.monotonic() + 10
-            while not transport._waiter.asking and time.monotonic() < deadline:  # asleep on LISTEN
-                time.sleep(0.02)
-            assert transport._waiter.asking
-        finally:
-            reader.stop()
-            reader.join(5)  # bounded: before, the sleep went on for the whole 60 s
-        assert not reader.is_alive()
+        assert ends_at_stop(reader, lambda: transport._waiter.asking, reader.stop)
 
 
 def test_bindings_made_by_one_connection_route_anothers_messages(connect):

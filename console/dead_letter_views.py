@@ -31,7 +31,7 @@ def dead_letter_topic(request, name):
         info = topics.get_topic(name)
         page = records.page(name, partition, offset, records.PAGE_RECORDS)
     except (exceptions.TopicNotFound, exceptions.PartitionNotFound) as error:
-        return render(request, "console/missing.html", {"what": str(error)}, status=404)
+        return render(request, "console/missing.html", {"reason": str(error)}, status=404)
     opened, attempts = None, []
     chosen = inputs.whole(request.GET.get("open"))
     if chosen is not None:

@@ -107,7 +107,7 @@ def group(request, name):
     try:
         partitions = selectors.group_partitions(name)
     except exceptions.GroupNotFound:
-        return render(request, "console/missing.html", {"what": f"consumer group {name}"}, status=404)
+        return render(request, "console/missing.html", {"reason": f"There is no consumer group {name!r}."}, status=404)
     return render(request, "console/group.html", {
         "name": name, "partitions": partitions, "members": selectors.group_members(name),
         "total_lag": sum(p.lag or 0 for p in partitions)})
@@ -189,7 +189,7 @@ def messages_page(request, name):
             context["found"] = [records.view(r) for r in context["found"]]
         context["page"] = records.page(name, partition, offset, records.PAGE_RECORDS)
     except (exceptions.TopicNotFound, exceptions.PartitionNotFound) as error:
-        return render(request, "console/missing.html", {"what": str(error)}, status=404)
+        return render(request, "console/missing.html", {"reason": str(error)}, status=404)
     except exceptions.InvalidArgument as error:
         context["error"] = str(error)
         return render(request, "console/messages.html", context, status=400)
@@ -325,6 +325,6 @@ def share_group(request, name):
     try:
         partitions = selectors.share_group_partitions(name)
     except exceptions.GroupNotFound:
-        return render(request, "console/missing.html", {"what": f"share group {name}"}, status=404)
+        return render(request, "console/missing.html", {"reason": f"There is no share group {name!r}."}, status=404)
     members = engine.ShareGroupMember.objects.filter(group__name=name).order_by("id")
     return render(request, "console/share_group.html", {"name": name, "partitions": partitions, "members": members})

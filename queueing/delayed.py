@@ -34,6 +34,7 @@ def deliver_at_for(*, delay=None, deliver_at=None, delay_level=None, now=None):
             raise exceptions.InvalidArgument(reason="delay_level is one of RocketMQ's levels, 1 to 18")
         return now + datetime.timedelta(seconds=DELAY_LEVELS[delay_level - 1])
     if delay is not None:
+        given = delay  # named as given in an error, not as the timedelta made of it
         if isinstance(delay, (int, float)) and not isinstance(delay, bool):
             try:
                 delay = datetime.timedelta(seconds=delay)
@@ -42,7 +43,7 @@ def deliver_at_for(*, delay=None, deliver_at=None, delay_level=None, now=None):
                     reason=f"delay must be a positive number of seconds, not {delay!r}"
                 ) from None
         if not isinstance(delay, datetime.timedelta) or delay.total_seconds() <= 0:
-            raise exceptions.InvalidArgument(reason=f"delay must be a positive number of seconds, not {delay!r}")
+            raise exceptions.InvalidArgument(reason=f"delay must be a positive number of seconds, not {given!r}")
         deliver_at = now + delay
     if not isinstance(deliver_at, datetime.datetime) or deliver_at.tzinfo is None:
         raise exceptions.InvalidArgument(reason="deliver_at must be a timezone-aware datetime")

@@ -61,10 +61,7 @@ class EngineCommand(BaseCommand):
         except utils.ProgrammingError as error:
             if not unmigrated():
                 raise
-            raise CommandError(
-                f"database {connections[DEFAULT_DB_ALIAS].settings_dict['NAME']!r} has no Sluice tables yet (or "
-                f"older ones): run `manage.py migrate` (or `make run`) first", returncode=2
-            ) from error
+            raise migrate_first() from error
         except OverflowError as error:
             # A number or a duration past what Python's dates hold (--by-duration P99999999D).
             raise CommandError(f"a value is out of range: {error}", returncode=2) from error
@@ -73,6 +70,12 @@ class EngineCommand(BaseCommand):
             raise CommandError(f"a value does not fit: {first_line(error)}", returncode=2) from error
         except (utils.OperationalError, utils.InterfaceError) as error:
             raise CommandError(f"the database is unavailable: {first_line(error)}", returncode=1) from error
+
+    def require_migrated(self):
+        """Refuse at once on a database without this code's tables: for the long-running loops,
+        which would otherwise log the failure and retry it for ever (as they do a lost database)."""
+        if unmigrated():
+            raise migrate_first()
 
     def table(self, headers, rows):
         """Write rows under headers in aligned columns, as Kafka's tools do."""
@@ -85,6 +88,14 @@ class EngineCommand(BaseCommand):
 def first_line(error):
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def migrate_first():
+    """The one-line error of a command run on a database without this code's tables."""
+    return CommandError(
+        f"database {connections[DEFAULT_DB_ALIAS].settings_dict['NAME']!r} has no Sluice tables yet (or older "
+        f"ones): run `manage.py migrate` (or `make run`) first", returncode=2
+    )
 
 
 def unmigrated():
@@ -103,6 +114,18 @@ def unmigrated():
 
 
 LARGEST = 2**31 - 1  # PostgreSQL's integer, the type of the columns these numbers go to
+LARGEST_OFFSET = 2**63 - 1  # PostgreSQL's bigint, an offset's type
+
+
+def offset_number(text):
+    """argparse type: a whole number that fits an offset (bigint), of either sign."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not -LARGEST_OFFSET <= value <= LARGEST_OFFSET:
+        raise argparse.ArgumentTypeError(f"{text} is past what an offset holds (at most {LARGEST_OFFSET} either way)")
+    return value
 
 
 def positive(text):

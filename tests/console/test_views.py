@@ -120,7 +120,9 @@ def test_the_message_browser_shows_json_pretty_and_bytes_as_hex(staff_client):
     assert '&quot;order&quot;: 7,\n  &quot;paid&quot;: true' in page
     assert "hex: ff 00 72 61 77" in page and "base64: /wByYXc=" in page
     assert "trace" in page and "o-7" in page
-    assert staff_client.get("/console/topics/nothing/messages/").status_code == 404
+    missing = staff_client.get("/console/topics/nothing/messages/")
+    # One sentence, the error's own (it read "There is no Topic 'nothing' does not exist..").
+    assert missing.status_code == 404 and "<p>Topic &#x27;nothing&#x27; does not exist.</p>" in missing.content.decode()
 
 
 def test_a_dead_letter_opens_with_its_attempts_and_is_redriven_to_the_group_that_failed(staff_client):
@@ -233,7 +235,8 @@ def test_a_share_groups_page_shows_records_in_flight(staff_client):
     # window from 0, acquire offset 2, log end 3; the two records held are one delivery range (the
     # selector counts ranges), none waiting again, delivered once, none dead-lettered, backlog 3
     assert "<td>jobs</td><td>0</td><td>0</td><td>2</td><td>3</td><td>1</td><td>0</td><td>1</td><td>0</td><td>3</td>" in page
-    assert staff_client.get("/console/share-groups/nobody/").status_code == 404
+    missing = staff_client.get("/console/share-groups/nobody/")
+    assert missing.status_code == 404 and "<p>There is no share group &#x27;nobody&#x27;.</p>" in missing.content.decode()
 
 
 def test_sign_ins_to_the_console_are_throttled_per_address(db, settings):

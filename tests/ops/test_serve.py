@@ -60,14 +60,15 @@ def test_serve_runs_web_and_workers_and_stops_on_sigterm(process_env, manage, tm
     assert not models.GroupMember.objects.exists()  # the worker left its group on the way out
 
 
-@pytest.mark.parametrize("addr, reason", [
-    ("127.0.0.1:99999", "'127.0.0.1:99999' is not an address: give HOST:PORT, [IPV6]:PORT or PORT (1-65535)"),
-    ("no-such-host.invalid:8000", "cannot listen on no-such-host.invalid:8000: "),
-    ("IN_USE", "Address already in use"),
+@pytest.mark.parametrize("addr, code, reason", [
+    ("127.0.0.1:99999", 2, "'127.0.0.1:99999' is not an address: give HOST:PORT, [IPV6]:PORT or PORT (1-65535)"),
+    ("no-such-host.invalid:8000", 1, "cannot listen on no-such-host.invalid:8000: "),
+    ("IN_USE", 1, "Address already in use"),
 ])
-def test_serve_with_an_address_it_cannot_listen_on_exits_with_one_line(process_env, addr, reason):
+def test_serve_with_an_address_it_cannot_listen_on_exits_with_one_line(process_env, addr, code, reason):
     """Regression: a port in use restarted the web child forever while a second set of workers
-    joined the live groups. Now nothing starts, and one line says why."""
+    joined the live groups. Now nothing starts, and one line says why: exit code 2 for an address
+    that is wrong as written, 1 for one this machine cannot listen on now."""
     held = socket.socket()
     held.bind(("127.0.0.1", 0))
     held.listen()
@@ -79,11 +80,25 @@ def test_serve_with_an_address_it_cannot_listen_on_exits_with_one_line(process_e
                                 capture_output=True, text=True, timeout=60)
     finally:
         held.close()
-    assert result.returncode == 1
+    assert result.returncode == code
     assert result.stdout == ""  # no child started
     [line] = result.stderr.splitlines()
     assert line.startswith("CommandError: ") and reason in line
     assert not models.GroupMember.objects.exists()
+
+
+@pytest.mark.parametrize("args, reason", [
+    (["--workers", "0"], "argument --workers: 0 must be at least 1 (see --help)"),
+    (["--web-workers", "x"], "argument --web-workers: 'x' is not a whole number (see --help)"),
+    (["--bogus"], "unrecognized arguments: --bogus (see --help)"),
+])
+def test_serve_with_wrong_arguments_starts_nothing_and_says_why_in_one_line(process_env, args, reason):
+    result = subprocess.run([sys.executable, str(ROOT / "manage.py"), "serve", "127.0.0.1:0", *args], env=process_env,
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.endswith(reason), line
 
 
 def test_a_web_server_killed_is_restarted_on_the_same_socket(process_env):

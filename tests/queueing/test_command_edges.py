@@ -45,6 +45,10 @@ def one_line(result):
     (("consume",), "required: topic"),
     (("produce", "t", "--batch-size", "0"), "must be at least 1"),
     (("reset_offsets",), "required"),
+    (("reset_offsets", "--group", "g", "--all-topics", "--to-offset", "9223372036854775808"),
+     "is past what an offset holds"),
+    (("reset_offsets", "--group", "g", "--all-topics", "--shift-by", "-99999999999999999999999"),
+     "is past what an offset holds"),
     (("delayed", "cancel", "x"), "is not a whole number"),
     (("replay", "t"), "one of the arguments --to-topic --to-original is required"),
     (("retention", "sometimes"), "invalid choice"),
@@ -120,6 +124,18 @@ def test_produce_refuses_a_line_larger_than_the_topic_accepts(manage):
     result = manage("produce", "edge.small", input="x" * 5000 + "\n")
     assert result.returncode == 2
     assert "larger than topic 'edge.small' accepts" in one_line(result)
+    assert not models.Record.objects.exists()
+
+
+def test_produce_refuses_a_missing_topic_or_partition_before_reading_any_input(manage):
+    """An empty input said "Produced 0 record(s) to nosuch." and exited 0."""
+    topics.create_topic("edge.two", partitions=2)
+    for args, message in [(("produce", "edge.nosuch"), "CommandError: Topic 'edge.nosuch' does not exist."),
+                          (("produce", "edge.two", "--partition", "7"), "CommandError: Topic 'edge.two' has no partition 7."),
+                          (("produce", "edge.two", "--partition", "-1"), "CommandError: Topic 'edge.two' has no partition -1.")]:
+        result = manage(*args, input="")
+        assert result.returncode == 2, (args, result.stderr)
+        assert one_line(result) == message
     assert not models.Record.objects.exists()
 
 
@@ -205,6 +221,9 @@ def test_numbers_past_what_dates_hold_are_refused(command):
     for args, message in [
         (("delayed", "reschedule", str(waiting.id), "--delay", "nan"), "delay must be a positive number"),
         (("delayed", "reschedule", str(waiting.id), "--delay", "1e300"), "delay must be a positive number"),
+        # The number given, not the timedelta made of it ("not datetime.timedelta(days=-1, ...)").
+        (("delayed", "reschedule", str(waiting.id), "--delay", "-5"),
+         "delay must be a positive number of seconds, not -5.0"),
         (("reset_offsets", "--group", "g", "--topic", "edge.far", "--by-duration", "P99999999D", "--execute"),
          "a value is out of range"),
         (("worker", "--queue", ""), "a queue name is a non-empty string"),
@@ -295,11 +314,16 @@ def test_every_command_on_an_unmigrated_database_says_to_migrate(manage, unmigra
         (("retention", "once"), None),
         (("halfmessages", "list"), None),
         (("relay", "--status"), None),
+        # The long-running loops, which retry what fails: they refuse at once instead.
+        (("relay",), None),
+        (("scheduler",), None),
+        (("lagsampler",), None),
+        (("shop_traffic", "--orders", "1", "--watch", "0"), None),
         (("inbox", "prune"), None),
         (("tasks", "list"), None),
         (("schedules", "list"), None),
     ]:
-        result = manage(*args, input=stdin, env={"DATABASE_URL": unmigrated_url})
+        result = manage(*args, input=stdin, env={"DATABASE_URL": unmigrated_url}, timeout=30)
         assert result.returncode == 2, (args, result.stderr)
         assert "run `manage.py migrate` (or `make run`) first" in one_line(result), (args, result.stderr)
     with psycopg.connect(unmigrated_url) as conn:

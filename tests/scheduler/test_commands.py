@@ -25,6 +25,11 @@ def test_tasks_list_and_show(transactional_db, manage):
     shown = manage("tasks", "show", str(done.id))
     assert shown.returncode == 0, shown.stderr
     assert re.search(r"^result +3$", shown.stdout, re.M) and re.search(r"^state +succeeded$", shown.stdout, re.M)
+    assert re.search(r"^args +\[1, 2\]$", shown.stdout, re.M) and re.search(r"^kwargs +\{\}$", shown.stdout, re.M)
+    # Arguments and results as JSON, as stored, not Python's repr ({'a': None} was shown for {"a": null}).
+    models.TaskResult.objects.filter(id=done.id).update(return_value={"status": "created", "note": None})
+    shown = manage("tasks", "show", str(done.id))
+    assert re.search(r'^result +\{"note": null, "status": "created"\}$', shown.stdout, re.M), shown.stdout
     assert re.search(r"^1 +host/1 .* succeeded +-$", shown.stdout, re.M)
 
 
@@ -51,8 +56,10 @@ def test_wrong_arguments_get_a_clear_error_and_exit_code_2(transactional_db, com
         (("tasks", "prune", "--older-than", "x"), "is not an age"),
         (("worker", "--queue", "sample", "--group", "g"), "give --group or --queue, not both"),
         (("worker", "--queue", "bad name"), "invalid queue name 'bad name'"),
+        (("tasks", "list", "--queue", "bad q!"), "invalid queue name 'bad q!'"),
+        (("tasks", "purge", "--queue", "bad q!", "--yes"), "invalid queue name 'bad q!'"),
         (("worker", "--queue", "sample", "--concurrency", "0"), "must be at least 1"),
-        (("worker",), "give --group G"),
+        (("worker",), "give --queue Q (a task queue's worker) or --group G (a consumer group's)"),
     ]:
         done = command(*args, env=SAMPLE)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)

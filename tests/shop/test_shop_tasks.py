@@ -180,6 +180,14 @@ def test_shop_demo_leaves_an_order_unpaid_and_shows_the_schedule(transactional_d
                         second), second
 
 
+def test_shop_demo_with_a_wrong_address_places_no_order(transactional_db, manage):
+    done = manage("shop_demo", "--addr", "nonsense")
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("CommandError: 'nonsense' is not an address: give HOST:PORT, [IPV6]:PORT or PORT "
+                                   "(1-65535)")
+    assert not models.Order.objects.exists()
+
+
 def test_other_services_may_place_orders_over_http_and_nothing_else(db):
     """shop.tasks.place_order is the shop's one task marked http=True (docs/api.md submits it)."""
     assert task_layer.http_task("shop.tasks.place_order") is tasks.place_order

@@ -1,10 +1,9 @@
 """manage.py lagsampler [--once]: sample consumer-group lag for the console's charts."""
-from django.core.management.base import BaseCommand
-
 from console import lag
+from queueing.management.base import EngineCommand
 
 
-class Command(BaseCommand):
+class Command(EngineCommand):
     help = "Sample every consumer group's lag per topic until stopped (SIGTERM); --once for one sample."
 
     def add_arguments(self, parser):
@@ -14,4 +13,5 @@ class Command(BaseCommand):
         if once:
             self.stdout.write(f"stored {lag.sample()} lag samples")
             return
+        self.require_migrated()
         lag.LagSampler().run()

@@ -15,9 +15,10 @@ import time
 
 from django.conf import settings
 from django.core.management import call_command, get_commands
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from queueing import loops, registry
+from queueing.management.base import EngineCommand, positive
 from scheduler import tasks
 
 # Background loops other apps provide, started when their command exists: (command, arguments).
@@ -50,7 +51,8 @@ def parse_address(addr):
         host, port = "127.0.0.1", addr
     host = host.removeprefix("[").removesuffix("]")
     if not port.isdigit() or not 1 <= int(port) <= 65535 or not host:
-        raise CommandError(f"{addr!r} is not an address: give HOST:PORT, [IPV6]:PORT or PORT (1-65535)")
+        raise CommandError(f"{addr!r} is not an address: give HOST:PORT, [IPV6]:PORT or PORT (1-65535)",
+                           returncode=2)
     return host, int(port)
 
 
@@ -73,14 +75,15 @@ def listen(addr):
     return sock
 
 
-class Command(BaseCommand):
+class Command(EngineCommand):
     help = "Run everything in one supervised command: web server, workers, relay and schedulers."
+    requires_system_checks = "__all__"  # it starts the web server and every worker: check them first
 
     def add_arguments(self, parser):
         parser.add_argument("addr", nargs="?", default="127.0.0.1:8000", help="web server address (host:port)")
-        parser.add_argument("--workers", type=int, default=1,
+        parser.add_argument("--workers", type=positive, default=1,
                             help="worker processes per registered group and per task queue")
-        parser.add_argument("--web-workers", type=int, default=2,
+        parser.add_argument("--web-workers", type=positive, default=2,
                             help="gunicorn worker processes of the web server (default 2)")
         parser.add_argument("--no-web", action="store_true")
 
@@ -92,17 +95,17 @@ class Command(BaseCommand):
             call_command("collectstatic", interactive=False, verbosity=0)
             children.append(Child("web", [
                 sys.executable, "-m", "gunicorn", "config.wsgi:application", "--chdir", str(settings.BASE_DIR),
-                "--bind", f"fd://{listener.fileno()}", "--workers", str(max(1, web_workers)),
+                "--bind", f"fd://{listener.fileno()}", "--workers", str(web_workers),
                 "--graceful-timeout", "25", "--access-logfile", "-",
                 # One serve per machine would otherwise fight over ~/.gunicorn/gunicorn.ctl.
                 "--no-control-socket",
             ], pass_fds=(listener.fileno(),)))
             self.stdout.write(f"serve: web server (gunicorn) on http://{addr}/")
         for group in registry.groups():
-            for n in range(max(1, workers)):
+            for n in range(workers):
                 children.append(Child(f"worker {group} #{n + 1}", [*manage, "worker", "--group", group]))
         for queue in sorted({t.queue for t in tasks.registered().values()}):
-            for n in range(max(1, workers)):
+            for n in range(workers):
                 children.append(Child(f"task worker {queue} #{n + 1}", [*manage, "worker", "--queue", queue]))
         available = get_commands()
         for command, arguments in LOOPS:

@@ -29,6 +29,7 @@ class Command(EngineCommand):
         keep_inbox = retention.inbox_retention_s() if inbox_retention is None else retention.parse_age(inbox_retention)
         loop = relay.Relay(batch=batch, prune_after_s=keep_events, inbox_retention_s=keep_inbox)
         if not once:
+            self.require_migrated()
             logging.getLogger("sluice").setLevel(logging.INFO)
             loop.run()
             return

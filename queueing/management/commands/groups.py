@@ -1,7 +1,7 @@
 """manage.py groups list|describe|delete: Kafka's kafka-consumer-groups for Sluice."""
 from django.core.management.base import CommandError
 
-from queueing import exceptions, groups, models, selectors, share
+from queueing import groups, models, selectors, share
 from queueing.management.base import EngineCommand, positive
 
 

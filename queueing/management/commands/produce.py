@@ -5,7 +5,7 @@ import sys
 
 from django.core.management.base import CommandError
 
-from queueing import producer, types
+from queueing import exceptions, producer, topics, types
 from queueing.management.base import EngineCommand, positive
 
 
@@ -31,6 +31,10 @@ class Command(EngineCommand):
         if key is not None and key_separator is not None:
             raise CommandError("give --key or --key-separator, not both", returncode=2)
         headers = self._headers(header)
+        # Before reading: an empty input must not pass for a send to a topic that is not there.
+        info = topics.get_topic(topic)
+        if partition is not None and not 0 <= partition < info.partition_count:
+            raise exceptions.PartitionNotFound(topic=topic, partition=partition)
         sender = producer.Producer(idempotent=idempotent, acks=acks, client_id="console-producer")
         sent = 0
         batch = []

@@ -6,7 +6,7 @@ from pathlib import Path
 from django.core.management.base import CommandError
 
 from queueing import offsets
-from queueing.management.base import EngineCommand
+from queueing.management.base import EngineCommand, offset_number
 
 
 class Command(EngineCommand):
@@ -26,8 +26,8 @@ class Command(EngineCommand):
         scenario.add_argument("--to-earliest", action="store_true")
         scenario.add_argument("--to-latest", action="store_true")
         scenario.add_argument("--to-current", action="store_true")
-        scenario.add_argument("--to-offset", type=int, metavar="N")
-        scenario.add_argument("--shift-by", type=int, metavar="N")
+        scenario.add_argument("--to-offset", type=offset_number, metavar="N")
+        scenario.add_argument("--shift-by", type=offset_number, metavar="N")
         scenario.add_argument("--to-datetime", metavar="ISO8601")
         scenario.add_argument("--by-duration", metavar="PnDTnHnMnS")
         mode = parser.add_mutually_exclusive_group()

@@ -15,5 +15,6 @@ class Command(EngineCommand):
         parser.add_argument("--no-sync", action="store_true", help="do not sync the schedules declared in code")
 
     def handle(self, *args, batch, no_sync, **options):
+        self.require_migrated()
         logging.getLogger("sluice").setLevel(logging.INFO)
         ticker.Scheduler(batch=batch, sync=not no_sync).run()

@@ -1,12 +1,21 @@
 """manage.py tasks list|show|cancel|abort|retry|purge|prune|workflows|workflow|cancel-workflow: look at
 tasks and their workflows, and act on them."""
+import json
 import sys
 
 from django.core.management.base import CommandError
 
 from outbox import retention
 from queueing.management.base import EngineCommand, positive
-from scheduler import control, models, results, selectors, workflows
+from scheduler import control, exceptions, models, results, selectors, tasks, workflows
+
+
+def checked_queue(queue):
+    """Refuse a name no queue can have, as `worker --queue` does (an empty list would hide the typo)."""
+    try:
+        tasks.check_queue(queue)
+    except exceptions.InvalidTask as error:
+        raise CommandError(str(error), returncode=2) from None
 
 
 def when(value):
@@ -49,6 +58,8 @@ class Command(EngineCommand):
         getattr(self, f"do_{action.replace('-', '_')}")(**options)
 
     def do_list(self, *, queue, state, task, limit, **options):
+        if queue is not None:
+            checked_queue(queue)
         total, rows = selectors.task_list(queue=queue, state=state, task_name=task, limit=limit)
         self.table(
             ["ID", "TASK", "QUEUE", "STATE", "ATTEMPTS", "ENQUEUED", "FINISHED"],
@@ -61,7 +72,7 @@ class Command(EngineCommand):
         result = results.get(id)
         row = result.row
         fields = [("id", row.id), ("task", row.task_name), ("queue", row.queue), ("state", result.state),
-                  ("args", row.args), ("kwargs", row.kwargs), ("priority", row.priority), ("unique key", row.unique_key),
+                  ("args", json.dumps(row.args)), ("kwargs", json.dumps(row.kwargs)), ("priority", row.priority), ("unique key", row.unique_key),
                   ("enqueued", when(row.enqueued_at)), ("eta", when(row.eta)), ("started", when(row.started_at)),
                   ("finished", when(row.finished_at)), ("attempts", row.attempts), ("failures", row.failures),
                   ("lost", row.lost)]
@@ -76,7 +87,7 @@ class Command(EngineCommand):
             current, total, message = result.progress
             fields.append(("progress", f"{current}/{'-' if total is None else total} {message}".rstrip()))
         if row.state == models.State.SUCCEEDED:
-            fields.append(("result", row.return_value))
+            fields.append(("result", json.dumps(row.return_value)))  # JSON, as stored: null, true, "text"
         if result.error:
             fields.append(("error", f"{row.error_class}: {row.error_message}"))
         width = max(len(name) for name, _ in fields)
@@ -104,6 +115,7 @@ class Command(EngineCommand):
             self.stdout.write(f"Abort of task {id} requested: it stops at its next check.")
 
     def do_purge(self, *, queue, yes, **options):
+        checked_queue(queue)
         waiting = control.not_started(queue)
         if not waiting:
             self.stdout.write(f"No task of queue {queue!r} is waiting to start: nothing purged.")

@@ -9,7 +9,8 @@ from django.core.management.base import CommandError
 
 from queueing.management.base import positive
 from queueing.management.commands import worker as engine_worker
-from scheduler import exceptions, tasks, worker
+from scheduler import tasks, worker
+from scheduler.management.commands.tasks import checked_queue
 
 
 def seconds(text):
@@ -39,13 +40,13 @@ class Command(engine_worker.Command):
 
     def handle(self, *args, queue, concurrency, grace, **options):
         if queue is None:
+            if not options.get("group"):
+                raise CommandError("give --queue Q (a task queue's worker) or --group G (a consumer group's)",
+                                   returncode=2)
             return super().handle(*args, **options)
         if options.get("group"):
             raise CommandError("give --group or --queue, not both", returncode=2)
-        try:
-            tasks.check_queue(queue)
-        except exceptions.InvalidTask as error:
-            raise CommandError(str(error), returncode=2) from None
+        checked_queue(queue)
         if not tasks.registered(queue):
             # Django tasks (found by their path when they come) and using(queue=...) reach queues
             # no @scheduler.task names: say so, but run.

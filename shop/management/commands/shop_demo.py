@@ -1,11 +1,11 @@
 """manage.py shop_demo: leave an order unpaid for its countdown task to cancel, and show the nightly schedule."""
-from django.core.management.base import BaseCommand
-
+from ops.management.commands.serve import parse_address
+from queueing.management.base import EngineCommand
 from scheduler import results, schedules
 from shop import selectors, services
 
 
-class Command(BaseCommand):
+class Command(EngineCommand):
     help = ("Place an order and leave it unpaid: its countdown task cancels it after SHOP_UNPAID_ORDER_TIMEOUT_S "
             "seconds once a worker of queue 'shop' and the delayed-record mover run (`serve` runs both). Then sync "
             "the schedules declared in code and print the shop's nightly one with its next runs.")
@@ -14,6 +14,7 @@ class Command(BaseCommand):
         parser.add_argument("--addr", default="127.0.0.1:8000", help="where the web server listens (for the link)")
 
     def handle(self, *args, addr, **options):
+        parse_address(addr)  # before the order is placed: the link it prints must be one
         order = services.place_order("demo@example.com", 4200)
         task = results.get(order.cancel_task_id)
         wait = (task.row.eta - order.created_at).total_seconds()

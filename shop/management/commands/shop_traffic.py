@@ -1,17 +1,18 @@
 """manage.py shop_traffic: a burst of paid orders, then the backlog as the consumers drain it."""
 import time
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import transaction
 
 from outbox import models as outbox_models
 from queueing import exceptions, selectors
+from queueing.management.base import EngineCommand
 from shop import models, services
 
 GROUPS = ("shop-coupons", "shop-points", "shop-notifications")
 
 
-class Command(BaseCommand):
+class Command(EngineCommand):
     help = ("Place and pay a burst of orders (default 10000) as fast as the database takes them, then print the "
             "backlog each second while the relay and the consumers work it off at their own pace.")
 

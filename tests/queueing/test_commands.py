@@ -97,6 +97,7 @@ def test_groups_command(manage, command):
     assert row == [["lagging", "cmd.g", "0", "1", "3", "2", "-", "-", "-"]]
     for args, message in [
         (("groups", "describe", "nobody"), "does not exist"),
+        (("groups", "describe", "lagging", "--members", "--resets"), "not allowed with argument --members"),
         (("groups", "delete", "nobody"), "does not exist"),
         (("groups", "explode"), "invalid choice"),
     ]:
@@ -210,6 +211,9 @@ def test_groups_configure_and_share_group_describe(manage, command):
     assert described.returncode == 0, described.stderr
     row = [line.split() for line in described.stdout.splitlines() if line.startswith("pool")]
     assert row == [["pool", "cmd.jobs", "0", "1", "3", "2", "1", "0", "1", "0"]]
+    resets = manage("groups", "describe", "pool", "--resets")
+    assert resets.returncode == 2
+    assert resets.stderr.strip() == "CommandError: 'pool' is a share group: it has no offsets to reset, so no resets"
     # The member last beat when it polled; the commands above each start Django in a process of
     # their own, which on a loaded machine took longer than the 10 s session timeout in all.
     member.heartbeat()

@@ -36,9 +36,10 @@ class Command(EngineCommand):
         self.stdout.write(text)
 
     def do_list(self, **options):
+        listed = list(keys.listing())  # read first: a database error is the one line printed, not after a header
         self.stdout.write(f"{'PREFIX':<11} {'NAME':<24} {'USER':<16} {'STATE':<8} {'EXPIRES':<20} "
                           f"{'LAST USE':<20} SCOPES")
-        for key in keys.listing():
+        for key in listed:
             self.stdout.write(f"{key.prefix:<11} {key.name[:24]:<24} {key.user.get_username()[:16]:<16} "
                               f"{keys.state(key):<8} {_moment(key.expires_at):<20} {_moment(key.last_used_at):<20} "
                               f"{' '.join(key.scopes)}")

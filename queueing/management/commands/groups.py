@@ -13,8 +13,9 @@ class Command(EngineCommand):
         actions.add_parser("list", help="list consumer groups")
         describe = actions.add_parser("describe", help="offsets, lag and members of a group")
         describe.add_argument("group", nargs="?", help="default: every group")
-        describe.add_argument("--members", action="store_true", help="list members instead of partitions")
-        describe.add_argument("--resets", action="store_true", help="list the group's offset resets")
+        shown = describe.add_mutually_exclusive_group()
+        shown.add_argument("--members", action="store_true", help="list members instead of partitions")
+        shown.add_argument("--resets", action="store_true", help="list the group's offset resets")
         delete = actions.add_parser("delete", help="delete a group that has no members")
         delete.add_argument("group")
         configure = actions.add_parser("configure", help="set a group's delivery limit, back-off and dead-letter topic")
@@ -39,6 +40,9 @@ class Command(EngineCommand):
     def do_describe(self, *, group, members, resets, **options):
         if group and not models.ConsumerGroup.objects.filter(name=group).exists():
             if models.ShareGroup.objects.filter(name=group).exists():
+                if resets:
+                    raise CommandError(f"{group!r} is a share group: it has no offsets to reset, so no resets",
+                                       returncode=2)
                 return self._describe_share(group, members)
         names = [group] if group else [g.name for g in selectors.group_summaries()]
         for name in names:

@@ -20,7 +20,11 @@ def parse_duration(text):
     if not match or text in ("P", "PT") or text.endswith("T"):
         raise exceptions.InvalidArgument(reason=f"{text!r} is not a duration of the form PnDTnHnMnS, e.g. PT1H30M")
     parts = {k: float(v) for k, v in match.groupdict().items() if v and k != "sign"}
-    return datetime.timedelta(**parts)
+    try:
+        return datetime.timedelta(**parts)
+    except OverflowError:
+        raise exceptions.InvalidArgument(reason=f"{text!r} is longer than a duration can be "
+                                                f"({datetime.timedelta.max.days} days)") from None
 
 
 def parse_datetime(text):

@@ -224,6 +224,8 @@ def test_numbers_past_what_dates_hold_are_refused(command):
         # The number given, not the timedelta made of it ("not datetime.timedelta(days=-1, ...)").
         (("delayed", "reschedule", str(waiting.id), "--delay", "-5"),
          "delay must be a positive number of seconds, not -5.0"),
+        (("reset_offsets", "--group", "g", "--topic", "edge.far", "--by-duration", "P99999999999D", "--execute"),
+         "'P99999999999D' is longer than a duration can be (999999999 days)"),
         (("reset_offsets", "--group", "g", "--topic", "edge.far", "--by-duration", "P99999999D", "--execute"),
          "a value is out of range"),
         (("worker", "--queue", ""), "a queue name is a non-empty string"),

@@ -119,10 +119,7 @@ LARGEST_OFFSET = 2**63 - 1  # PostgreSQL's bigint, an offset's type
 
 def offset_number(text):
     """argparse type: a whole number that fits an offset (bigint), of either sign."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = whole(text)
     if not -LARGEST_OFFSET <= value <= LARGEST_OFFSET:
         raise argparse.ArgumentTypeError(f"{text} is past what an offset holds (at most {LARGEST_OFFSET} either way)")
     return value
@@ -130,12 +127,17 @@ def offset_number(text):
 
 def positive(text):
     """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} must be at least 1")
     if value > LARGEST:
         raise argparse.ArgumentTypeError(f"{text} must be at most {LARGEST}")
     return value
+
+
+def whole(text):
+    """argparse type: a whole number."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None

@@ -5,15 +5,12 @@ import sys
 from django.core.management.base import CommandError
 
 from queueing import exceptions, loops, offsets, replay, topics
-from queueing.management.base import EngineCommand, positive
+from queueing.management.base import EngineCommand, positive, whole
 from queueing.management.progress import ProgressBar
 
 
 def _whole(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = whole(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
     return value

@@ -58,6 +58,35 @@ def test_two_members_share_one_partition_without_overlap(db, make):
     assert all(r.delivery_count == 1 for r in got_a + got_b + rest)
 
 
+def test_a_poll_with_nothing_to_acquire_writes_no_row_version(db, make):
+    """A poll of an idle partition is a read: no lock and no new version of the group's partition
+    row (each version is WAL and, until vacuumed, a dead tuple); one that acquires still writes."""
+    from queueing import topics
+
+    topics.create_topic("jobs", partitions=2)
+    member = make("idle", ["jobs"], max_records=10)
+    assert member.poll(timeout=0) == []
+
+    def versions():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT partition, ctid::text FROM queueing_sharepartition WHERE group_id = %s",
+                           [member.group_row.id])
+            return dict(cursor.fetchall())
+
+    before = versions()
+    assert member.poll(timeout=0) == []
+    assert versions() == before
+    producer.send("jobs", b"x", partition=1)
+    [record] = member.poll(timeout=0)
+    after = versions()
+    assert after[0] == before[0] and after[1] != before[1]
+    # Held, then its lock lapses: a lock that ran out is something to acquire.
+    assert member.poll(timeout=0) == [] and versions() == after
+    expire_locks()
+    [again] = member.poll(timeout=0)
+    assert (again.offset, again.delivery_count) == (record.offset, 2)
+
+
 def test_an_expired_lock_redelivers_and_counts_a_delivery(db, make):
     from queueing import topics
 

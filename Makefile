@@ -10,10 +10,13 @@ LOCAL_PG := postgres://postgres@127.0.0.1:5432/postgres
 .PHONY: install lock run test test-django60 check bench services stop-db clean
 
 # The exact versions of requirements.lock (runtime and dev), so a new release of a dependency
-# changes nothing here until `make lock` takes it in.
-$(VENV)/.installed: requirements.lock
+# changes nothing here until `make lock` takes it in; then Sluice itself, in place (editable), so
+# that its entry points (pyproject.toml: `celery beat -S sluice`, `sluice+postgresql://` results)
+# are registered.
+$(VENV)/.installed: requirements.lock pyproject.toml
 	@test -x $(PY) || "$$(platform/find-python)" -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --quiet --no-deps --editable .
 	@touch $@
 
 install: $(VENV)/.installed

@@ -57,6 +57,11 @@ def hold_lease(holder, seconds):
         return cursor.fetchone() is not None
 
 
+def lease_holder():
+    """(holder, expires_at) of the lease, or None if no beat ever took it."""
+    return models.CeleryBeatLease.objects.filter(name=LEASE).values_list("holder", "expires_at").first()
+
+
 def release_lease(holder):
     """Let the lease lapse now if holder has it, so a standby takes over at its next look."""
     models.CeleryBeatLease.objects.filter(name=LEASE, holder=holder).update(expires_at=timezone.now())

@@ -35,6 +35,22 @@ def register():
 register()
 
 
+def database_url(url, app):
+    """The database the backend keeps results in: the one `sluice+postgresql://...` names; for
+    `sluice://`, the Django database (""); for the explicit form (no URL), that of a Sluice broker
+    on a named database (`sluice+postgresql://...`, or `postgresql://...` with broker_transport
+    naming this transport), else the Django database. So a program outside the project that names
+    its database in the broker keeps results there too, in every process, pool children included."""
+    if url:
+        return url if url.startswith(("postgres://", "postgresql://")) else ""
+    broker = app.conf.broker_url or ""
+    if isinstance(broker, str) and broker.startswith(f"{kombu_transport.ALIAS}+"):
+        broker = broker.split("+", 1)[1]
+    elif app.conf.broker_transport not in (kombu_transport.ALIAS, kombu_transport.TRANSPORT_PATH):
+        return ""
+    return broker if isinstance(broker, str) and broker.startswith(("postgres://", "postgresql://")) else ""
+
+
 class ResultBackend(BaseBackend):
     """Celery's results in PostgreSQL. `cleanup()` (Celery beat's daily `celery.backend_cleanup`)
     deletes results finished more than `result_expires` ago."""
@@ -46,7 +62,7 @@ class ResultBackend(BaseBackend):
 
     def __init__(self, app, url=None, **kwargs):
         super().__init__(app, url=url, **kwargs)
-        self._database_url = url if url and url.startswith(("postgres://", "postgresql://")) else ""
+        self._database_url = database_url(url, app)
         self._store = None
 
     @property

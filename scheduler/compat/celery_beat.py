@@ -105,8 +105,12 @@ class Scheduler(beat.Scheduler):
                         self.pruned_at = time.monotonic()
                         self.store.prune_ticks(older_than=TICKS_KEPT)
             if active != self.active:
-                logger.info("beat: %s (%s)", "active: the lease is held" if active else "standby: another beat "
-                            "holds the lease", self.beat_id)
+                if active:
+                    logger.info("beat: active: the lease is held (%s)", self.beat_id)
+                else:
+                    holder, until = self.store.lease_holder() or ("another beat", None)
+                    logger.info("beat: standby (%s): %s holds the lease%s", self.beat_id, holder,
+                                f" until {until.isoformat(timespec='milliseconds')}" if until else "")
             self.active = active
             seconds = self.store.seconds_to_next() if active else None
         except CONNECTION_ERRORS as error:

@@ -67,8 +67,9 @@ def bands(queue):
 
 def ensure_topic(queue, *, partitions=None, priority=0):
     """The TopicInfo of a queue's topic (of its band, for a priority above 0), created on first use.
-    A band has as many partitions as the queue's topic, and once made it is read by the queue's
-    share group from its first record (so `groups describe` counts it before a consumer comes)."""
+    The queue's share group is made with its topic, and a band (as many partitions as the queue's
+    topic) is read by that group from its first record once made: `groups describe` counts a queue's
+    backlog before a consumer comes, as RabbitMQ shows a declared queue's messages."""
     name = topic_for(queue, priority)
     try:
         return topics.cached_topic(name)
@@ -81,6 +82,8 @@ def ensure_topic(queue, *, partitions=None, priority=0):
                 # a busy queue's log from growing for ever.
                 info = topics.create_topic(name, partitions=partitions or 1,
                                            retention_ms=settings.SLUICE["TASK_TOPIC_RETENTION_MS"])
+                if not priority:
+                    share.prepare_group(name, [name])
         except engine_exceptions.TopicExists:
             return topics.get_topic(name)
         if priority:

@@ -3,10 +3,10 @@ stands by; the active one is killed with SIGKILL, the standby takes over, and ev
 first to the last is sent exactly once, by one beat or the other."""
 import datetime
 import os
+import re
 import signal
 import subprocess
 import sys
-import tomllib
 from queue import Empty
 
 import pytest
@@ -21,29 +21,13 @@ APP = "tests.celeryapp.app"
 
 
 @pytest.fixture
-def installed(tmp_path):
-    """A folder that makes Sluice's entry points (pyproject.toml's, read from it) visible to
-    importlib.metadata, as `pip install` of the project would: `-S sluice` resolves through them."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    info = tmp_path / "site" / f"sluice-{project['version']}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: sluice\nVersion: {project['version']}\n")
-    lines = []
-    for group, points in project["entry-points"].items():
-        lines += [f"[{group}]", *(f"{name} = {target}" for name, target in points.items()), ""]
-    (info / "entry_points.txt").write_text("\n".join(lines))
-    return tmp_path / "site"
-
-
-@pytest.fixture
-def beats(process_env, installed, tmp_path):
+def beats(process_env, tmp_path):
     started = []
 
     def start(name):
         log = tmp_path / f"{name}.log"
         env = {**process_env, "DJANGO_SETTINGS_MODULE": "config.settings", "CELERY_BEAT_EVERY_S": "1",
-               "SLUICE_BEAT_LEASE_S": "3",
-               "PYTHONPATH": os.pathsep.join([str(installed), process_env["PYTHONPATH"]])}
+               "SLUICE_BEAT_LEASE_S": "3"}
         beat = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", APP, "beat", "-S", "sluice", "--loglevel=INFO",
              "-s", str(tmp_path / f"{name}.schedule")],
@@ -84,6 +68,9 @@ def test_a_standby_beat_takes_over_from_a_killed_one_and_no_tick_is_sent_twice_o
     second, second_log = beats("second")
     wait_for(lambda: "standby" in second_log.read_text() or second.poll() is not None)
     assert second.poll() is None, second_log.read_text()[-3000:]
+    # The standby names itself, then the active beat that holds the lease.
+    assert re.search(rf"beat: standby \(\S+:{second.pid}:\w+\): \S+:{first.pid}:\w+ holds the lease until ",
+                     second_log.read_text()), second_log.read_text()[-3000:]
     wait_for(lambda: len(ticks()) >= 4)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(10)

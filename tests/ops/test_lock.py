@@ -31,3 +31,15 @@ def test_make_installs_from_the_lock():
     makefile = (ROOT / "Makefile").read_text()
     assert "$(VENV)/.installed: requirements.lock" in makefile
     assert "pip install --quiet -r requirements.lock" in makefile
+
+
+def test_make_install_registers_sluices_entry_points():
+    """make install installs the checkout in place, so Celery finds `-S sluice` and the `sluice`
+    result backend through the entry points pyproject.toml declares, outside Django too."""
+    from importlib.metadata import entry_points
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    for group, points in declared.items():
+        found = {point.name: point.value for point in entry_points(group=group)}
+        for name, target in points.items():
+            assert found.get(name) == target, f"{group} {name}: not registered (make install)"

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from queueing import models, topics
+from queueing import groups, models, topics
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -211,6 +211,8 @@ def test_groups_configure_and_share_group_describe(manage, command):
     assert described.returncode == 0, described.stderr
     row = [line.split() for line in described.stdout.splitlines() if line.startswith("pool")]
     assert row == [["pool", "cmd.jobs", "0", "1", "3", "2", "1", "0", "1", "0"]]
+    every = manage("groups", "describe")  # every group: the share ones too
+    assert [line.split() for line in every.stdout.splitlines() if line.startswith("pool")] == row
     resets = manage("groups", "describe", "pool", "--resets")
     assert resets.returncode == 2
     assert resets.stderr.strip() == "CommandError: 'pool' is a share group: it has no offsets to reset, so no resets"
@@ -220,18 +222,23 @@ def test_groups_configure_and_share_group_describe(manage, command):
     listed = manage("groups", "list", env={"SLUICE_SESSION_TIMEOUT_MS": "120000"}).stdout
     assert any(line.split()[:3] == ["pool", "share", "Stable"] for line in listed.splitlines())
     member.close()
+    groups.configure_group("kept", delivery_limit=4)
     for args, message in [
         (("groups", "configure", "pool", "--share"), "nothing to change"),
         (("groups", "configure", "pool", "--backoff", "linear"), "invalid choice"),
-        (("groups", "configure", "pool", "--backoff-levels-ms", "1,x"), "whole numbers"),
+        (("groups", "configure", "pool", "--share", "--backoff-levels-ms", "1,x"), "whole numbers"),
         (("groups", "configure", "pool", "--delivery-limit", "0"), "must be at least 1"),
-        (("groups", "configure", "pool", "--dead-letter-topic", "bad name"), "Invalid topic name"),
+        (("groups", "configure", "pool", "--share", "--dead-letter-topic", "bad name"), "Invalid topic name"),
         (("groups", "configure", "ordered", "--lock-duration-ms", "100"), "for share groups"),
+        # Not an ordered group beside the share group of the same name.
+        (("groups", "configure", "pool", "--delivery-limit", "3"), "'pool' is a share group: add --share"),
+        (("groups", "configure", "kept", "--share", "--delivery-limit", "3"), "'kept' is an ordered group"),
     ]:
         result = command(*args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
     assert models.ShareGroup.objects.get(name="pool").delivery_limit == 2
-    assert not models.ConsumerGroup.objects.filter(name="ordered").exists()
+    assert not models.ConsumerGroup.objects.filter(name__in=["ordered", "pool"]).exists()
+    assert not models.ShareGroup.objects.filter(name="kept").exists()
 
 
 def test_delayed_command(manage, command):

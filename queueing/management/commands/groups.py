@@ -45,6 +45,8 @@ class Command(EngineCommand):
                                        returncode=2)
                 return self._describe_share(group, members)
         names = [group] if group else [g.name for g in selectors.group_summaries()]
+        # Every group: the ordered ones, then the share ones (which have no offset resets to list).
+        share_names = [] if group or resets else [g.name for g in selectors.share_group_summaries()]
         for name in names:
             if members:
                 self.table(
@@ -65,6 +67,9 @@ class Command(EngineCommand):
                     [[r.group, r.topic, r.partition, r.current_offset, r.log_end_offset, r.lag, r.member_id, r.host,
                       r.client_id] for r in rows],
                 )
+            self.stdout.write("")
+        for name in share_names:
+            self._describe_share(name, members)
             self.stdout.write("")
 
     def _describe_share(self, name, members):
@@ -93,6 +98,14 @@ class Command(EngineCommand):
         if not policy and lock_duration_ms is None:
             raise CommandError("nothing to change: give --delivery-limit, --backoff..., --dead-letter-topic "
                                "or --lock-duration-ms", returncode=2)
+        # configure makes a group that does not exist yet; one of the other kind by the same name
+        # would stand beside it, and `describe` show only one of them.
+        ordered = models.ConsumerGroup.objects.filter(name=group).exists()
+        shared = models.ShareGroup.objects.filter(name=group).exists()
+        if shared and not ordered and not is_share:
+            raise CommandError(f"{group!r} is a share group: add --share", returncode=2)
+        if ordered and not shared and is_share:
+            raise CommandError(f"{group!r} is an ordered group: leave out --share", returncode=2)
         if is_share:
             share.configure_group(group, lock_duration_ms=lock_duration_ms, **policy)
         else:

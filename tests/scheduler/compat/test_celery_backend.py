@@ -38,6 +38,23 @@ def test_sluice_urls_resolve_to_the_backend():
         assert backend._database_url == database
     explicit = Celery("x", set_as_current=False, result_backend=celery_backend.BACKEND_PATH).backend
     assert isinstance(explicit, celery_backend.ResultBackend)
+    assert explicit._database_url == ""  # no Sluice broker on a named database: Django's
+
+
+def test_the_explicit_form_keeps_results_in_the_brokers_database():
+    """`result_backend = "module:Class"` names no database: a Sluice broker's named one is used, in
+    either of its forms, rather than whatever database the process's settings would fall back to."""
+    from celery import Celery
+
+    url = "postgresql://u@h/db"
+    for conf in [{"broker_url": f"sluice+{url}"},
+                 {"broker_url": url, "broker_transport": "scheduler.compat.kombu_transport:Transport"},
+                 {"broker_url": url, "broker_transport": "sluice"}]:
+        backend = Celery("x", set_as_current=False, result_backend=celery_backend.BACKEND_PATH, **conf).backend
+        assert backend._database_url == url, conf
+    for conf in [{"broker_url": "sluice://"}, {"broker_url": "amqp://guest@127.0.0.1//"}, {"broker_url": url}]:
+        backend = Celery("x", set_as_current=False, result_backend=celery_backend.BACKEND_PATH, **conf).backend
+        assert backend._database_url == "", conf
 
 
 def test_an_unknown_task_is_pending(backend):

@@ -16,7 +16,7 @@ from django.db import connection as django_connection
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.exceptions import ChannelError
 
-from queueing import models as engine_models, share
+from queueing import models as engine_models
 from scheduler.compat import kombu_store, kombu_transport, models
 from tests.conftest import ROOT, database_url, ends_at_stop
 
@@ -364,12 +364,21 @@ def test_the_messages_of_a_consumer_killed_with_sigkill_come_back_when_the_lock_
     assert queue.get() is None
 
 
-def test_the_share_group_shows_the_backlog(connect):
+def test_the_share_group_shows_the_backlog_before_a_consumer_reads(connect):
+    """One backlog: the queue's share group is made with its topic, so `groups describe` counts
+    what was published before any consumer came."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
     conn = connect()
     queue = declared(conn, "backlog")
     publish(conn, queue, *[{"n": n} for n in range(3)])
+    out = StringIO()
+    call_command("groups", "describe", "kombu.backlog", stdout=out)
+    row = out.getvalue().splitlines()[1].split()
+    assert row[:6] == ["kombu.backlog", "kombu.backlog", "0", "0", "3", "3"]  # group, topic, partition, start, end, lag
     queue.get()
-    share.configure_group("kombu.backlog")  # exists: made by the get
     from queueing import selectors
 
     rows = selectors.share_group_partitions("kombu.backlog")

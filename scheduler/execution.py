@@ -1,16 +1,21 @@
 """The child process a worker runs tasks in, one at a time: it runs the batch of jobs the worker
 sends it and sends back each one's return value or error. A process, so a hard time limit can kill it."""
+import collections
 import ctypes
 import dataclasses
 import importlib
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 
 OK, ERROR = "ok", "error"
 OUTCOMES_WAIT_S = 0.002  # the longest a child keeps a quick job's outcome to send it with others
+# A job running longer than this hands back the jobs waiting behind it in its batch.
+HANDBACK_S = 0.1
+WATCH_S = 0.01  # how often a child looks at the job it runs, while it runs a batch
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -146,7 +151,9 @@ def serve(conn, database_name, modules):
     from scheduler import tasks
 
     tasks.discover()
-    conn.send(("ready", os.getpid()))
+    batch = Batch(conn)
+    batch.send(("ready", os.getpid()))
+    threading.Thread(target=batch.watch, name="sluice-batch-watch", daemon=True).start()
     while True:
         try:
             message = conn.recv()
@@ -154,34 +161,92 @@ def serve(conn, database_name, modules):
             return
         if message is None:
             return
-        # A batch of jobs, run in order. Outcomes go back together, at most OUTCOMES_WAIT_S after
-        # the first of them came (a message each was most of a quick task's cost here and in the
-        # worker), and all before a job with a hard time limit starts: it is announced, so its
-        # deadline starts when it does, and a kill at that limit must not take earlier outcomes
-        # with it. A death otherwise loses the outcomes not sent yet (their tasks run again, as a
-        # task does whose worker dies) and the job it was running; the worker hands the rest back.
-        # Each message says how long its jobs ran, which sizes the worker's next batches.
-        outcomes, ran, first = [], 0.0, 0.0
-        for job, soft_time_limit, announce in message:
-            if announce:
-                ran = _send_outcomes(conn, outcomes, ran)
-                conn.send(("started", job.task_id))
-            began = time.monotonic()
-            outcomes.append(run(job, soft_time_limit=soft_time_limit))
-            now = time.monotonic()
-            ran += now - began
-            if len(outcomes) == 1:
-                first = now
-            elif now - first >= OUTCOMES_WAIT_S:
-                ran = _send_outcomes(conn, outcomes, ran)
-        _send_outcomes(conn, outcomes, ran)
+        batch.run(message)
         close_old_connections()
 
 
-def _send_outcomes(conn, outcomes, ran):
-    """Send the outcomes gathered and the seconds their jobs ran, in one message; forget them and
-    return the seconds to count from (0)."""
-    if outcomes:
-        conn.send(("outcomes", outcomes[:], ran))
-        outcomes.clear()
-    return 0.0
+class Batch:
+    """The jobs of the batch a child runs, in order, and the outcomes still to send; shared by the
+    child's main thread, which runs the jobs, and a watching thread (watch), under one lock that
+    also orders what goes down the pipe.
+
+    Outcomes go back together, at most OUTCOMES_WAIT_S after the first of them came while quick
+    jobs follow (a message each was most of a quick task's cost here and in the worker); a job
+    that runs longer does not keep them: the watcher sends them within WATCH_S of its start. All go
+    before a job with a hard time limit starts: it is announced, so its deadline starts when it
+    does, and a kill at that limit must not take earlier outcomes with it. A job that runs past
+    HANDBACK_S hands back those waiting behind it in the batch, for the worker's other processes (a
+    batch is made of jobs expected to be quick, which one slow job must not hold up). Each outcomes
+    message says how long its jobs ran, which sizes the worker's next batches. A death loses the
+    outcomes not sent yet (their tasks run again, as a task does whose worker dies) and the job it
+    was running; the worker hands the rest back.
+    """
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.changed = threading.Condition()
+        self.busy = False  # a batch is running (the watcher looks every WATCH_S meanwhile)
+        self.waiting = collections.deque()  # (job, soft time limit, announce) not started
+        self.outcomes = []
+        self.first = 0.0  # when the first of the outcomes came
+        self.ran = 0.0  # the seconds their jobs ran
+        self.since = None  # when the job running now started
+
+    def send(self, message):
+        with self.changed:
+            self.conn.send(message)
+
+    def run(self, jobs):
+        with self.changed:
+            self.waiting.extend(jobs)
+            self.busy = True
+            self.changed.notify()
+        while True:
+            with self.changed:
+                if not self.waiting:
+                    self._send_outcomes()
+                    self.since = None
+                    self.busy = False
+                    return
+                job, soft_time_limit, announce = self.waiting.popleft()
+                if announce:
+                    self._send_outcomes()
+                    self.conn.send(("started", job.task_id))
+                self.since = time.monotonic()
+            outcome = run(job, soft_time_limit=soft_time_limit)
+            with self.changed:
+                now = time.monotonic()
+                self.ran += now - self.since
+                self.since = None
+                if not self.outcomes:
+                    self.first = now
+                self.outcomes.append(outcome)
+                if now - self.first >= OUTCOMES_WAIT_S:
+                    self._send_outcomes()
+
+    def watch(self):
+        """While a batch runs, look every WATCH_S: a job running past OUTCOMES_WAIT_S sends the
+        outcomes before it, one past HANDBACK_S hands back the jobs behind it (the watching thread;
+        a daemon, it ends with the process). A thread, not a signal: a task's soft time limit has
+        the process's timer."""
+        with self.changed:
+            while True:
+                if not self.busy:
+                    self.changed.wait()
+                    continue
+                self.changed.wait(WATCH_S)
+                running = None if self.since is None else time.monotonic() - self.since
+                if running is None:
+                    continue
+                if self.outcomes and running >= OUTCOMES_WAIT_S:
+                    self._send_outcomes()
+                if self.waiting and running >= HANDBACK_S:
+                    self.conn.send(("handback", [job.task_id for job, _, _ in self.waiting]))
+                    self.waiting.clear()
+
+    def _send_outcomes(self):
+        """Send the outcomes gathered and the seconds their jobs ran, in one message (the lock held)."""
+        if self.outcomes:
+            self.conn.send(("outcomes", self.outcomes[:], self.ran))
+            self.outcomes.clear()
+            self.ran = 0.0

@@ -134,6 +134,9 @@ class TaskWorker(loops.Loop):
         self.role = f"group {tasks.topic_for(queue)}"
         self.consumer = None
         self.slots = []
+        # Tasks a process handed back unstarted (the job before them in its batch ran long): sent to
+        # the next free processes, or released for any worker when none is free.
+        self.handed_back = []
         self.recorded = 0
         self._renewed = time.monotonic()
         self._pruned = time.monotonic()
@@ -154,6 +157,8 @@ class TaskWorker(loops.Loop):
         self._prune()
         self.consumer.heartbeat()
         free = [s for s in self.slots if s.free]
+        if self.handed_back:
+            free = self._resend(free)
         if free and not self.stop_event.is_set():
             # Before each poll, so a band created before it is polled in it (one small read).
             self.consumer.subscribe(tasks.bands(self.queue))
@@ -218,6 +223,20 @@ class TaskWorker(loops.Loop):
                                 for r in batch])
             except OSError:  # the process died since it said it was ready
                 self._lost_process(slot)
+
+    def _resend(self, free):
+        """Send the tasks handed back by a process to the free ones, a task each while they last
+        (they waited behind a slow job already); release the rest for any worker. Return the
+        processes still free."""
+        waiting, self.handed_back = self.handed_back, []
+        if self.stop_event.is_set():
+            free = []
+        sent = min(len(free), len(waiting))
+        if sent:
+            self._send(free[:sent], waiting[:sent])
+        for running in waiting[sent:]:
+            self._hand_back(running)
+        return free[sent:]
 
     def _dispatch_many(self, records):
         """Mark the tasks of a poll's records running; return them (Running) in the records' order.
@@ -374,6 +393,12 @@ class TaskWorker(loops.Loop):
                 took = ran / len(outcomes)
                 self._run_s = took if self._run_s is None else 0.8 * self._run_s + 0.2 * took
                 slot.outcomes.extend(outcomes)
+        elif message[0] == "handback":
+            # The jobs behind a slow one in the batch, not started: the tail of what the child has.
+            ids = set(message[1])
+            back = [r for r in slot.batch[len(slot.outcomes):] if r.job.task_id in ids]
+            slot.batch = [r for r in slot.batch if not any(r is b for b in back)]
+            self.handed_back.extend(back)
 
     def _record_outcomes(self):
         """Record the outcomes that came. A lost database connection raises out of here with the
@@ -532,11 +557,14 @@ class TaskWorker(loops.Loop):
         third of the lock duration; a task whose lock was lost anyway (a long database outage) is
         stopped, as it runs elsewhere now (its process is killed; the others of its batch that had
         not finished are handed back)."""
-        held = [r for s in self.slots for r in s.batch]
+        held = [r for s in self.slots for r in s.batch] + self.handed_back
         if not held or (not force and time.monotonic() - self._renewed < self.consumer.lock_ms / 3000):
             return
         self._renewed = time.monotonic()
         lost = {id(r) for r in self.consumer.renew([r.record for r in held])}
+        for running in [r for r in self.handed_back if id(r.record) in lost]:
+            logger.warning("task %s: lock lost while handed back; it runs elsewhere", running.job.task_id)
+            self.handed_back.remove(running)
         for slot in list(self.slots):
             gone = {id(r) for r in slot.batch if id(r.record) in lost}
             for running in slot.batch:
@@ -573,6 +601,9 @@ class TaskWorker(loops.Loop):
         for slot in list(self.slots):
             if slot.current is not None:
                 self._stop_slot(slot, replace=False)
+        waiting, self.handed_back = self.handed_back, []
+        for running in waiting:
+            self._hand_back(running)
         try:
             self._record_outcomes()
         except loops.CONNECTION_ERRORS as error:

@@ -3,6 +3,7 @@ back, the mapping of Sluice's states, errors, attempts and values onto Django's 
 signals sent by the worker's process that runs a task (its tasks run in real child processes)."""
 import datetime
 import json
+import os
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from django.utils import timezone
 
 from queueing import delayed, share
 from scheduler import control, models, worker
+from tests.conftest import ROOT
 from tests.sampleapp import django_tasks
 
 WORKER_RUN = "scheduler.backends.SluiceBackend"
@@ -247,3 +249,14 @@ def test_errors_and_worker_ids_have_one_entry_per_attempt_in_order(settings):
     assert [e.exception_class_path for e in result.errors] == ["scheduler.exceptions.WorkerLost", "builtins.LookupError"]
     attempts = list(models.TaskAttempt.objects.filter(task_id=result.id).order_by("number"))
     assert result.last_attempted_at == attempts[-1].started_at > attempts[0].started_at
+
+
+def test_manage_py_check_refuses_a_queue_sluice_cannot_make(manage, tmp_path):
+    """The check runs from `manage.py check` itself, not only once something imported django.tasks."""
+    (tmp_path / "bad_queues.py").write_text(
+        "from config.settings import *  # noqa\n"
+        'TASKS = {"default": {"BACKEND": "scheduler.backends.SluiceBackend", "QUEUES": ["sample", "bad queue!"]}}\n')
+    checked = manage("check", env={"DJANGO_SETTINGS_MODULE": "bad_queues",
+                                   "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "sluice.E101" in checked.stderr and "bad queue!" in checked.stderr

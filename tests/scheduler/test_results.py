@@ -156,3 +156,20 @@ def test_a_finish_notifies_only_while_someone_waits(settings):
         # The NOTIFYs of both commits are in by now (in commit order): take any other already here.
         channels += [n.channel for n in listener.notifies(timeout=0)]
     assert channels == [storage.finish_channel(heard.id)]
+
+
+def test_a_state_filter_counts_a_task_as_it_reads(db):
+    """A scheduled task whose time has come reads as queued (Result.state): the lists filtering by
+    state (tasks list --state, the API, the console) count it there too, not as scheduled."""
+    from scheduler import selectors
+
+    due = sample.add.using(countdown=3600).enqueue(1, 1)
+    later = sample.add.using(countdown=3600).enqueue(2, 2)
+    queued = sample.add.enqueue(3, 3)
+    # due's time has come; its record still waits for the delayed-record mover.
+    models.TaskResult.objects.filter(id=due.id).update(eta=timezone.now() - datetime.timedelta(seconds=1))
+    assert (due.refresh().state, later.refresh().state) == ("queued", "scheduled")
+    for state, expected in [("queued", {due.id, queued.id}), ("scheduled", {later.id})]:
+        _, rows = selectors.task_list(state=state)
+        assert {r.id for r in rows} == expected, state
+        assert {r.id for r in selectors.tasks(state=state)} == expected, state

@@ -57,6 +57,8 @@ def test_wrong_arguments_get_a_one_line_error_exit_code_2_and_change_nothing(tra
         (("schedules", "run-now", "nope"), "No schedule named 'nope'."),
         (("schedules", "delete", "nope"), "No schedule named 'nope'."),
         (("schedules", "show", "pulse", "--next", "0"), "must be at least 1"),
+        (("schedules", "show", "pulse", "--next", "100000000"), "must be at most 1000"),
+        (("schedules", "show", "pulse", "--ticks", "1001"), "must be at most 1000"),
         (("schedules", "pause", "pulse"), "invalid choice: 'pause'"),
         (("schedules",), "the following arguments are required"),
         (("scheduler", "--batch", "x"), "is not a whole number"),

@@ -122,6 +122,31 @@ def test_a_child_runs_a_batch_and_every_outcome_is_recorded(bare):
         loop.close()
 
 
+def test_a_slow_job_hands_back_those_behind_it_and_the_outcomes_before_it_are_recorded_meanwhile(bare, tmp_path):
+    """A batch is made of jobs expected to be quick: one that runs long must neither hold up the
+    jobs behind it in its batch (handed back, they run in the other process) nor keep the outcomes
+    of those before it from being recorded until it ends."""
+    bare.consumer.close()
+    loop = worker.TaskWorker("sample", concurrency=2, poll_timeout=0.1)
+    gate = tmp_path / "gate"
+    try:
+        run_until(loop, lambda: loop.slots and all(s.ready for s in loop.slots))
+        loop._run_s = 0.0001  # quick tasks seen: a poll takes a batch for each process
+        before = sample.add.enqueue(1, 1)
+        slow = sample.gated.enqueue(str(gate))
+        behind = [sample.add.enqueue(n, 10) for n in range(6)]
+        run_until(loop, lambda: before.refresh().finished and all(r.refresh().finished for r in behind))
+        assert slow.refresh().state == "running"  # all of them recorded while the slow one runs
+        assert before.return_value == 2 and [r.return_value for r in behind] == [n + 10 for n in range(6)]
+        gate.touch()
+        run_until(loop, lambda: slow.refresh().finished)
+        assert (slow.state, slow.return_value) == ("succeeded", str(gate))
+        assert [a.outcome for a in slow.attempts()] == ["succeeded"]
+    finally:
+        loop.stop()
+        loop.close()
+
+
 def test_a_batch_whose_child_is_killed_midway_keeps_what_came_and_hands_back_the_rest(bare):
     """Guards: the hard time limit kills the child running a batch; the jobs before it keep their
     outcomes, the runaway fails, and the jobs it never started run again (their attempts interrupted)."""

@@ -1,4 +1,6 @@
 """manage.py schedules list|show|enable|disable|run-now|delete: look at periodic schedules and act on them."""
+import argparse
+
 from queueing.management.base import EngineCommand, positive
 from scheduler import models, schedules
 
@@ -17,6 +19,19 @@ def timing(row):
     return f"once {when(row.at)}"
 
 
+MAX_SHOWN = 1000  # next runs or last ticks `schedules show` lists: each next run is computed
+
+
+def at_most(limit):
+    """argparse type: a whole number from 1 to limit."""
+    def parse(text):
+        value = positive(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"{text} must be at most {limit}")
+        return value
+    return parse
+
+
 class Command(EngineCommand):
     help = "List schedules, show one with its next runs and last ticks, enable, disable, run now or delete one."
 
@@ -27,8 +42,10 @@ class Command(EngineCommand):
         listing.add_argument("--task", help="a task name")
         show = actions.add_parser("show", help="a schedule, its next runs (UTC and its zone) and its last ticks")
         show.add_argument("name")
-        show.add_argument("--next", type=positive, default=5, help="how many next runs (default 5)")
-        show.add_argument("--ticks", type=positive, default=10, help="how many last ticks (default 10)")
+        show.add_argument("--next", type=at_most(MAX_SHOWN), default=5,
+                          help=f"how many next runs (default 5, at most {MAX_SHOWN:,})")
+        show.add_argument("--ticks", type=at_most(MAX_SHOWN), default=10,
+                          help=f"how many last ticks (default 10, at most {MAX_SHOWN:,})")
         for name, text in (("enable", "enable: its next tick is the first from now"),
                            ("disable", "disable: nothing fires until enabled"),
                            ("run-now", "enqueue its task now (its timing does not move)"),

@@ -369,6 +369,16 @@ def check_queue(queue):
         raise exceptions.InvalidTask(reason=f"invalid queue name {queue!r}: use a-z, A-Z, 0-9, '.', '_' and '-'") from None
 
 
+def _exception_classes(retry_on):
+    """retry_on as a tuple: one exception class, or an iterable of them (RetryPolicy checks each)."""
+    if isinstance(retry_on, type):
+        return (retry_on,)
+    try:
+        return tuple(retry_on)
+    except TypeError:
+        raise exceptions.InvalidTask(reason="retry_on must be a tuple of exception classes") from None
+
+
 def task(function=None, *, name=None, queue="default", max_attempts=1, retry_on=(Exception,), backoff_base_s=1.0,
          backoff_max_s=600.0, backoff_levels_s=(), soft_time_limit=None, hard_time_limit=None, unique_key=None,
          takes_context=False, priority=0, concurrency_key=None, concurrency_limit=None, rate_limit=None, http=False):
@@ -392,11 +402,14 @@ def task(function=None, *, name=None, queue="default", max_attempts=1, retry_on=
         for limit in (soft_time_limit, hard_time_limit):
             if limit is not None and (not isinstance(limit, (int, float)) or limit <= 0):
                 raise exceptions.InvalidTask(reason="time limits are positive numbers of seconds")
+        if soft_time_limit is not None and hard_time_limit is not None and soft_time_limit >= hard_time_limit:
+            raise exceptions.InvalidTask(reason="soft_time_limit must be shorter than hard_time_limit "
+                                                "(the process is killed at the hard one)")
         if not (unique_key is None or isinstance(unique_key, str) or callable(unique_key)):
             raise exceptions.InvalidTask(reason="unique_key is a string or a function of (args, kwargs)")
         definition = Task(
             name=name or f"{func.__module__}.{func.__qualname__}", func=func, queue=queue,
-            retry=RetryPolicy(max_attempts=max_attempts, retry_on=tuple(retry_on), backoff_base_s=backoff_base_s,
+            retry=RetryPolicy(max_attempts=max_attempts, retry_on=_exception_classes(retry_on), backoff_base_s=backoff_base_s,
                               backoff_max_s=backoff_max_s, backoff_levels_s=tuple(backoff_levels_s)),
             soft_time_limit=soft_time_limit, hard_time_limit=hard_time_limit, unique_key=unique_key,
             takes_context=takes_context, priority=priority, concurrency_key=concurrency_key,

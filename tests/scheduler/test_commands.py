@@ -59,6 +59,12 @@ def test_wrong_arguments_get_a_clear_error_and_exit_code_2(transactional_db, com
         (("tasks", "list", "--queue", "bad q!"), "invalid queue name 'bad q!'"),
         (("tasks", "purge", "--queue", "bad q!", "--yes"), "invalid queue name 'bad q!'"),
         (("worker", "--queue", "sample", "--concurrency", "0"), "must be at least 1"),
+        (("worker", "--queue", "sample", "--concurrency", "100000"), "must be at most 256 (run more workers"),
+        # Options of the other kind of worker are refused, not ignored.
+        (("worker", "--queue", "sample", "--topic", "x"), "--topic is for a group's worker (--group), not --queue"),
+        (("worker", "--queue", "sample", "--max-poll-records", "5"), "--max-poll-records is for a group's worker"),
+        (("worker", "--group", "g", "--concurrency", "2", "--grace", "5"),
+         "--concurrency and --grace are for a task queue's worker (--queue), not --group"),
         (("worker",), "give --queue Q (a task queue's worker) or --group G (a consumer group's)"),
     ]:
         done = command(*args, env=SAMPLE)

@@ -146,3 +146,25 @@ def test_enqueue_many_refuses_a_batch_with_a_unique_key_taken(db):
 def test_invalid_definitions_are_refused(options):
     with pytest.raises(exceptions.InvalidTask):
         tasks.task(print, name="invalid", **options)
+
+
+def test_retry_on_takes_one_exception_class_and_the_time_limits_must_be_in_order():
+    from scheduler import task
+
+    def job():
+        pass
+
+    from scheduler import tasks
+
+    one = task(job, name="tests.retry_on_one", retry_on=ValueError, max_attempts=2)
+    tasks._registry.pop(one.name)  # this process's workers in other tests must not import this module
+    assert one.retry.retries(ValueError()) and not one.retry.retries(KeyError())
+    for options, reason in [
+        ({"retry_on": 3}, "retry_on must be a tuple of exception classes"),
+        ({"retry_on": [ValueError, "KeyError"]}, "retry_on must be a tuple of exception classes"),
+        ({"soft_time_limit": 5, "hard_time_limit": 1}, "soft_time_limit must be shorter than hard_time_limit"),
+        ({"soft_time_limit": 2, "hard_time_limit": 2}, "soft_time_limit must be shorter than hard_time_limit"),
+    ]:
+        with pytest.raises(exceptions.InvalidTask) as refused:
+            task(job, name="tests.refused", **options)
+        assert reason in str(refused.value), options

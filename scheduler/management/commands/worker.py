@@ -26,26 +26,59 @@ def seconds(text):
     return value
 
 
+# Processes one task worker runs; more tasks at once means more workers (each its own member).
+MAX_CONCURRENCY = 256
+
+
+def concurrency_count(text):
+    """argparse type: --concurrency, 1 to MAX_CONCURRENCY."""
+    import argparse
+
+    value = positive(text)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"{text} must be at most {MAX_CONCURRENCY} (run more workers for more)")
+    return value
+
+
 class Command(engine_worker.Command):
     help = ("Run a group's registered handlers (--group G), or the tasks of a queue (--queue Q), "
             "--concurrency at a time, each in a child process.")
 
     def add_arguments(self, parser):
         super().add_arguments(parser)
+        # The engine's options are for --group only: None when not given, so --queue can refuse them.
+        self.group_defaults = {"max_poll_records": parser.get_default("max_poll_records")}
+        parser.set_defaults(max_poll_records=None)
         parser.add_argument("--queue", help="run the tasks of this queue")
-        parser.add_argument("--concurrency", type=positive, default=1,
-                            help="tasks run at once, each in a process of its own (default 1)")
-        parser.add_argument("--grace", type=seconds, default=30.0,
-                            help="after SIGTERM, seconds running tasks get to finish before they are handed back")
+        parser.add_argument("--concurrency", type=concurrency_count, default=None,
+                            help=f"tasks run at once, each in a process of its own (default 1, at most {MAX_CONCURRENCY})")
+        parser.add_argument("--grace", type=seconds, default=None,
+                            help="after SIGTERM, seconds running tasks get to finish before they are handed back "
+                                 "(default 30)")
 
     def handle(self, *args, queue, concurrency, grace, **options):
         if queue is None:
             if not options.get("group"):
                 raise CommandError("give --queue Q (a task queue's worker) or --group G (a consumer group's)",
                                    returncode=2)
+            given = [name for name, value in (("--concurrency", concurrency), ("--grace", grace)) if value is not None]
+            if given:
+                raise CommandError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for a task queue's "
+                                   "worker (--queue), not --group",
+                                   returncode=2)
+            for name, default in self.group_defaults.items():
+                if options.get(name) is None:
+                    options[name] = default
             return super().handle(*args, **options)
         if options.get("group"):
             raise CommandError("give --group or --queue, not both", returncode=2)
+        given = [name for name, key in (("--topic", "topic"), ("--max-poll-records", "max_poll_records"))
+                 if options.get(key) is not None]
+        if given:
+            raise CommandError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for a group's worker "
+                               "(--group), not --queue", returncode=2)
+        concurrency = 1 if concurrency is None else concurrency
+        grace = 30.0 if grace is None else grace
         checked_queue(queue)
         if not tasks.registered(queue):
             # Django tasks (found by their path when they come) and using(queue=...) reach queues

@@ -409,7 +409,8 @@ def task(function=None, *, name=None, queue="default", max_attempts=1, retry_on=
             raise exceptions.InvalidTask(reason="unique_key is a string or a function of (args, kwargs)")
         definition = Task(
             name=name or f"{func.__module__}.{func.__qualname__}", func=func, queue=queue,
-            retry=RetryPolicy(max_attempts=max_attempts, retry_on=_exception_classes(retry_on), backoff_base_s=backoff_base_s,
+            retry=RetryPolicy(max_attempts=max_attempts, retry_on=_exception_classes(retry_on),
+                              backoff_base_s=backoff_base_s,
                               backoff_max_s=backoff_max_s, backoff_levels_s=tuple(backoff_levels_s)),
             soft_time_limit=soft_time_limit, hard_time_limit=hard_time_limit, unique_key=unique_key,
             takes_context=takes_context, priority=priority, concurrency_key=concurrency_key,

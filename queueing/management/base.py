@@ -135,6 +135,16 @@ def positive(text):
     return value
 
 
+def at_most(limit, *, hint=""):
+    """argparse type: a whole number from 1 to limit (hint follows the message past it)."""
+    def parse(text):
+        value = positive(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"{text} must be at most {limit}{hint}")
+        return value
+    return parse
+
+
 def whole(text):
     """argparse type: a whole number."""
     try:

@@ -1,7 +1,5 @@
 """manage.py schedules list|show|enable|disable|run-now|delete: look at periodic schedules and act on them."""
-import argparse
-
-from queueing.management.base import EngineCommand, positive
+from queueing.management.base import EngineCommand, at_most
 from scheduler import models, schedules
 
 
@@ -20,16 +18,6 @@ def timing(row):
 
 
 MAX_SHOWN = 1000  # next runs or last ticks `schedules show` lists: each next run is computed
-
-
-def at_most(limit):
-    """argparse type: a whole number from 1 to limit."""
-    def parse(text):
-        value = positive(text)
-        if value > limit:
-            raise argparse.ArgumentTypeError(f"{text} must be at most {limit}")
-        return value
-    return parse
 
 
 class Command(EngineCommand):

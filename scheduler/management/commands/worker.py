@@ -7,7 +7,7 @@ import logging
 
 from django.core.management.base import CommandError
 
-from queueing.management.base import positive
+from queueing.management.base import at_most
 from queueing.management.commands import worker as engine_worker
 from scheduler import tasks, worker
 from scheduler.management.commands.tasks import checked_queue
@@ -30,16 +30,6 @@ def seconds(text):
 MAX_CONCURRENCY = 256
 
 
-def concurrency_count(text):
-    """argparse type: --concurrency, 1 to MAX_CONCURRENCY."""
-    import argparse
-
-    value = positive(text)
-    if value > MAX_CONCURRENCY:
-        raise argparse.ArgumentTypeError(f"{text} must be at most {MAX_CONCURRENCY} (run more workers for more)")
-    return value
-
-
 class Command(engine_worker.Command):
     help = ("Run a group's registered handlers (--group G), or the tasks of a queue (--queue Q), "
             "--concurrency at a time, each in a child process.")
@@ -50,8 +40,10 @@ class Command(engine_worker.Command):
         self.group_defaults = {"max_poll_records": parser.get_default("max_poll_records")}
         parser.set_defaults(max_poll_records=None)
         parser.add_argument("--queue", help="run the tasks of this queue")
-        parser.add_argument("--concurrency", type=concurrency_count, default=None,
-                            help=f"tasks run at once, each in a process of its own (default 1, at most {MAX_CONCURRENCY})")
+        parser.add_argument("--concurrency", type=at_most(MAX_CONCURRENCY, hint=" (run more workers for more)"),
+                            default=None,
+                            help=f"tasks run at once, each in a process of its own "
+                                 f"(default 1, at most {MAX_CONCURRENCY})")
         parser.add_argument("--grace", type=seconds, default=None,
                             help="after SIGTERM, seconds running tasks get to finish before they are handed back "
                                  "(default 30)")

@@ -102,7 +102,7 @@ class WorkflowNotFound(SchedulerError):
 
 
 class WorkflowNotCancellable(SchedulerError):
-    """Workflow {id} is {state}: only a running workflow can be cancelled."""
+    """Workflow {id} is in state {state}: only a running workflow can be cancelled."""
 
 
 class WorkflowTimeout(SchedulerError):

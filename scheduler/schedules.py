@@ -18,6 +18,7 @@ logger = logging.getLogger("sluice.schedules")
 CHANNEL = "sluice_schedules"  # NOTIFYed by a trigger on every change to the schedules (migration 0003)
 RETRY_BROKEN = datetime.timedelta(minutes=1)
 MAX_TICKS = 10_000  # due ticks looked at in one firing; beyond, the rest count as missed
+MAX_EVERY = datetime.timedelta(days=36_525)  # an interval's longest (100 years: its ticks stay datetimes)
 TIMING = ("kind", "cron", "interval", "at", "timezone")
 DEFINITION = ("task_name", "args", "kwargs", *TIMING, "catch_up", "catch_up_limit", "tick_kwarg")
 _declared: dict[str, "Declared"] = {}
@@ -68,9 +69,14 @@ def build(*, name, task, cron=None, every=None, at=None, timezone="UTC", args=()
         row.kind, row.cron = models.Schedule.Kind.CRON, cron
     elif every is not None:
         if isinstance(every, (int, float)) and not isinstance(every, bool):
-            every = datetime.timedelta(seconds=every)
-        if not isinstance(every, datetime.timedelta) or every < datetime.timedelta(seconds=1):
-            raise exceptions.InvalidSchedule(reason="every is at least one second (a number of seconds or a timedelta)")
+            try:
+                every = datetime.timedelta(seconds=every)
+            except (OverflowError, ValueError):  # past timedelta's range (a billion days), or NaN
+                every = None
+        if (not isinstance(every, datetime.timedelta) or every < datetime.timedelta(seconds=1)
+                or every > MAX_EVERY):
+            raise exceptions.InvalidSchedule(reason="every is from one second to 100 years (a number of seconds or "
+                                                    "a timedelta)")
         row.kind, row.interval, row.at = models.Schedule.Kind.INTERVAL, every, at or now + every
     else:
         row.kind, row.at = models.Schedule.Kind.ONCE, at

@@ -358,6 +358,7 @@ class TaskWorker(loops.Loop):
             )
             workflows.task_settled(record.data)  # its workflow fails with it
             storage.finished([row.id])
+            self.recorded += 1  # an outcome, if not a run's
             logger.warning("task %s failed without running: %s", row.id, message)
 
     # Finishing a task --------------------------------------------------------------------

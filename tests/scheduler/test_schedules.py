@@ -167,7 +167,10 @@ def test_next_runs_follow_the_zone(db):
     ({}, "give exactly one of cron"),
     ({"cron": "0 3 * *"}, "five fields"),
     ({"cron": "0 3 * * *", "timezone": "Europe/Pariss"}, "unknown time zone"),
-    ({"every": 0.5}, "every is at least one second"),
+    ({"every": 0.5}, "every is from one second to 100 years"),
+    ({"every": 10**20}, "every is from one second to 100 years"),  # past timedelta's range
+    ({"every": float("nan")}, "every is from one second to 100 years"),
+    ({"every": 101 * 366 * 86400}, "every is from one second to 100 years"),
     ({"every": 60, "catch_up": "sometimes"}, "catch_up is one of skip, once, all"),
     ({"at": "tomorrow"}, "is not an ISO 8601 time"),
 ])

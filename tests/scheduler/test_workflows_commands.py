@@ -51,7 +51,7 @@ def test_tasks_workflows_lists_them_and_cancel_workflow_cancels_one(transactiona
     assert {t.state for t in running.tasks()} == {"cancelled"}
     again = manage("tasks", "cancel-workflow", str(running.id))
     assert again.returncode == 2 and again.stderr.strip().endswith(
-        f"Workflow {running.id} is cancelled: only a running workflow can be cancelled.")
+        f"Workflow {running.id} is in state cancelled: only a running workflow can be cancelled.")
     missing = manage("tasks", "workflow", "nope")
     assert missing.returncode == 2 and missing.stderr.strip().endswith("Workflow nope does not exist.")
     assert workflows.get(failed.id).state == models.Workflow.State.FAILED

@@ -134,8 +134,8 @@ class TaskWorker(loops.Loop):
         self.role = f"group {tasks.topic_for(queue)}"
         self.consumer = None
         self.slots = []
-        # Tasks a process handed back unstarted (the job before them in its batch ran long): sent to
-        # the next free processes, or released for any worker when none is free.
+        # Tasks a process handed back unstarted (the job before them in its batch ran long): shared
+        # among the free processes at the next turn, or released for any worker when none is free.
         self.handed_back = []
         self.recorded = 0
         self._renewed = time.monotonic()
@@ -225,18 +225,16 @@ class TaskWorker(loops.Loop):
                 self._lost_process(slot)
 
     def _resend(self, free):
-        """Send the tasks handed back by a process to the free ones, a task each while they last
-        (they waited behind a slow job already); release the rest for any worker. Return the
-        processes still free."""
+        """Share the tasks handed back by a process among the free ones, as a poll's are; with none
+        free, release them for any worker. Return the processes still free."""
         waiting, self.handed_back = self.handed_back, []
-        if self.stop_event.is_set():
-            free = []
-        sent = min(len(free), len(waiting))
-        if sent:
-            self._send(free[:sent], waiting[:sent])
-        for running in waiting[sent:]:
+        if free and not self.stop_event.is_set():
+            used = min(len(free), len(waiting))
+            self._send(free[:used], waiting)
+            return free[used:]
+        for running in waiting:
             self._hand_back(running)
-        return free[sent:]
+        return free
 
     def _dispatch_many(self, records):
         """Mark the tasks of a poll's records running; return them (Running) in the records' order.

@@ -30,6 +30,13 @@ def seconds(text):
 MAX_CONCURRENCY = 256
 
 
+def _refuse(options, meant_for):
+    """Exit 2 naming the options given that belong to the other kind of worker, if any."""
+    if options:
+        raise CommandError(f"{' and '.join(options)} {'is' if len(options) == 1 else 'are'} for {meant_for}",
+                           returncode=2)
+
+
 class Command(engine_worker.Command):
     help = ("Run a group's registered handlers (--group G), or the tasks of a queue (--queue Q), "
             "--concurrency at a time, each in a child process.")
@@ -53,24 +60,16 @@ class Command(engine_worker.Command):
             if not options.get("group"):
                 raise CommandError("give --queue Q (a task queue's worker) or --group G (a consumer group's)",
                                    returncode=2)
-            given = [name for name, value in (("--concurrency", concurrency), ("--grace", grace)) if value is not None]
-            if given:
-                raise CommandError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for a task queue's "
-                                   "worker (--queue), not --group",
-                                   returncode=2)
+            _refuse([name for name, value in (("--concurrency", concurrency), ("--grace", grace))
+                     if value is not None], "a task queue's worker (--queue), not --group")
             for name, default in self.group_defaults.items():
                 if options.get(name) is None:
                     options[name] = default
             return super().handle(*args, **options)
         if options.get("group"):
             raise CommandError("give --group or --queue, not both", returncode=2)
-        given = [name for name, key in (("--topic", "topic"), ("--max-poll-records", "max_poll_records"))
-                 if options.get(key) is not None]
-        if given:
-            raise CommandError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for a group's worker "
-                               "(--group), not --queue", returncode=2)
-        concurrency = 1 if concurrency is None else concurrency
-        grace = 30.0 if grace is None else grace
+        _refuse([name for name, key in (("--topic", "topic"), ("--max-poll-records", "max_poll_records"))
+                 if options.get(key) is not None], "a group's worker (--group), not --queue")
         checked_queue(queue)
         if not tasks.registered(queue):
             # Django tasks (found by their path when they come) and using(queue=...) reach queues
@@ -79,4 +78,6 @@ class Command(engine_worker.Command):
             self.stderr.write(f"No @scheduler.task names queue {queue!r} (queues named: {queues}); running what "
                               "is enqueued to it (Django tasks, using(queue=...)).")
         logging.getLogger("sluice").setLevel(logging.INFO)
-        worker.TaskWorker(queue, concurrency=concurrency, grace=grace).run()
+        # The worker's own defaults for what was not given.
+        given = {name: value for name, value in (("concurrency", concurrency), ("grace", grace)) if value is not None}
+        worker.TaskWorker(queue, **given).run()

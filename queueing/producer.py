@@ -209,6 +209,27 @@ class Producer:
             topics.forget_topic(topic)
         raise exceptions.PartitionNotFound(topic=info.name, partition=target)
 
+    def send_one_selected(self, ctes, params, topic, *, value, value_format):
+        """Run the caller's CTEs and append one record of value (bytes) to topic in one statement
+        (storage.append_one_selected: the CTEs may read slot and gate their writes on it), to the
+        sticky partition, in the caller's transaction or, in autocommit, one of its own. acks=all,
+        not idempotent. Returns (partition, offset, the record's timestamp). Raises TopicNotFound,
+        MessageTooLarge, PartitionNotFound."""
+        for _ in range(2):
+            info = topics.cached_topic(topic)
+            if len(value) > info.max_message_bytes:
+                raise exceptions.MessageTooLarge(topic=info.name, size=len(value), limit=info.max_message_bytes)
+            target = self._sticky.partition(info.name, info.partition_count, len(value))
+            self._sticky.new_batch(info.name)
+            appended = storage.append_one_selected(ctes, params, topic_id=info.id, partition=target,
+                                                   value=value, value_format=value_format)
+            if appended is not None:
+                return (target, *appended)
+            # The cached topic was deleted or recreated since it was read, and the caller's writes,
+            # gated on the partition, wrote nothing; once more with the topic as it is now.
+            topics.forget_topic(topic)
+        raise exceptions.PartitionNotFound(topic=info.name, partition=target)
+
     def append(self, topic, partition, records, *, acks=None):
         """Append already-encoded OutgoingRecords, each with its own headers, to one partition.
 
@@ -317,6 +338,11 @@ def send_batch(topic, values, *, key=None, keys=None, headers=None, partition=No
     """Append records with the process's default producer; see Producer.send_batch."""
     return _default.send_batch(topic, values, key=key, keys=keys, headers=headers, partition=partition, acks=acks,
                                **when)
+
+
+def send_one_selected(ctes, params, topic, *, value, value_format):
+    """Append one record with the caller's statements, with the default producer; see Producer.send_one_selected."""
+    return _default.send_one_selected(ctes, params, topic, value=value, value_format=value_format)
 
 
 def send_selected(ctes, batches, topic, *, max_bytes):

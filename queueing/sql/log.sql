@@ -83,6 +83,32 @@ counted AS (
 )
 SELECT (SELECT base_offset FROM slot), now(), (SELECT records FROM counted), EXISTS (SELECT FROM target)
 
+-- name: append_one_selected --
+-- append_record for one record whose value the caller gives, with the caller's CTEs (put in place
+-- of the comment below) in the same statement: a task's row and its record in one round trip. The
+-- partition's row is updated first (its lock, as append_records takes it); the caller's CTEs may
+-- read slot, which has a row while the partition exists, and should gate their writes on it, so
+-- that a topic deleted or recreated since its id was cached writes nothing. No CTE counts or
+-- aggregates, unlike append_selected: for one record the statement is simpler, and cheaper to run
+-- (a single enqueue's statement went from some 370 µs to 330). Returns the base offset and the
+-- transaction's time, or no row when the partition is missing.
+WITH slot AS (
+    UPDATE queueing_partition
+       SET next_offset = next_offset + 1, size_bytes = size_bytes + octet_length(%(value)s::bytea)
+     WHERE topic_id = %(topic_id)s AND number = %(partition)s
+ RETURNING topic_id, number, next_offset - 1 AS base_offset,
+           CASE WHEN pg_try_advisory_xact_lock(1397511936, ((topic_id %% 33554432) * 64 + number %% 64)::int)
+                THEN NULL ELSE pg_notify('sluice_t' || topic_id::text, number::text) END
+), /* the caller's CTEs */,
+stored AS (
+    INSERT INTO queueing_record
+           (topic_id, partition, "offset", key, value, value_format, headers, timestamp, producer_id, sequence)
+    SELECT slot.topic_id, slot.number, slot.base_offset, NULL, %(value)s::bytea, %(value_format)s::smallint, NULL,
+           now(), NULL, NULL
+      FROM slot
+)
+SELECT base_offset, now() FROM slot
+
 -- name: append_partitions --
 -- Append to several partitions in one statement, for a transaction that writes to many (the
 -- outbox relay): batch i goes to (topic_ids[i], partitions[i]), each partition named once; each

@@ -3,6 +3,7 @@ are re-exported here because every layer uses them."""
 from queueing.storage.log import (  # noqa: F401
     append_partitions,
     append_records,
+    append_one_selected,
     append_selected,
     commit_and_fetch,
     commit_offsets,

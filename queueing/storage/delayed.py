@@ -1,11 +1,10 @@
 """Raw SQL of delayed records: storing them, and moving due ones into the log with the time of the
 next one."""
-from django.db import transaction
 from psycopg.types.json import Jsonb
 
 from queueing import partitioner, types
 from queueing.sql import queries
-from queueing.storage.log import appending, cursor, needs_commit_level, run
+from queueing.storage.log import appending, cursor, fetch_one_as_acks_all, run
 
 MOVE_DUE = appending(queries["move_due"])
 
@@ -27,12 +26,5 @@ def move_due(*, limit):
     statement (its own transaction in autocommit, or the caller's); return (how many moved, the
     seconds until the earliest record left is due, its deliver_at), the last two None if none is
     left. Commits as acks=all does."""
-    cur = cursor()
-    level = needs_commit_level(cur, types.Acks.ALL)
     params = {"limit": limit, "id_header": types.DELAYED_ID, "due_header": types.DELAYED_DELIVER_AT}
-    with cur.connection._sluice_errors:
-        if level is None:
-            return cur.execute(MOVE_DUE, params).fetchone()
-        with transaction.atomic(savepoint=False):
-            cur.execute(f"SET LOCAL synchronous_commit = {level}")
-            return cur.execute(MOVE_DUE, params).fetchone()
+    return fetch_one_as_acks_all(cursor(), MOVE_DUE, params)

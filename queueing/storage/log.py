@@ -86,6 +86,19 @@ def needs_commit_level(cur, acks):
     return None if current == wanted else wanted
 
 
+def fetch_one_as_acks_all(cur, query, params):
+    """Run one statement that commits as acks=all and return its row: as it comes (one round trip
+    in autocommit, or in the caller's transaction) when the session's synchronous_commit suffices,
+    else in a transaction of its own that sets it."""
+    level = needs_commit_level(cur, types.Acks.ALL)
+    with cur.connection._sluice_errors:
+        if level is None:
+            return cur.execute(query, params).fetchone()
+        with transaction.atomic(savepoint=False):
+            cur.execute(f"SET LOCAL synchronous_commit = {level}")
+            return cur.execute(query, params).fetchone()
+
+
 COPY_FROM = 64  # batches this large are written with COPY, below it one INSERT statement
 _COPY = (
     'COPY queueing_record (topic_id, partition, "offset", key, value, value_format, headers, timestamp, '
@@ -279,6 +292,23 @@ def append_selected(ctes, batches, *, topic_id, partition):
 
 
 _SELECTED = {}  # the caller's CTEs -> the statement that runs them with the append
+
+
+def append_one_selected(ctes, params, *, topic_id, partition, value, value_format):
+    """Append one record of value to the partition in one statement with the caller's CTEs, which
+    run once the partition's row is locked and may read slot (append_one_selected in log.sql). In
+    the caller's transaction or, in autocommit, as one of its own (one round trip). Returns (base
+    offset, the record's timestamp), or None, nothing written, when the partition is missing.
+    Commits as acks=all."""
+    cur = cursor()
+    query = _ONE_SELECTED.get(ctes)
+    if query is None:
+        query = _ONE_SELECTED[ctes] = queries["append_one_selected"].replace("/* the caller's CTEs */", ctes, 1)
+    params = {**params, "topic_id": topic_id, "partition": partition, "value": value, "value_format": value_format}
+    return fetch_one_as_acks_all(cur, query, params)
+
+
+_ONE_SELECTED = {}
 
 
 def _copy(cur, params, records):

@@ -135,6 +135,20 @@ written AS (
       FROM written
 )
 
+-- name: enqueue_one --
+-- The CTE of a single enqueue without a unique key (producer.send_one_selected puts it into the
+-- append of its record, storage.append_one_selected): the task's row, written once the partition's
+-- row is locked, gated on slot as the record is. Nothing can conflict, so the row is a plain
+-- INSERT: no ON CONFLICT, no counting of what was written. Every NOT NULL column is given.
+written AS (
+    INSERT INTO scheduler_taskresult (id, task_name, queue, args, kwargs, state, unique_key, enqueued_at, eta,
+                                      generation, attempts, failures, lost, worker, error_class, error_message,
+                                      traceback, progress_message, priority, concurrency_key, concurrency_limit)
+    SELECT %(id)s, %(task_name)s, %(queue)s, %(args)s::jsonb, %(kwargs)s::jsonb, 'queued', NULL, now(),
+           NULL, 1, 0, 0, 0, '', '', '', '', '', %(priority)s, %(concurrency_key)s, %(concurrency_limit)s
+      FROM slot
+)
+
 -- name: start_tasks --
 -- Start the tasks of a poll's first deliveries together, in one statement (its own transaction):
 -- lock their rows in id order (two workers never wait on each other in a cycle), mark those that

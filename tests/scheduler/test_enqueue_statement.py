@@ -26,14 +26,20 @@ def test_a_single_enqueue_is_one_statement():
     assert "SAVEPOINT" not in sent[0]
 
 
-def test_a_single_enqueue_writes_the_row_and_its_record_together(db):
+@pytest.mark.parametrize("unique_key", [None, "k"], ids=["plain", "with a unique key"])
+def test_a_single_enqueue_writes_the_row_and_its_record_together(db, unique_key):
+    """Both statements (enqueue_one, and enqueue_task for a unique key) write the same row and the
+    record a send would, and count its bytes in the partition's size."""
     with transaction.atomic():
-        result = sample.add.enqueue(2, b=3)
+        result = sample.add.using(unique_key=unique_key).enqueue(2, b=3)
     row = models.TaskResult.objects.get(id=result.id)
-    assert (row.state, row.args, row.kwargs, row.enqueued_at) == ("queued", [2], {"b": 3}, result.row.enqueued_at)
+    assert (row.state, row.args, row.kwargs, row.unique_key) == ("queued", [2], {"b": 3}, unique_key)
     [record] = records(tasks.topic_for("sample"))
-    assert json.loads(bytes(record.value)) == {
-        "id": str(result.id), "task": "tests.sampleapp.tasks.add", "generation": 1}
+    value = {"id": str(result.id), "task": "tests.sampleapp.tasks.add", "generation": 1}
+    assert bytes(record.value) == producer.encode_value(value)[0]
+    assert row.enqueued_at == result.row.enqueued_at == record.timestamp
+    partition = engine_models.Partition.objects.get(topic_id=record.topic_id, number=record.partition)
+    assert (partition.next_offset, partition.size_bytes) == (record.offset + 1, len(bytes(record.value)))
 
 
 # transaction=True: the first enqueue's topic is committed (a topic created by the open
@@ -79,7 +85,7 @@ def test_a_single_enqueue_keeps_its_concurrency_key(db):
 
 
 def test_a_single_enqueue_survives_its_topic_recreated_behind_the_cache(db):
-    """Guards send_selected's retry: a cached topic id that no longer exists must not leave a task
+    """Guards send_one_selected's retry: a cached topic id that no longer exists must not leave a task
     row without its record."""
     sample.add.enqueue(0, b=0)
     name = tasks.topic_for("sample")

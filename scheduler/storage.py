@@ -72,23 +72,19 @@ def enqueue_task(row, topic):
     transaction or, in autocommit, of its own; set its enqueued_at. Return False, writing nothing,
     if its unique key is taken by a task still to finish."""
     name_json = json.dumps(row.task_name)
+    params = {
+        "id": row.id, "task_name": row.task_name, "queue": row.queue, "args": json.dumps(row.args),
+        "kwargs": json.dumps(row.kwargs), "priority": row.priority,
+        "concurrency_key": row.concurrency_key, "concurrency_limit": row.concurrency_limit,
+    }
     if row.unique_key is None:
-        params = {
-            "id": row.id, "task_name": row.task_name, "queue": row.queue, "args": json.dumps(row.args),
-            "kwargs": json.dumps(row.kwargs), "priority": row.priority,
-            "concurrency_key": row.concurrency_key, "concurrency_limit": row.concurrency_limit,
-        }
-        # The record enqueue_many's statement builds in SQL, {"id", "task", "generation"}.
+        # Nothing can conflict: the simpler statement, with the record enqueue_many's statement
+        # builds in SQL, {"id", "task", "generation"}, made here.
         value = f'{{"id":"{row.id}","task":{name_json},"generation":1}}'.encode()
         _, _, row.enqueued_at = producer.send_one_selected(queries["enqueue_one"], params, topic, value=value,
                                                            value_format=ValueFormat.JSON)
         return True
-    params = {
-        "id": row.id, "task_name": row.task_name, "queue": row.queue, "args": json.dumps(row.args),
-        "kwargs": json.dumps(row.kwargs), "unique_key": row.unique_key, "priority": row.priority,
-        "concurrency_key": row.concurrency_key, "concurrency_limit": row.concurrency_limit,
-        "name_json": name_json, "json_format": ValueFormat.JSON,
-    }
+    params.update(unique_key=row.unique_key, name_json=name_json, json_format=ValueFormat.JSON)
     [(_, _, enqueued_at, appended)] = producer.send_selected(queries["enqueue_task"], [params], topic,
                                                              max_bytes=RECORD_BYTES + len(name_json))
     if not appended:

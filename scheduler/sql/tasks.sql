@@ -113,7 +113,8 @@ UPDATE scheduler_taskresult t
 RETURNING t.id, doomed.delayed_id
 
 -- name: enqueue_task --
--- The CTEs of a single enqueue (producer.send_selected puts them into the append of its record):
+-- The CTEs of a single enqueue with a unique key (producer.send_selected puts them into the append
+-- of its record; without a key, enqueue_one below):
 -- the task's row and its record in one statement, in the caller's transaction or, in autocommit, as
 -- a transaction of its own. ON CONFLICT DO NOTHING (no target, so it covers the partial unique
 -- index task_unique_key_active) writes nothing when the unique key is taken: source then has no

@@ -54,6 +54,9 @@ def build(*, name, task, cron=None, every=None, at=None, timezone="UTC", args=()
     if tick_kwarg and (not tick_kwarg.isidentifier() or len(tick_kwarg) > 100):
         raise exceptions.InvalidSchedule(reason=f"tick_kwarg must be a Python identifier, not {tick_kwarg!r}")
     args, kwargs = list(args), dict(kwargs or {})
+    if tick_kwarg and tick_kwarg in kwargs:
+        raise exceptions.InvalidSchedule(
+            reason=f"kwargs has {tick_kwarg!r} already, which the tick's time (tick_kwarg) would replace at every tick")
     tasks.check_json(args, what="arguments", task=task_name)
     tasks.check_json(kwargs, what="arguments", task=task_name)
     now = now or django_timezone.now()

@@ -173,6 +173,7 @@ def test_next_runs_follow_the_zone(db):
     ({"every": 101 * 366 * 86400}, "every is from one second to 100 years"),
     ({"every": 60, "catch_up": "sometimes"}, "catch_up is one of skip, once, all"),
     ({"at": "tomorrow"}, "is not an ISO 8601 time"),
+    ({"every": 60, "kwargs": {"tick_at": "x"}, "tick_kwarg": "tick_at"}, "kwargs has 'tick_at' already"),
 ])
 def test_invalid_schedules_are_refused(db, options, message):
     with pytest.raises(exceptions.InvalidSchedule, match=message):

@@ -232,6 +232,14 @@ def _fire_or_back_off(row, now):
                 return _fire(row, now)
         except CONNECTION_ERRORS:
             raise
+        except exceptions.InvalidSchedule as error:
+            # A timing edited into nonsense behind the commands' back: trying again at once would
+            # fail the same way, and the reason says all a traceback would.
+            logger.error("schedule %s is invalid (%s): fix or disable it; retrying at %s", row.name,
+                         error.data.get("reason", error), (now + RETRY_BROKEN).isoformat(),
+                         extra={"schedule": row.name})
+            models.Schedule.objects.filter(id=row.id).update(next_run_at=now + RETRY_BROKEN)
+            return 0
         except Exception:
             if attempt == 1:
                 # A passing error (a topic taken away under the producers' cache) must not silence

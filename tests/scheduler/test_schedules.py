@@ -2,6 +2,7 @@
 downtime, exactly once under concurrent schedulers and rollbacks, operators' actions, and the
 schedules declared in code."""
 import datetime
+import logging
 import threading
 
 import pytest
@@ -236,17 +237,22 @@ def test_the_scheduler_loop_wakes_for_a_new_schedule_and_stops_at_once(transacti
     assert not thread.is_alive()
 
 
-def test_a_broken_schedule_is_retried_later_and_does_not_stop_the_others(db):
-    """Guards against one schedule crash-looping a scheduler: its timing was edited into nonsense."""
+def test_a_broken_schedule_is_retried_later_and_does_not_stop_the_others(db, caplog):
+    """Guards against one schedule crash-looping a scheduler: its timing was edited into nonsense.
+    Its log is one line that says why, not a traceback a minute."""
     broken, fine = every_minute("broken"), every_minute("fine")
     now = db_now()
     for row in (broken, fine):
         due_since(row, now - datetime.timedelta(seconds=5))
     models.Schedule.objects.filter(id=broken.id).update(kind="cron", cron="not a cron")
-    assert schedules.fire_due()[0] == 1
+    with caplog.at_level(logging.WARNING, logger="sluice.schedules"):
+        assert schedules.fire_due()[0] == 1
     assert list(models.ScheduleTick.objects.values_list("schedule__name", flat=True)) == ["fine"]
     broken.refresh_from_db()
     assert broken.next_run_at == now + schedules.RETRY_BROKEN
+    [logged] = [r for r in caplog.records if "broken" in r.getMessage()]
+    assert logged.levelname == "ERROR" and logged.exc_info is None
+    assert "schedule broken is invalid (a cron expression has five fields" in logged.getMessage()
 
 
 def test_each_caught_up_tick_can_tell_its_task_which_tick_it_is(db):

@@ -224,8 +224,11 @@ def fire_due(*, limit=100):
 
 
 def _fire_or_back_off(row, now):
-    """Fire a claimed schedule in a savepoint; if that fails, once more at once; if that fails too,
-    retry it RETRY_BROKEN later. Connection errors propagate (the whole firing rolls back)."""
+    """Fire a claimed schedule in a savepoint; if that fails, once more at once; if that fails too
+    (or its definition is invalid), retry it RETRY_BROKEN later: one broken schedule must not stop
+    the others, nor be claimed again at once. Connection errors propagate (the whole firing rolls
+    back)."""
+    retry_at = (now + RETRY_BROKEN).isoformat()
     for attempt in (1, 2):
         try:
             with transaction.atomic():
@@ -236,10 +239,8 @@ def _fire_or_back_off(row, now):
             # A timing edited into nonsense behind the commands' back: trying again at once would
             # fail the same way, and the reason says all a traceback would.
             logger.error("schedule %s is invalid (%s): fix or disable it; retrying at %s", row.name,
-                         error.data.get("reason", error), (now + RETRY_BROKEN).isoformat(),
-                         extra={"schedule": row.name})
-            models.Schedule.objects.filter(id=row.id).update(next_run_at=now + RETRY_BROKEN)
-            return 0
+                         error.data.get("reason", error), retry_at, extra={"schedule": row.name})
+            break
         except Exception:
             if attempt == 1:
                 # A passing error (a topic taken away under the producers' cache) must not silence
@@ -247,11 +248,9 @@ def _fire_or_back_off(row, now):
                 logger.warning("schedule %s could not fire; trying again at once", row.name, exc_info=True,
                                extra={"schedule": row.name})
                 continue
-            # One broken schedule (a timing edited into nonsense by hand) must not stop the
-            # others, nor be claimed again at once: it is retried a minute later.
-            logger.exception("schedule %s could not fire; retrying at %s", row.name,
-                             (now + RETRY_BROKEN).isoformat(), extra={"schedule": row.name})
-            models.Schedule.objects.filter(id=row.id).update(next_run_at=now + RETRY_BROKEN)
+            logger.exception("schedule %s could not fire; retrying at %s", row.name, retry_at,
+                             extra={"schedule": row.name})
+    models.Schedule.objects.filter(id=row.id).update(next_run_at=now + RETRY_BROKEN)
     return 0
 
 

@@ -371,6 +371,10 @@ def measure(kind, admin, args):
     """The peer's row: single and bulk enqueue rates, then the drain of everything enqueued."""
     url = harness.create_database(admin, args.database) if kind.uses_database else None
     instance = kind(url)
+    # The workers start in the environment as it is now, whatever the enqueuing client sets in this
+    # process: Sluice's transport, connecting here, sets DJANGO_SETTINGS_MODULE, which would make a
+    # Celery worker on Sluice (alone) install Celery's Django fix-up and run its hooks at every task.
+    environment = dict(os.environ)
     try:
         instance.setup()
         row = {"system": kind.name, "results": kind.results, "notes": kind.notes}
@@ -383,7 +387,7 @@ def measure(kind, admin, args):
         commands = instance.workers()
         with harness.Processes(args.logs) as workers:
             for name, command in commands:
-                workers.start(name, command, instance.env)
+                workers.start(name, command, instance.env, base=environment)
             row.update(harness.drain(instance.done(), total, args.drain_timeout, workers))
         return row
     finally:

@@ -58,9 +58,11 @@ class Processes:
         self.logs = Path(logs)
         self.started = []
 
-    def start(self, name, command, env):
+    def start(self, name, command, env, base=None):
+        """Start command with env added to base (default: this process's environment now)."""
         log = open(self.logs / f"{name}.log", "w")
-        self.started.append((name, subprocess.Popen(command, env={**os.environ, **env}, cwd=ROOT, stdout=log,
+        environment = {**(os.environ if base is None else base), **env}
+        self.started.append((name, subprocess.Popen(command, env=environment, cwd=ROOT, stdout=log,
                                                      stderr=subprocess.STDOUT, start_new_session=True)))
         log.close()
 

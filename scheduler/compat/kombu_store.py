@@ -3,7 +3,10 @@ bindings live in a table every process reads, and a message due later (Celery's 
 delayed record. Imported once Django is set up (kombu_transport sees to it)."""
 import datetime
 import hashlib
+import itertools
+import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -241,6 +244,28 @@ def _due(message):
 # Reading --------------------------------------------------------------------------------------
 
 
+# Delivery tags: unique in this process (a counter) and, for the logs, across processes (a prefix,
+# new in a forked child).
+_TAG_PREFIX, _tags = "", None
+
+
+def _new_tags():
+    global _TAG_PREFIX, _tags
+    _TAG_PREFIX, _tags = f"{uuid.uuid4().hex[:12]}.", itertools.count(1)
+
+
+_new_tags()
+os.register_at_fork(after_in_child=_new_tags)
+
+
+def _loads(value):
+    """A stored message (kombu's JSON). kombu's loads calls its hook for every object; only a value
+    kombu's encoder marked (a datetime, bytes, a Decimal in the headers) needs it."""
+    if b'"__type__"' in value:
+        return kombu_json.loads(value)
+    return json.loads(value)
+
+
 class Reader:
     """One queue read by one kombu channel: a member of the queue's share group over every band of the
     queue, highest priority first, that never waits by itself (the transport waits for every queue at
@@ -302,10 +327,10 @@ class Reader:
 
     @staticmethod
     def _payload(record):
-        payload = kombu_json.loads(bytes(record.value))
+        payload = _loads(bytes(record.value))
         properties = payload.setdefault("properties", {})
         # A tag per delivery: the publisher's tag is shared by a fanout's copies and redeliveries.
-        properties["delivery_tag"] = uuid.uuid4().hex
+        properties["delivery_tag"] = f"{_TAG_PREFIX}{next(_tags)}"
         properties.setdefault("delivery_info", {})["redelivered"] = record.delivery_count > 1
         if record.delivery_count > 1:
             payload["redelivered"] = True

@@ -574,6 +574,11 @@ class Transport(virtual.Transport):
         force = half = True
         while not stop.is_set():
             self._ensure_listener()
+            if self._short(half):
+                # No consumer may take yet: wait for an acknowledgement, without a read (the NOTIFYs
+                # that come meanwhile wait on the connection for the next one, and force it).
+                _, half = self._wait(fallback, half=half)
+                continue
             if self._read(force=force, half=half):
                 force, half = False, True
                 continue
@@ -592,6 +597,13 @@ class Transport(virtual.Transport):
             delivered = sum(channel.deliver_ready(force=force, half=half) for channel in list(self.channels))
         self._waiter.found(self._listener, delivered)
         return delivered
+
+    def _short(self, half):
+        """Whether every consuming channel's prefetch is short of the room a read waits for (see
+        Channel.can_take); acknowledgements made from here on set acked."""
+        self.acked.clear()
+        consuming = [c for c in list(self.channels) if c._consumers]
+        return bool(consuming) and not any(c.can_take(half) for c in consuming)
 
     def _wait(self, seconds, half=False):
         """Wait until the next read may find something, up to seconds; return (force, half) for that

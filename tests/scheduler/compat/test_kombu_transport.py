@@ -2,6 +2,7 @@
 priorities (bands read highest first), prefetch, bindings shared between connections and processes, lock renewal and expiry, eta messages
 held in the database, and consumers woken by commits."""
 import datetime
+import decimal
 import gc
 import json
 import os
@@ -132,6 +133,25 @@ def test_publish_size_get_and_ack(connect):
     assert queue.get() is None
     assert not engine_models.ShareDelivery.objects.filter(state=engine_models.ShareDelivery.State.ACQUIRED,
                                                           delivery_count=1, offset=0).exists()
+
+
+def test_headers_kombu_marks_come_back_as_they_were_sent(connect):
+    """kombu's JSON marks a datetime, bytes or a Decimal; a message with none is read without kombu's
+    hook, one with any through it, and each delivery gets a tag of its own."""
+    conn = connect()
+    queue = declared(conn, "typed")
+    when = datetime.datetime(2026, 12, 5, 23, 30, tzinfo=datetime.timezone.utc)
+    publish(conn, queue, {"n": 1}, headers={"when": when, "raw": b"\xff\x00", "amount": decimal.Decimal("1.10")})
+    publish(conn, queue, {"n": 2}, headers={"note": "__type__ in text is only text"})
+    first, second = queue.get(), queue.get()
+    assert first.headers["when"] == when and first.headers["raw"] == b"\xff\x00"
+    assert first.headers["amount"] == decimal.Decimal("1.10")
+    assert first.payload == {"n": 1} and second.payload == {"n": 2}
+    assert second.headers["note"] == "__type__ in text is only text"
+    assert first.delivery_tag != second.delivery_tag
+    first.requeue()
+    again = queue.get()
+    assert again.headers["when"] == when and again.delivery_tag not in (first.delivery_tag, second.delivery_tag)
 
 
 def test_requeue_gives_the_message_back_at_once_and_marks_it_redelivered(connect):

@@ -208,8 +208,12 @@ def test_prefetch_limits_what_a_consumer_holds(connect):
             message.ack()
 
 
+def test_the_event_loops_reads_wait_for_three_quarters_of_the_prefetch_and_leave_one_held():
+    assert [kombu_transport._enough(p) for p in (1, 2, 3, 4, 8, 16, 32)] == [1, 1, 2, 3, 6, 12, 24]
+
+
 def test_an_acknowledgement_wakes_the_reader_only_when_room_opens(connect):
-    # The event loop's reader waits for the first room in a full prefetch, then for half of it: the
+    # The event loop's reader waits for the first room in a full prefetch, then for three quarters: the
     # acknowledgements in between would only wake it to wait again (in a Celery worker, one thread
     # switch a task taken from the main loop).
     conn = connect()
@@ -225,7 +229,7 @@ def test_an_acknowledgement_wakes_the_reader_only_when_room_opens(connect):
             conn.transport.acked.clear()
             message.ack()
             woken.append(conn.transport.acked.is_set())
-        assert woken == [True, False, False, True, False, False, False, False]  # room 1, then 4 of 8
+        assert woken == [True, False, False, False, False, True, False, False]  # room 1, then 6 of 8
     assert queue.queue_declare(passive=True).message_count == 0
 
 

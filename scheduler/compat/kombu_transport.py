@@ -669,9 +669,9 @@ class Transport(virtual.Transport):
         return settings.SLUICE["POLL_FALLBACK_MS"] / 1000
 
     def _ensure_listener(self):
-        from queueing import wakeups
-
         if (self._listener is None or self._listener.closed) and self._channels_listened:
+            from queueing import wakeups  # here, not at every turn of the Fetcher's loop
+
             try:
                 with self._watch_lock:
                     self._listener = wakeups.listen_connection(sorted(self._channels_listened))

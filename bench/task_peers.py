@@ -50,6 +50,7 @@ class Peer:
     results = ""
     notes = ""
     uses_database = True
+    unset = ()  # variables of this process's environment the workers must not have
 
     def __init__(self, url):
         self.url = url
@@ -263,6 +264,10 @@ class Celery(Peer):
     notes = "prefork -c 2; not transactional; no bulk call: delay() in a loop"
     uses_database = False
     broker = ""
+    # A plain Celery program whatever the broker: with DJANGO_SETTINGS_MODULE set (`make bench` sets
+    # it), Celery installs its Django fix-up, which runs hooks at every task; Sluice's
+    # `sluice+postgresql://` sets Django up by itself.
+    unset = ("DJANGO_SETTINGS_MODULE",)
 
     def __init__(self, url):
         super().__init__(url)
@@ -371,10 +376,10 @@ def measure(kind, admin, args):
     """The peer's row: single and bulk enqueue rates, then the drain of everything enqueued."""
     url = harness.create_database(admin, args.database) if kind.uses_database else None
     instance = kind(url)
-    # The workers start in the environment as it is now, whatever the enqueuing client sets in this
-    # process: Sluice's transport, connecting here, sets DJANGO_SETTINGS_MODULE, which would make a
-    # Celery worker on Sluice (alone) install Celery's Django fix-up and run its hooks at every task.
-    environment = dict(os.environ)
+    # The workers start in the environment as it is now (less the peer's unset), whatever the
+    # enqueuing client sets in this process: Sluice's transport, connecting here, sets
+    # DJANGO_SETTINGS_MODULE and DATABASE_URL.
+    environment = {name: value for name, value in os.environ.items() if name not in kind.unset}
     try:
         instance.setup()
         row = {"system": kind.name, "results": kind.results, "notes": kind.notes}

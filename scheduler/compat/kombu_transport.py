@@ -246,8 +246,8 @@ class Channel(virtual.Channel):
 
     def _room_opens(self):
         """Whether the acknowledgement just made (the held lock taken) changed what the fetching
-        thread waits for: the first room in a full prefetch, or enough of it free (_enough). The others would
-        wake it only to find it must go on waiting."""
+        thread waits for: the first room in a full prefetch, or enough of it free (_enough). The
+        others would wake it only to find it must go on waiting."""
         limit = self.qos.prefetch_count
         if not limit:
             return True

@@ -30,6 +30,7 @@ logger = logging.getLogger("sluice.kombu")
 
 ALIAS = "sluice"
 TRANSPORT_PATH = "scheduler.compat.kombu_transport:Transport"
+SLUICE_SETTINGS = "config.settings"  # a program outside the Sluice project runs on these
 DEFAULT_BATCH = 100  # messages taken per queue and poll when no prefetch limits it
 FULL_WAIT_S = 0.25  # prefetch full: how long to wait for an acknowledgement before looking again
 # A queue found empty is read again after this (the pidbox queue of a busy worker, whose asks for
@@ -83,10 +84,24 @@ def ensure_django(url):
                                settings.DATABASES["default"]["NAME"])
         else:
             os.environ["DATABASE_URL"] = url
-            os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+            os.environ.setdefault("DJANGO_SETTINGS_MODULE", SLUICE_SETTINGS)
     if not apps.ready:
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", SLUICE_SETTINGS)
         django.setup()
+        if settings.SETTINGS_MODULE == SLUICE_SETTINGS:
+            _log_through_the_program(settings.LOGGING)
+
+
+def _log_through_the_program(logging_settings):
+    """Sluice's settings set up here, in a program of its own (a Celery worker, a script): their
+    loggers hand their lines to the program's logging (Celery's worker log, say) instead of writing
+    them to the stream they found, which a Celery worker has already redirected into its log at
+    WARNING, so that every line came out formatted twice."""
+    for name in logging_settings.get("loggers", {}):
+        configured = logging.getLogger(name)
+        for handler in list(configured.handlers):
+            configured.removeHandler(handler)
+        configured.propagate = True
 
 
 class QoS(virtual.QoS):

@@ -1,8 +1,11 @@
 """A plain Python process (no Django project of its own) on the kombu transport, for the tests:
 `python kombu_agent.py URL fanout QUEUE EXCHANGE` binds QUEUE to a fanout exchange and prints the
 first message it consumes; `... hold QUEUE SECONDS LOCK_MS` takes one message, holds it unacknowledged
-for SECONDS, then acks it. Each step is printed on its own line, flushed, for the test to wait on."""
+for SECONDS, then acks it. Each step is printed on its own line, flushed, for the test to wait on.
+With AGENT_LOGGING set, the agent configures logging of its own first, to its standard output."""
 import json
+import logging
+import os
 import sys
 import time
 
@@ -47,6 +50,9 @@ def hold(connection, queue_name, seconds):
 
 
 def main():
+    if os.environ.get("AGENT_LOGGING"):
+        # A program with logging of its own, as a Celery worker has: Sluice's lines go through it.
+        logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="agent %(levelname)s %(name)s: %(message)s")
     url, mode, queue_name, argument, *rest = sys.argv[1:]
     options = {"lock_duration_ms": int(rest[0])} if rest else {}
     with Connection(url, transport_options=options) as connection:

@@ -46,8 +46,8 @@ def agents(process_env):
     """Start kombu_agent.py processes on `sluice+postgresql://` (the standalone form); killed at the end."""
     started = []
 
-    def start(*args):
-        env = {**process_env, "SLUICE_POLL_FALLBACK_MS": "30000"}
+    def start(*args, **variables):
+        env = {**process_env, "SLUICE_POLL_FALLBACK_MS": "30000", **variables}
         env.pop("DJANGO_SETTINGS_MODULE", None)  # a plain program: the transport sets Django up itself
         agent = subprocess.Popen([sys.executable, str(AGENT), f"sluice+{database_url()}", *args], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
@@ -342,6 +342,20 @@ def test_fanout_reaches_consumers_in_two_processes(connect, agents):
     assert json.loads(read_line(first, "got").split(" ", 1)[1]) == {"hello": "all"}
     assert json.loads(read_line(second, "got").split(" ", 1)[1]) == {"hello": "all"}
     assert first.wait(30) == 0 and second.wait(30) == 0
+
+
+def test_a_program_of_its_own_gets_sluices_log_lines_through_its_own_logging(connect, agents):
+    # A Celery worker on `sluice+postgresql://` redirects its standard streams into its log before
+    # the transport sets Django up: Sluice's loggers must not write to the stream they find there.
+    agent = agents("fanout", "logged", "logged-exchange", AGENT_LOGGING="1")
+    lines = []
+    while "ready" not in lines or not any(line.startswith("agent INFO sluice.loops:") for line in lines):
+        lines.append(read_line(agent, ""))  # the mover's thread logs as the agent says ready, in either order
+    assert "agent INFO sluice.loops: delayed-record mover starting" in lines
+    conn = connect()
+    Producer(conn.default_channel, exchange=Exchange("logged-exchange", type="fanout")).publish({"n": 1})
+    assert read_line(agent, "got") == 'got {"n": 1}'
+    assert agent.wait(30) == 0
 
 
 def test_a_live_consumer_keeps_its_message_past_several_lock_durations(connect, agents):
